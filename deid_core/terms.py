@@ -1,0 +1,392 @@
+"""The identifiers of one file, captured from its *original* header before anything is scrubbed.
+
+Every later stage that hunts for PHI — free-text cleaning, burned-in pixel text, the final leak
+verification — needs to know what this patient's identifiers look like in all their common
+spellings. ``capture_terms`` collects them once; ``TermMatcher`` finds them in text, exactly
+(for header text) or tolerantly (for OCR output, which misreads digits and letters).
+
+Terms live in memory only: they are never logged, written to provenance or put in exceptions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+# Kinds of identifier; provenance and verification record the kind, never the value.
+NAME = "name"
+ID = "id"
+DATE = "date"
+PHONE = "phone"
+ADDRESS = "address"
+INSTITUTION = "institution"
+EMAIL = "email"
+OTHER = "other"
+
+# Person-name parts too common or too short to be identifying on their own.
+_NAME_STOPWORDS = frozenset(
+    {"MR", "MRS", "MS", "DR", "PROF", "JR", "SR", "II", "III", "IV", "MD", "PHD", "RN", "THE", "OF", "AND"}
+)
+# Keywords whose values identify the patient or the encounter.
+_ID_KEYWORDS = (
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "IssuerOfPatientID",
+    "MedicalRecordLocator",
+    "AdmissionID",
+    "StudyID",
+    "PerformedProcedureStepID",
+    "RequestedProcedureID",
+    "ScheduledProcedureStepID",
+    "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest",
+    "PatientInsurancePlanCodeSequence",
+    "MilitaryRank",
+    "PatientTransportArrangements",
+    "DeviceSerialNumber",
+    "PlateID",
+    "CassetteID",
+    "GantryID",
+    "DetectorID",
+)
+_ADDRESS_KEYWORDS = ("PatientAddress", "InstitutionAddress", "ReferringPhysicianAddress", "CountryOfResidence",
+                     "RegionOfResidence")
+_PHONE_KEYWORDS = ("PatientTelephoneNumbers", "ReferringPhysicianTelephoneNumbers", "PersonTelephoneNumbers")
+_INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName", "StationName")
+_OTHER_KEYWORDS = ("PatientMotherBirthName", "PatientBirthName", "ResponsiblePerson", "ResponsibleOrganization",
+                   "EthnicGroup", "Occupation", "PatientReligiousPreference", "BranchOfService")
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+_DIGIT_FOR = str.maketrans({"O": "0", "o": "0", "Q": "0", "D": "0", "I": "1", "l": "1", "i": "1", "|": "1",
+                            "L": "1", "!": "1", "Z": "2", "z": "2", "S": "5", "s": "5", "B": "8", "G": "6",
+                            "b": "6", "T": "7", "g": "9", "q": "9"})
+
+
+@dataclass(frozen=True)
+class Term:
+    """One identifier string and its kind (``name``, ``id``, ``date``...)."""
+
+    text: str
+    kind: str
+
+
+@dataclass
+class PhiTerms:
+    """All identifier strings of one file, with every variant worth searching for."""
+
+    terms: set[Term] = field(default_factory=set)
+    #: Original DA values (YYYYMMDD) of the file; used to recognise dates in OCR text loosely.
+    dates: set[str] = field(default_factory=set)
+
+    def add(self, text: str, kind: str) -> None:
+        text = " ".join(str(text).split())
+        if len(text) >= 2 and not text.isspace():
+            self.terms.add(Term(text, kind))
+
+    def __iter__(self) -> Iterator[Term]:
+        return iter(sorted(self.terms, key=lambda t: (-len(t.text), t.text, t.kind)))
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def strings(self) -> list[str]:
+        """Every term, longest first (the deny list handed to OCR matchers)."""
+        return [t.text for t in self]
+
+    def merge(self, other: PhiTerms) -> None:
+        self.terms |= other.terms
+        self.dates |= other.dates
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain form for sending terms to a Dask worker (never for logging)."""
+        return {"terms": [[t.text, t.kind] for t in self], "dates": sorted(self.dates)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> PhiTerms:
+        out = cls()
+        for text, kind in data.get("terms", []):  # type: ignore[union-attr]
+            out.terms.add(Term(text, kind))
+        out.dates = set(data.get("dates", []))  # type: ignore[arg-type]
+        return out
+
+
+def name_variants(value: str | PersonName) -> list[str]:
+    """Spellings of a DICOM person name: parts, 'First Last', 'Last, First', initials dropped."""
+    raw = str(value)
+    out: list[str] = []
+    for group in raw.split("="):  # alphabetic, ideographic, phonetic representations
+        comps = [c.strip() for c in group.split("^")]
+        family, given, middle = (comps + ["", "", ""])[:3]
+        if not any(comps):
+            continue
+        words = [w for c in comps for w in re.split(r"[\s,.\-']+", c) if w]
+        for w in words:
+            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS:
+                out.append(w)
+        if family and given:
+            out += [f"{given} {family}", f"{family} {given}", f"{family}, {given}", f"{family},{given}",
+                    f"{family}^{given}", f"{given[0]}. {family}", f"{given[0]} {family}"]
+            if middle:
+                out += [f"{given} {middle} {family}", f"{family}, {given} {middle}",
+                        f"{given} {middle[0]}. {family}", f"{family}^{given}^{middle}"]
+        joined = " ".join(c for c in comps if c)
+        if joined:
+            out.append(joined)
+    return out
+
+
+def date_variants(da: str) -> list[str]:
+    """Common renderings of a DA value (YYYYMMDD): ISO, US, European, month names, 2-digit years."""
+    da = da.strip()
+    if not re.fullmatch(r"\d{8}", da):
+        return [da] if len(da) >= 4 else []
+    try:
+        d = _dt.date(int(da[:4]), int(da[4:6]), int(da[6:]))
+    except ValueError:
+        return [da]
+    y, m, dd, yy = f"{d.year:04d}", f"{d.month:02d}", f"{d.day:02d}", f"{d.year % 100:02d}"
+    mon = _MONTHS[d.month - 1]
+    out = [da, f"{y}-{m}-{dd}", f"{y}/{m}/{dd}", f"{y}.{m}.{dd}",
+           f"{m}/{dd}/{y}", f"{d.month}/{d.day}/{y}", f"{m}-{dd}-{y}", f"{m}.{dd}.{y}",
+           f"{dd}/{m}/{y}", f"{dd}.{m}.{y}", f"{dd}-{m}-{y}", f"{d.day}.{d.month}.{y}",
+           f"{m}/{dd}/{yy}", f"{d.month}/{d.day}/{yy}", f"{dd}.{m}.{yy}", f"{dd}/{m}/{yy}",
+           f"{mon} {d.day}, {y}", f"{mon} {d.day} {y}", f"{d.day} {mon} {y}", f"{mon[:3]} {d.day}, {y}",
+           f"{mon[:3]} {d.day} {y}", f"{d.day} {mon[:3]} {y}", f"{dd}-{mon[:3]}-{y}", f"{d.day}-{mon[:3]}-{y}",
+           f"{dd}{mon[:3]}{y}", f"{dd}-{mon[:3].upper()}-{y}", f"{dd}-{mon[:3]}-{yy}"]
+    return list(dict.fromkeys(out))
+
+
+def phone_variants(value: str) -> list[str]:
+    """A phone number as written and as bare digits (with and without a leading country code)."""
+    digits = re.sub(r"\D", "", value)
+    out = [value.strip()]
+    if len(digits) >= 7:
+        out.append(digits)
+        if len(digits) == 11 and digits.startswith("1"):
+            digits = digits[1:]
+            out.append(digits)
+        if len(digits) == 10:
+            out += [f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+                    f"{digits[:3]}.{digits[3:6]}.{digits[6:]}", f"{digits[:3]} {digits[3:6]} {digits[6:]}",
+                    f"{digits[3:6]}-{digits[6:]}"]
+    return out
+
+
+def address_variants(value: str) -> list[str]:
+    """The whole address, each comma/caret separated part, and street names without their number."""
+    out = [value]
+    for part in re.split(r"[,^\n;]+", value):
+        part = part.strip()
+        if len(part) >= 3:
+            out.append(part)
+            street = re.sub(r"^\d+[A-Za-z]?\s+", "", part)
+            if street != part and len(street) >= 4:
+                out.append(street)
+            # the street's proper name without its suffix ("Maple" from "Maple Avenue")
+            core = re.sub(r"\s+(street|st|avenue|ave|road|rd|drive|dr|lane|ln|boulevard|blvd|way|court|ct|place"
+                          r"|pl|terrace|circle)\.?$", "", street, flags=re.I)
+            if core != street and len(core) >= 4:
+                out.append(core)
+    return out
+
+
+def id_variants(value: str) -> list[str]:
+    """An identifier as written and without its separators (OCR and people drop them)."""
+    value = value.strip()
+    out = [value]
+    bare = re.sub(r"[\s\-_./]", "", value)
+    if bare != value and len(bare) >= 3:
+        out.append(bare)
+    return out
+
+
+def _values(elem_value: object) -> Iterable[str]:
+    if elem_value is None:
+        return []
+    if isinstance(elem_value, list | tuple | MultiValue):
+        return [str(v) for v in elem_value if v not in (None, "")]
+    if isinstance(elem_value, bytes):
+        return []
+    return [str(elem_value)]
+
+
+def capture_terms(ds: Dataset) -> PhiTerms:
+    """Collect the identifiers of ``ds`` (top level and every sequence) with their variants."""
+    terms = PhiTerms()
+
+    def visit(d: Dataset) -> None:
+        for elem in d:
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    visit(item)
+                continue
+            try:
+                vals = list(_values(elem.value))
+            except Exception:  # an undecodable value: nothing to capture, scrub removes it
+                continue
+            kw = elem.keyword
+            for v in vals:
+                if not v.strip():
+                    continue
+                if elem.VR == "PN":
+                    for n in name_variants(v):
+                        terms.add(n, NAME)
+                elif elem.VR == "DA" and not elem.tag.is_private:
+                    for dv in date_variants(v):
+                        terms.add(dv, DATE)
+                    if re.fullmatch(r"\d{8}", v.strip()):
+                        terms.dates.add(v.strip())
+                elif elem.VR == "DT" and not elem.tag.is_private and re.match(r"\d{8}", v.strip()):
+                    terms.dates.add(v.strip()[:8])
+                    for dv in date_variants(v.strip()[:8]):
+                        terms.add(dv, DATE)
+                elif kw in _ID_KEYWORDS or (kw.endswith("ID") and elem.VR in ("LO", "SH", "CS") and
+                                            kw not in _SAFE_ID_KEYWORDS):
+                    for iv in id_variants(v):
+                        if len(iv) >= 3:
+                            terms.add(iv, ID)
+                elif kw in _ADDRESS_KEYWORDS:
+                    for av in address_variants(v):
+                        terms.add(av, ADDRESS)
+                elif kw in _PHONE_KEYWORDS:
+                    for pv in phone_variants(v):
+                        terms.add(pv, PHONE)
+                elif kw in _INSTITUTION_KEYWORDS:
+                    terms.add(v, INSTITUTION)
+                elif kw in _OTHER_KEYWORDS and len(v) >= 3:
+                    terms.add(v, OTHER)
+                if elem.VR in ("LO", "LT", "ST", "UT", "SH", "UC"):
+                    for email in _EMAIL_RE.findall(v):
+                        terms.add(email, EMAIL)
+            if kw == "OtherPatientIDsSequence":
+                pass  # handled through recursion (PatientID inside)
+
+    visit(ds)
+    return terms
+
+
+# "...ID" keywords that are not identifying (codes, structural references).
+_SAFE_ID_KEYWORDS = frozenset({
+    "PatientIdentityRemoved", "SOPClassUID", "ContentQualification", "TransferSyntaxUID", "CodingSchemeID",
+    "MappingResource", "ContextIdentifier", "TemplateIdentifier", "LossyImageCompressionMethod",
+    "ReferencedFrameOfReferenceUID", "DimensionOrganizationUID", "SeriesID", "RTROIInterpretedType",
+    "ContextGroupExtensionCreatorUID", "PrivateCreatorID", "BeamLimitingDeviceID",
+})
+
+
+# --------------------------------------------------------------------------------------------
+# Matching
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a term matched in a text: character offsets and the term's kind (never the text)."""
+
+    start: int
+    end: int
+    kind: str
+
+
+def _term_pattern(text: str) -> str:
+    # Flexible separators: "John  Smith", "SMITH,JOHN", "2021-03-04" vs "2021 03 04" all match.
+    tokens = [re.escape(tok) for tok in re.split(r"[\s^,]+", text) if tok]
+    return r"[\s^,]*".join(tokens)
+
+
+class TermMatcher:
+    """Finds a file's identifiers in text: one compiled regex for exact-but-flexible matching,
+    plus a tolerant token comparison for OCR output."""
+
+    def __init__(self, terms: PhiTerms) -> None:
+        self.terms = terms
+        ordered = [t for t in terms if len(t.text) >= 2]
+        self._kind_of = {t.text.casefold(): t.kind for t in ordered}
+        if ordered:
+            alternation = "|".join(f"(?:{_term_pattern(t.text)})" for t in ordered)
+            self._regex: re.Pattern[str] | None = re.compile(
+                rf"(?<![0-9A-Za-z])(?:{alternation})(?![0-9A-Za-z])", re.IGNORECASE)
+        else:
+            self._regex = None
+        self._tokens: dict[str, str] = {}
+        for t in ordered:
+            for tok in re.split(r"[\s^,]+", t.text):
+                if len(tok) >= 3 and tok.upper() not in _NAME_STOPWORDS:
+                    self._tokens.setdefault(tok.casefold(), t.kind)
+
+    def find(self, text: str) -> list[Span]:
+        """Non-overlapping exact matches (case-insensitive, flexible separators)."""
+        if not self._regex or not text:
+            return []
+        spans = []
+        for m in self._regex.finditer(text):
+            if m.end() > m.start():
+                spans.append(Span(m.start(), m.end(), self._kind_for(m.group(0))))
+        return spans
+
+    def _kind_for(self, matched: str) -> str:
+        key = matched.casefold()
+        if key in self._kind_of:
+            return self._kind_of[key]
+        norm = " ".join(re.split(r"[\s^,]+", key))
+        for text, kind in self._kind_of.items():
+            if " ".join(re.split(r"[\s^,]+", text)) == norm:
+                return kind
+        return OTHER
+
+    def contains(self, text: str) -> bool:
+        return bool(self._regex and self._regex.search(text))
+
+    def fuzzy_token_kind(self, token: str) -> str | None:
+        """Kind of the term that an OCR token resembles (edit distance, digit/letter confusions)."""
+        tok = token.strip(".,;:()[]{}'\"").casefold()
+        if len(tok) < 3:
+            return None
+        if tok in self._tokens:
+            return self._tokens[tok]
+        ocr_digits = tok.translate(_DIGIT_FOR)
+        for known, kind in self._tokens.items():
+            if abs(len(known) - len(tok)) > 2:
+                continue
+            if fuzzy_equal(tok, known) or (any(c.isdigit() for c in known) and
+                                           fuzzy_equal(ocr_digits, known.translate(_DIGIT_FOR))):
+                return kind
+        return None
+
+
+def fuzzy_equal(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ by at most 1 edit (≤ 7 chars) or 2 edits (longer)."""
+    a, b = a.casefold(), b.casefold()
+    if a == b:
+        return True
+    limit = 1 if max(len(a), len(b)) <= 7 else 2
+    if len(a) < 4 or len(b) < 4:
+        return False
+    return levenshtein(a, b, limit) <= limit
+
+
+def levenshtein(a: str, b: str, limit: int = 1_000_000) -> int:
+    """Edit distance with an early exit once every path exceeds ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+        if min(cur) > limit:
+            return limit + 1
+        prev = cur
+    return prev[-1]
+
+
+def ocr_digits(text: str) -> str:
+    """Map letters OCR commonly confuses with digits to those digits (O→0, I→1, S→5, B→8...)."""
+    return text.translate(_DIGIT_FOR)
