@@ -50,18 +50,13 @@ _ID_KEYWORDS = (
     "PatientInsurancePlanCodeSequence",
     "MilitaryRank",
     "PatientTransportArrangements",
-    "DeviceSerialNumber",
-    "PlateID",
-    "CassetteID",
-    "GantryID",
-    "DetectorID",
 )
 _ADDRESS_KEYWORDS = ("PatientAddress", "InstitutionAddress", "ReferringPhysicianAddress", "CountryOfResidence",
                      "RegionOfResidence")
 _PHONE_KEYWORDS = ("PatientTelephoneNumbers", "ReferringPhysicianTelephoneNumbers", "PersonTelephoneNumbers")
-_INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName", "StationName")
+_INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName")
 _OTHER_KEYWORDS = ("PatientMotherBirthName", "PatientBirthName", "ResponsiblePerson", "ResponsibleOrganization",
-                   "EthnicGroup", "Occupation", "PatientReligiousPreference", "BranchOfService")
+                   "Occupation", "PatientReligiousPreference", "BranchOfService")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")
@@ -279,6 +274,9 @@ _SAFE_ID_KEYWORDS = frozenset({
     "MappingResource", "ContextIdentifier", "TemplateIdentifier", "LossyImageCompressionMethod",
     "ReferencedFrameOfReferenceUID", "DimensionOrganizationUID", "SeriesID", "RTROIInterpretedType",
     "ContextGroupExtensionCreatorUID", "PrivateCreatorID", "BeamLimitingDeviceID",
+    # Device identity is retained under the TCIA profile (Retain Device Identity): not patient PHI.
+    "DeviceID", "PlateID", "CassetteID", "GantryID", "DetectorID", "DeviceSerialNumber", "SoftwareVersions",
+    "ManufacturerDeviceClassUID", "UDISequence", "SourceSerialNumber", "TableID", "TransducerID",
 })
 
 

@@ -1,0 +1,266 @@
+"""The composer: one walk of a dataset, each element sent to the handler its rule names.
+
+Rules come from the generated PS3.15 table (``deid_core.rules``) with the chosen options;
+private elements are decided by TCIA's private-tag knowledge base, matched by private creator
+and element offset (never by raw tag), at every nesting level. File I/O stays out of here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+
+from deid_core.freetext import TextCleaner
+from deid_core.handlers import (
+    CleanTextHandler,
+    DateShiftHandler,
+    DummyHandler,
+    EmptyHandler,
+    KeepHandler,
+    RemoveHandler,
+    UidHandler,
+)
+from deid_core.handlers.base import ElementPath
+from deid_core.pseudonyms import PatientEntry
+from deid_core.rules import Action, RuleTable
+
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+_DATE_VRS = ("DA", "DT")
+_FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
+
+
+@dataclass
+class PatientPseudonyms:
+    """The new identity of the file's patient and the offset of its dates."""
+
+    entry: PatientEntry
+    date_offset_days: int
+
+
+class Anonymizer:
+    """De-identifies a dataset in place according to ``table``.
+
+    Build one per file (it holds that file's patient, date offset and text cleaner); the rule
+    table and UID handler are shared and cached per process by the caller.
+    """
+
+    def __init__(self, table: RuleTable, uid_handler: UidHandler, patient: PatientPseudonyms,
+                 cleaner: TextCleaner) -> None:
+        self.table = table
+        self.patient = patient
+        self.uids = uid_handler
+        self.retain_uids = "rtnUIDs" in table.options
+        self.remove = RemoveHandler()
+        self.empty = EmptyHandler()
+        self.dummy = DummyHandler()
+        self.keep = KeepHandler()
+        self.dates = DateShiftHandler(patient.date_offset_days)
+        self.text = CleanTextHandler(cleaner)
+        self.actions: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------- public
+    def anonymize(self, ds: Dataset, *, pixels_clean: bool) -> Counter[str]:
+        """Scrub ``ds`` (and its file meta), add the de-identification markers, return action counts."""
+        self._walk(ds, ())
+        self._markers(ds, pixels_clean)
+        if getattr(ds, "file_meta", None) is not None:
+            self._file_meta(ds)
+        return self.actions
+
+    # ---------------------------------------------------------------- walk
+    def _walk(self, ds: Dataset, path: ElementPath) -> None:
+        for tag in list(ds.keys()):
+            if tag not in ds:
+                continue
+            try:
+                elem = ds[tag]
+            except Exception:  # undecodable element: fail closed by removing it
+                del ds[tag]
+                self.actions["remove_undecodable"] += 1
+                continue
+            if tag.element == 0x0000:  # group length: recomputed or dropped
+                del ds[tag]
+                self.actions["group_length_removed"] += 1
+                continue
+            if tag.is_private:
+                if not tag.is_private_creator:
+                    self._private(ds, elem, path)
+                continue
+            self._public(ds, elem, path)
+        self._drop_empty_private_creators(ds)
+
+    def _apply(self, handler: object, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
+        if handler(ds, elem, path):  # type: ignore[operator]
+            self.actions[handler.name] += 1  # type: ignore[attr-defined]
+
+    def _public(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
+        tag = int(elem.tag)
+        if tag == PATIENT_ID and elem.value not in (None, ""):
+            self._patient_id(elem, path)
+            return
+        if tag == PATIENT_NAME and not path:
+            elem.value = self.patient.entry.new_name
+            self.actions["patient_name"] += 1
+            return
+        rule = self.table.rule_for(tag)
+        action = rule.action if rule is not None else None
+        vr = elem.VR
+        if action is None:
+            if vr == "SQ":
+                self._recurse(elem, path)
+            elif vr == "UI" and not self.retain_uids:
+                self._apply(self.uids, ds, elem, path)
+            elif vr in _DATE_VRS:
+                self._apply(self.dates, ds, elem, path)
+            return
+        if action is Action.REMOVE:
+            self._apply(self.remove, ds, elem, path)
+        elif action is Action.EMPTY:
+            self._apply(self.empty, ds, elem, path)
+        elif action is Action.DUMMY:
+            if vr == "SQ":
+                self._recurse(elem, path)
+            elif vr == "UI":
+                self._apply(self.uids, ds, elem, path)
+            elif vr in _DATE_VRS:
+                self._apply(self.dates, ds, elem, path)
+            else:
+                self._apply(self.dummy, ds, elem, path)
+        elif action is Action.UID:
+            if vr == "UI":
+                if not self.retain_uids:
+                    self._apply(self.uids, ds, elem, path)
+            elif vr == "SQ":
+                self._recurse(elem, path)
+            else:
+                self._apply(self.empty, ds, elem, path)
+        elif action is Action.SHIFT_DATE:
+            if vr in _DATE_VRS:
+                self._apply(self.dates, ds, elem, path)
+            elif vr == "SQ":
+                self._recurse(elem, path)
+        elif action is Action.CLEAN:
+            if vr == "SQ":
+                self._recurse(elem, path)
+            elif vr in _DATE_VRS:
+                self._apply(self.dates, ds, elem, path)
+            elif vr == "UI":
+                self._apply(self.uids, ds, elem, path)
+            else:
+                self._apply(self.text, ds, elem, path)
+        else:  # KEEP
+            if vr == "SQ":
+                self._recurse(elem, path)
+            elif vr == "UI" and not self.retain_uids:
+                self._apply(self.uids, ds, elem, path)
+
+    def _patient_id(self, elem: DataElement, path: ElementPath) -> None:
+        if not path:
+            elem.value = self.patient.entry.new_id
+        else:  # a PatientID inside a sequence: same pseudonym rule as the file's patient
+            elem.value = self.patient_id_for(str(elem.value))
+        self.actions["patient_id"] += 1
+
+    def patient_id_for(self, original: str) -> str:
+        """Pseudonym for a PatientID met inside a sequence (hook set by the pipeline)."""
+        return self.patient.entry.new_id
+
+    def _recurse(self, elem: DataElement, path: ElementPath) -> None:
+        seq = elem.value
+        if not isinstance(seq, Sequence):
+            return
+        sub = path + (int(elem.tag),)
+        for item in seq:
+            self._walk(item, sub)
+
+    # ---------------------------------------------------------------- private
+    def _private(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
+        tag = elem.tag
+        block = (tag.element >> 8) & 0xFF
+        creator_tag = Tag(tag.group, block)
+        creator_elem = ds.get(creator_tag)
+        creator = None if creator_elem is None else _as_text(creator_elem.value)
+        if creator is None or block < 0x10 or not self.table.retain_safe_private:
+            self._apply(self.remove, ds, elem, path)
+            return
+        rule = self.table.private_rule(tag.group, creator, tag.element & 0xFF, path)
+        disposition = rule.disposition if rule is not None else None
+        if disposition == "k":
+            if elem.VR == "SQ":
+                self._recurse(elem, path)
+            self.actions["private_kept"] += 1
+        elif disposition == "h":
+            self._apply(self.uids, ds, elem, path)
+        elif disposition == "o":
+            self._apply(self.dates, ds, elem, path)
+        else:  # "d" or unknown to the knowledge base
+            del ds[tag]
+            self.actions["private_removed"] += 1
+
+    def _drop_empty_private_creators(self, ds: Dataset) -> None:
+        creators = [t for t in ds.keys() if t.is_private and t.is_private_creator]
+        if not creators:
+            return
+        used = {(t.group, (t.element >> 8) & 0xFF) for t in ds.keys() if t.is_private and not t.is_private_creator}
+        for t in creators:
+            if (t.group, t.element & 0xFF) not in used:
+                del ds[t]
+                self.actions["private_creator_removed"] += 1
+
+    # ---------------------------------------------------------------- markers
+    def _markers(self, ds: Dataset, pixels_clean: bool) -> None:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = self.table.method_text()
+        items = []
+        for code, meaning in self.table.method_codes():
+            item = Dataset()
+            item.CodeValue = code
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        opts = self.table.options
+        if "rtnLongModifDates" in opts:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif "rtnLongFullDates" in opts:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+        if "PixelData" in ds and pixels_clean:
+            ds.BurnedInAnnotation = "NO"
+
+    def _file_meta(self, ds: Dataset) -> None:
+        meta: FileMetaDataset = ds.file_meta
+        for tag in _FILE_META_DROP:
+            if tag in meta:
+                del meta[tag]
+        for tag in list(meta.keys()):
+            if tag.element == 0x0000:
+                continue  # (0002,0000) is recomputed by pydicom on write
+            if meta[tag].VR == "UI" and tag not in (Tag(0x00020010), Tag(0x00020012), Tag(0x00020002)):
+                if not self.retain_uids:
+                    self.uids(meta, meta[tag], ())
+        if "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if "SOPClassUID" in ds:
+            meta.MediaStorageSOPClassUID = ds.SOPClassUID
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip("\0 ")
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return str(value)
+
+
+def private_creator_of(ds: Dataset, tag: BaseTag) -> str | None:
+    """The private creator string owning ``tag`` in ``ds`` (None when absent)."""
+    creator_elem = ds.get(Tag(tag.group, (tag.element >> 8) & 0xFF))
+    return None if creator_elem is None else _as_text(creator_elem.value)

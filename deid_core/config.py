@@ -1,0 +1,55 @@
+"""Run configuration: everything that decides the bytes of an output, in one picklable value.
+
+A ``DeidConfig`` travels to every Dask worker, so it holds only small plain values (the key,
+paths, option names); heavy objects (rule table, patient map, OCR engine) are built once per
+process from it by ``deid_core.pipeline.Context``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deid_core import __version__
+
+
+@dataclass(frozen=True)
+class DeidConfig:
+    """What a de-identification run applies (the key included; never log this object)."""
+
+    key: bytes = field(repr=False)
+    output_dir: Path
+    profile: str = "tcia"
+    options: tuple[str, ...] = ()
+    uid_root: str = "2.25."
+    date_shift_min_days: int = 1
+    date_shift_max_days: int = 365
+    patient_map: str | None = None
+    pseudonym_prefix: str = "DEID"
+    pixel_policy: str | None = None
+    pixel_engine: str = "tesseract"
+    allow_lossy_reencode: bool = False
+    verify: bool = True
+    collect_linkage: bool = False
+
+    def fingerprint_dict(self) -> dict[str, object]:
+        """The configuration minus the key, for provenance and output-identity hashing."""
+        data = asdict(self)
+        data.pop("key")
+        data["output_dir"] = str(self.output_dir)
+        data["options"] = list(self.options)
+        data["version"] = __version__
+        return data
+
+    def settings_hash(self) -> str:
+        """Hash of everything but the key and paths that changes output bytes."""
+        data = self.fingerprint_dict()
+        data.pop("output_dir")
+        data.pop("collect_linkage")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir)

@@ -1,0 +1,43 @@
+"""Free text (C under Clean Descriptors): clinical words kept, identifiers removed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from deid_core.freetext import TextCleaner
+from deid_core.handlers.base import ElementPath
+
+TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE"})
+
+
+class CleanTextHandler:
+    """Cleans text values with the file's own identifiers, patterns and Presidio."""
+
+    name = "clean_text"
+
+    def __init__(self, cleaner: TextCleaner) -> None:
+        self.cleaner = cleaner
+
+    def clean(self, text: str, vr: str) -> str:
+        return self.cleaner.clean_for_vr(text, vr)
+
+    def __call__(self, dataset: Dataset, element: DataElement, path: ElementPath) -> bool:
+        value = element.value
+        if value is None or value == "" or element.VR not in TEXT_VRS:
+            return False
+        if isinstance(value, list | MultiValue):
+            new: object = [self.clean(str(v), element.VR) for v in value]
+            changed = [str(v) for v in value] != new
+        else:
+            new = self.clean(str(value), element.VR)
+            changed = new != str(value)
+        if changed:
+            element.value = new
+        return changed
+
+    def describe_actions(self) -> Iterator[str]:
+        yield "Clean free text: remove the file's identifiers and PHI patterns, keep clinical words (C)"

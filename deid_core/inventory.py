@@ -1,0 +1,154 @@
+"""Inventory: find DICOM files in a tree, read headers only, note what each file needs.
+
+Records carry no identifier except the input path: patient/study/series grouping keys are keyed
+hashes, so batches can be formed (a series stays in one batch) without moving PHI around.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from deid_core.errors import BadInputError
+
+#: Modalities whose images commonly carry burned-in annotation (PS3.3 BurnedInAnnotation notes).
+BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "IVUS", "DOC", "RF", "XA", "CR", "DX",
+                                  "MG", "IO", "PX"})
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class InventoryRecord:
+    """What the inventory learnt about one input, without any identifying value but the path."""
+
+    path: str
+    size: int
+    sha256: str
+    status: str  # "ok" | "bad" | "skip"
+    reason: str = ""
+    error: str = ""
+    modality: str = ""
+    sop_class_uid: str = ""
+    transfer_syntax: str = ""
+    frames: int = 0
+    has_pixels: bool = False
+    compressed: bool = False
+    burned_in_possible: bool = False
+    series_key: str = ""  # keyed hash of (PatientID, StudyInstanceUID, SeriesInstanceUID)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_files(root: str | Path) -> Iterator[Path]:
+    """Every regular file under ``root`` in a stable (sorted) order; symlink loops cannot recurse
+    because directory symlinks are not followed. Hidden files and directories are skipped."""
+    root = Path(root)
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            if p.is_file():  # follows a file symlink; broken links are skipped by is_file
+                yield p
+
+
+def read_header(path: str | Path) -> pydicom.Dataset:
+    """Header-only read; raises BadInputError (with a reason, no values) for non-DICOM input."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # truncated header, bad lengths...
+        raise BadInputError(f"unreadable DICOM header ({type(exc).__name__})") from None
+    # No preamble/"DICM": accept only if a forced read finds a plausible dataset.
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception as exc:
+        raise BadInputError(f"not a DICOM file ({type(exc).__name__})") from None
+    if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+        raise BadInputError("not a DICOM file (no preamble and no SOP identity)")
+    return ds
+
+
+def inspect_file(path: str | Path, key: bytes) -> InventoryRecord:
+    """Inventory one file: hash, header-only read, classification."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        digest = sha256_file(path)
+    except OSError as exc:
+        return InventoryRecord(str(path), 0, "", "bad", "unreadable", f"cannot read file ({exc.strerror})")
+    if size == 0:
+        return InventoryRecord(str(path), 0, digest, "bad", "bad_input", "zero-length file")
+    try:
+        ds = read_header(path)
+    except BadInputError as exc:
+        return InventoryRecord(str(path), size, digest, "bad", exc.reason, str(exc))
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
+    if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        return InventoryRecord(str(path), size, digest, "skip", "dicomdir",
+                               "DICOMDIR (a media index, not an image): not copied")
+    if "SOPInstanceUID" not in ds:
+        return InventoryRecord(str(path), size, digest, "bad", "bad_input", "no SOPInstanceUID")
+    modality = str(ds.get("Modality", "") or "")
+    has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)) or _pixel_tag_follows(path, ds)
+    frames = int(ds.get("NumberOfFrames", 1) or 1) if has_pixels else 0
+    compressed = bool(ts) and UID(ts).is_compressed
+    burned = (modality in BURNED_IN_MODALITIES or str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+              or "SECONDARY" in [str(v).upper() for v in (ds.get("ImageType") or [])])
+    series_key = hmac.new(key, "\\".join(
+        str(ds.get(k, "")) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")).encode(),
+        hashlib.sha256).hexdigest()[:16]
+    return InventoryRecord(str(path), size, digest, "ok", "", "", modality, sop_class, ts, frames, has_pixels,
+                           compressed, burned and has_pixels, series_key)
+
+
+def _pixel_tag_follows(path: Path, ds: pydicom.Dataset) -> bool:
+    # stop_before_pixels drops PixelData; image attributes tell us pixels were there.
+    return "Rows" in ds and "Columns" in ds and ("BitsAllocated" in ds or "SamplesPerPixel" in ds)
+
+
+def batch_records(records: list[InventoryRecord], batch_size: int) -> list[list[InventoryRecord]]:
+    """Group good records into batches of at most ``batch_size``, keeping a series together when
+    it fits (multi-frame and series-level decisions stay local); order is deterministic."""
+    by_series: dict[str, list[InventoryRecord]] = {}
+    for rec in records:
+        by_series.setdefault(rec.series_key, []).append(rec)
+    batches: list[list[InventoryRecord]] = []
+    current: list[InventoryRecord] = []
+    for key in sorted(by_series):
+        series = sorted(by_series[key], key=lambda r: r.path)
+        for start in range(0, len(series), batch_size):
+            chunk = series[start:start + batch_size]
+            if current and len(current) + len(chunk) > batch_size:
+                batches.append(current)
+                current = []
+            current.extend(chunk)
+    if current:
+        batches.append(current)
+    return batches

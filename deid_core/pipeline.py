@@ -1,0 +1,220 @@
+"""De-identify one file end to end, and a batch of files with its provenance.
+
+Per file, in order: full read → capture the file's identifiers from the original header → find
+burned-in text and mask it → tag scrub + pseudonymize (one walk) → verify no captured identifier
+remains → atomic write. Any failure quarantines the file (nothing is written) with a reason
+class; only a run-level problem (no key, unwritable output) stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+
+from deid_core import __version__
+from deid_core.anonymizer import Anonymizer, PatientPseudonyms
+from deid_core.config import DeidConfig
+from deid_core.errors import BadInputError, DeidError, LeakError, PixelError
+from deid_core.freetext import TextCleaner
+from deid_core.handlers import UidHandler
+from deid_core.inventory import InventoryRecord
+from deid_core.keys import key_fingerprint
+from deid_core.pseudonyms import PatientMap, date_offset_days
+from deid_core.rules import RuleTable, load_rule_table
+from deid_core.terms import TermMatcher, capture_terms
+from deid_core.verify import find_leaks
+from deid_core.writer import encode, output_relpath, write_atomic
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: the provenance row of this file for this run (no PHI but paths)."""
+
+    input_path: str
+    input_sha256: str = ""
+    input_size: int = 0
+    status: str = "quarantined"  # written | quarantined | skipped | failed
+    reason: str = ""
+    error: str = ""
+    output_path: str = ""
+    output_sha256: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    inventory_ms: float = 0.0
+    pixel_ms: float = 0.0
+    scrub_ms: float = 0.0
+    pseudonymize_ms: float = 0.0
+    write_ms: float = 0.0
+    verify_ms: float = 0.0
+    modality: str = ""
+    sop_class_uid: str = ""
+    transfer_syntax: str = ""
+    frames: int = 0
+    pixel_policy: str = ""
+    frames_ocr: int = 0
+    prescreen_skipped: bool = False
+    boxes: list[dict[str, object]] = field(default_factory=list)
+    actions: dict[str, int] = field(default_factory=dict)
+    patient_mapped: bool = False
+    #: (old, new) pairs for the optional linkage export; empty unless the run asked for linkage.
+    uid_pairs: dict[str, str] = field(default_factory=dict, repr=False)
+    patient_pair: tuple[str, str] | None = field(default=None, repr=False)
+    #: Whether the patient was unmapped: its pseudonymous new id (no original) for the summary.
+    unmapped_new_id: str = ""
+
+    def to_record(self, run_id: str, run_date: str, table_sha: str, key_fp: str, attempt: int = 1
+                  ) -> dict[str, object]:
+        """The provenance row (``deid_core.provenance.SCHEMA``)."""
+        row = asdict(self)
+        for k in ("uid_pairs", "patient_pair", "unmapped_new_id"):
+            row.pop(k)
+        row["boxes"] = json.dumps(self.boxes, sort_keys=True)
+        row["n_boxes"] = len(self.boxes)
+        row["actions"] = json.dumps(self.actions, sort_keys=True)
+        row.update(run_id=run_id, run_date=run_date, rule_table_sha256=table_sha, key_fingerprint=key_fp,
+                   deidflow_version=__version__, attempt=attempt)
+        return row
+
+
+class Context:
+    """Per-process state built once from a config: rule table, patient map, UID cache, OCR engine."""
+
+    def __init__(self, cfg: DeidConfig) -> None:
+        self.cfg = cfg
+        self.table: RuleTable = load_rule_table(cfg.profile, list(cfg.options) or None)
+        self.patient_map = PatientMap.load(cfg.patient_map) if cfg.patient_map else PatientMap.empty()
+        self.uids = UidHandler(cfg.key, cfg.uid_root, collect_pairs=cfg.collect_linkage)
+        self.key_fp = key_fingerprint(cfg.key)
+        self._engine: object | None = None
+
+    @property
+    def engine(self) -> object:
+        if self._engine is None:
+            from deid_core.pixels import get_engine
+
+            self._engine = get_engine(self.cfg.pixel_engine)
+        return self._engine
+
+
+_CONTEXTS: dict[tuple[bytes, str, str], Context] = {}
+
+
+def get_context(cfg: DeidConfig) -> Context:
+    """The process-wide context for ``cfg`` (built on first use in each worker process)."""
+    key = (cfg.key, cfg.settings_hash(), str(cfg.output_dir) + str(cfg.collect_linkage))
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        ctx = _CONTEXTS[key] = Context(cfg)
+    return ctx
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord | None = None) -> Outcome:
+    """De-identify one input file and write it; never raises for a per-file problem."""
+    ctx = get_context(cfg)
+    out = Outcome(input_path=str(path), started_at=datetime.now(UTC))
+    if record is not None:
+        out.input_sha256, out.input_size = record.sha256, record.size
+        out.modality, out.sop_class_uid = record.modality, record.sop_class_uid
+        out.transfer_syntax, out.frames = record.transfer_syntax, record.frames
+    try:
+        _deidentify(Path(path), cfg, ctx, out)
+        out.status, out.reason = "written", ""
+    except DeidError as exc:
+        out.status, out.reason, out.error = "quarantined", exc.reason, str(exc)
+    except Exception as exc:  # unexpected: quarantine with the exception class and where, not values
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
+        out.status, out.reason, out.error = "quarantined", "internal_error", f"{type(exc).__name__} at {where}"
+    out.finished_at = datetime.now(UTC)
+    if out.status != "written":
+        out.output_path = out.output_sha256 = ""
+        out.uid_pairs, out.patient_pair = {}, None
+    return out
+
+
+def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None:
+    t0 = time.perf_counter()
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise BadInputError(f"cannot read DICOM file ({type(exc).__name__})") from None
+    if "SOPInstanceUID" not in ds:
+        raise BadInputError("no SOPInstanceUID")
+    terms = capture_terms(ds)
+    original_pid = str(ds.get("PatientID", "") or "")
+    entry, mapped = ctx.patient_map.resolve(cfg.key, original_pid, cfg.pseudonym_prefix)
+    out.patient_mapped = mapped
+    if not mapped:
+        out.unmapped_new_id = entry.new_id
+    if cfg.collect_linkage:
+        out.patient_pair = (original_pid, entry.new_id)
+    offset = date_offset_days(cfg.key, original_pid, cfg.date_shift_min_days, cfg.date_shift_max_days)
+    out.modality = str(ds.get("Modality", "") or out.modality)
+    out.sop_class_uid = str(ds.get("SOPClassUID", "") or "")
+    out.inventory_ms = _ms(t0)
+
+    # Pixels: find burned-in text on every frame and mask it, before any header value changes.
+    t0 = time.perf_counter()
+    pixels_clean = False
+    if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        from deid_core.pixels import apply_boxes, find_text_boxes, pixel_policy_for
+
+        policy = pixel_policy_for(out.modality, cfg.pixel_policy)
+        out.pixel_policy = policy
+        result = find_text_boxes(ds, terms, policy, ctx.engine)  # type: ignore[arg-type]
+        out.frames = result.frames
+        out.frames_ocr = result.frames_ocr
+        out.prescreen_skipped = result.prescreen_skipped
+        if not result.complete:
+            raise PixelError(f"only {result.frames_checked} of {result.frames} frames could be checked")
+        apply_boxes(ds, result, allow_lossy_reencode=cfg.allow_lossy_reencode)
+        out.boxes = [b.to_dict() for b in result.boxes]
+        pixels_clean = True
+    out.pixel_ms = _ms(t0)
+
+    # Tags: one walk applies scrub and pseudonyms (UIDs, dates, patient identity).
+    t0 = time.perf_counter()
+    patient = PatientPseudonyms(entry, offset)
+    anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms))
+    actions = anonymizer.anonymize(ds, pixels_clean=pixels_clean)
+    walk_ms = _ms(t0)
+    pseudo_names = ("uid", "date_shift", "patient_id", "patient_name")
+    pseudo_n = sum(actions.get(n, 0) for n in pseudo_names)
+    total_n = max(1, sum(actions.values()))
+    # The walk is shared: attribute its time to the two stages in proportion to their actions.
+    out.pseudonymize_ms = round(walk_ms * pseudo_n / total_n, 3)
+    out.scrub_ms = round(walk_ms - out.pseudonymize_ms, 3)
+    out.actions = dict(sorted(Counter(actions).items()))
+    if cfg.collect_linkage:
+        out.uid_pairs = dict(ctx.uids.pairs)
+        ctx.uids.pairs.clear()
+
+    # Verify the in-memory result before anything touches the output tree.
+    t0 = time.perf_counter()
+    if cfg.verify:
+        leaks = find_leaks(ds, TermMatcher(terms))
+        if leaks:
+            raise LeakError("identifier found after scrub: " + "; ".join(sorted({lk.describe() for lk in leaks})))
+    out.verify_ms = _ms(t0)
+
+    t0 = time.perf_counter()
+    data = encode(ds)
+    rel = output_relpath(ds)
+    out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data)
+    out.output_path = rel
+    out.transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+    out.write_ms = _ms(t0)

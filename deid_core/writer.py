@@ -1,0 +1,79 @@
+"""Atomic writes into the output tree.
+
+A file is written to a temporary name inside ``OUTPUT/.deidflow-tmp`` (same filesystem), fsynced,
+then renamed to its final name, so a reader or a crash never sees half a file; ``clean_tmp``
+removes leftovers of a killed run before the next one starts. Output names are built only from
+new identifiers: nothing of the input's names survives in the output tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from deid_core.errors import WriteError
+
+TMP_DIRNAME = ".deidflow-tmp"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_component(value: str) -> str:
+    """A path component from a pseudonym: only [A-Za-z0-9._-], never empty, never '.'/'..'."""
+    cleaned = _UNSAFE.sub("_", value.strip())[:64].strip(".")
+    return cleaned or "_"
+
+
+def output_relpath(ds: Dataset) -> str:
+    """``<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` of a de-identified ds."""
+    parts = [str(ds.get(k, "") or "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                                                 "SOPInstanceUID")]
+    if not parts[3]:
+        raise WriteError("de-identified dataset has no SOPInstanceUID")
+    return "/".join(safe_component(p or "NONE") for p in parts[:3]) + f"/{safe_component(parts[3])}.dcm"
+
+
+def encode(ds: Dataset) -> bytes:
+    """Serialise ``ds`` as a DICOM file (preamble, file meta) deterministically."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int = 0o640) -> str:
+    """Write ``data`` to ``output_dir/relpath`` atomically; returns the SHA-256 of the bytes."""
+    final = output_dir / relpath
+    tmp_dir = output_dir / TMP_DIRNAME
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise WriteError(f"cannot write output ({exc.strerror or type(exc).__name__})") from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def clean_tmp(output_dir: Path) -> int:
+    """Remove temporary files a killed run left behind; returns how many were removed."""
+    tmp_dir = Path(output_dir) / TMP_DIRNAME
+    if not tmp_dir.exists():
+        return 0
+    n = sum(1 for _ in tmp_dir.iterdir())
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    return n
