@@ -160,8 +160,8 @@ def check_key_history(provenance_dir: Path, fingerprint: str, allow_new_key: boo
     if fingerprint in known:
         return
     if known and not allow_new_key:
-        raise ConfigError(f"this output/provenance tree was processed with a different key "
-                          f"(recorded {known[-1]}, now {fingerprint}); pass --new-key to accept it")
+        raise ConfigError("this output/provenance tree was processed with a different key; pass --new-key "
+                          f"to accept it (recorded {known[-1]}, now {fingerprint})")
     try:
         provenance_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(path, (json.dumps(known + [fingerprint], indent=1) + "\n").encode("utf-8"), 0o644)
