@@ -1,0 +1,282 @@
+"""Generate the committed rule data from the read-only reference sources.
+
+Why: the rule table must come from the standard and TCIA's KB, not be typed by hand, and the
+committed data must be reproducible byte for byte (a test regenerates and compares). Run::
+
+    python -m deid_core.rules.generate [--source DIR] [--out DIR]
+
+Default source: ``<repo>/../shared/standard``; default output: this package directory. Writes
+``ps315_table.json``, ``private_kb.json`` and ``SOURCE.md`` (edition, source hashes, counts and
+the resolution semantics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydicom.datadict import RepeatersDictionary, dictionary_VR, keyword_for_tag
+
+from deid_core.errors import ConfigError, RuleError
+from deid_core.rules import (
+    _PRIVATE_ORDER,
+    COLUMN_PRECEDENCE,
+    normalise_disposition,
+    parse_private_signature,
+    signature_text,
+)
+
+PS315_FILE = "ps315_e1_1_confidentiality_profile.json"
+KB_FILE = "tcia_private_tag_kb_2024-02-01.csv"
+TCIA_FILE = "tcia_deid_attribute_actions.json"
+EDITION = "DICOM PS3.15 2024e, Table E.1-1 (innolitics/dicom-standard extraction)"
+KB_EDITION = "TCIA Private Tag Knowledge Base, 2024-02-01"
+_PKG = Path(__file__).resolve().parent
+DEFAULT_SOURCE = _PKG.parent.parent.parent / "shared" / "standard"
+_TAG = re.compile(r"\(([0-9A-Fa-fXx]{4}),([0-9A-Fa-fXx]{4})\)")
+_TCIA_TAG = re.compile(r"\(0x([0-9A-Fa-fXx]{4}),\s*0x([0-9A-Fa-fXx]{4})\)")
+_VALID_CODES = frozenset({"X", "Z", "D", "K", "C", "U", "X/Z", "X/D", "X/Z/D", "Z/D", "X/Z/U*"})
+
+
+def _norm_tag(group: str, elem: str) -> str:
+    """Hex digits upper case, repeat masks as lower-case x: '(50xx,xxxx)', '(0010,0010)'."""
+    def one(s: str) -> str:
+        return "".join("x" if ch in "xX" else ch.upper() for ch in s)
+
+    return f"({one(group)},{one(elem)})"
+
+
+def _keyword_vr(tag: str) -> tuple[str, str]:
+    hexes = tag.strip("()").replace(",", "")
+    if "x" in hexes:
+        entry = RepeatersDictionary.get(hexes.replace("X", "x")) or RepeatersDictionary.get(hexes)
+        if entry is None:
+            return "", ""
+        return str(entry[4]), str(entry[0])
+    t = int(hexes, 16)
+    try:
+        return keyword_for_tag(t), dictionary_VR(t)
+    except KeyError:
+        return "", ""
+
+
+def _tcia_lists(path: Path) -> dict[str, str]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    for list_name in sorted(data):
+        for item in data[list_name]:
+            m = _TCIA_TAG.fullmatch(item.strip())
+            if m is None:
+                continue  # the "(gggg,eeee) where gggg is odd" note: private handling is the KB's
+            tag = _norm_tag(m.group(1), m.group(2))
+            if tag in out and out[tag] != list_name:
+                raise RuleError(f"TCIA lists disagree on {tag}")
+            out[tag] = list_name
+    return out
+
+
+def build_table(source: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Normalised Table E.1-1 rows (codes per column, keyword, VR, TCIA list) sorted by tag."""
+    raw = json.loads((source / PS315_FILE).read_text(encoding="utf-8"))
+    tcia = _tcia_lists(source / TCIA_FILE)
+    rows: list[dict[str, Any]] = []
+    private_row: dict[str, Any] | None = None
+    codes_seen: Counter[str] = Counter()
+    for r in raw:
+        codes = {c: str(r[c]).strip() for c in COLUMN_PRECEDENCE if r.get(c)}
+        for c in codes.values():
+            codes_seen[c] += 1
+            if c not in _VALID_CODES:
+                raise RuleError(f"unknown action code in Table E.1-1 row {r.get('id')}")
+        m = _TAG.fullmatch(r["tag"].strip())
+        if m is None:
+            if "GGGG" in r["tag"].upper():
+                private_row = {"tag": "(gggg,eeee) where gggg is odd", "name": r["name"], "codes": codes}
+                continue
+            raise RuleError(f"unparseable tag in Table E.1-1 row {r.get('id')}")
+        tag = _norm_tag(m.group(1), m.group(2))
+        keyword, vr = _keyword_vr(tag)
+        row: dict[str, Any] = {"tag": tag, "name": r["name"], "keyword": keyword, "vr": vr,
+                               "stdCompIOD": r.get("stdCompIOD", ""), "codes": codes}
+        if tag in tcia:
+            row["tcia"] = tcia[tag]
+        rows.append(row)
+    rows.sort(key=lambda x: x["tag"])
+    if len({x["tag"] for x in rows}) != len(rows):
+        raise RuleError("duplicate tag in Table E.1-1")
+    table = {"edition": EDITION, "source": PS315_FILE, "tcia_lists": TCIA_FILE,
+             "columns": list(COLUMN_PRECEDENCE), "private_attributes": private_row, "rows": rows}
+    stats = {"rows": len(raw), "public_rules": len(rows), "tcia_tagged": sum(1 for x in rows if "tcia" in x)}
+    stats.update({f"code {k}": v for k, v in sorted(codes_seen.items())})
+    return table, stats
+
+
+def read_kb(path: Path) -> list[tuple[str, str, str, str, str]]:
+    """Every KB row as (signature, name, VR, raw disposition, disposition); fails on any bad row."""
+    out = []
+    with path.open(encoding="utf-8-sig", newline="") as fp:
+        reader = csv.reader(fp)
+        header = next(reader)
+        expected = ["element_sig_pattern", "tag_name", "vr", "private_disposition"]
+        if [h.strip() for h in header[:4]] != expected:
+            raise RuleError("private tag KB has an unexpected header")
+        for lineno, rec in enumerate(reader, start=2):
+            if not rec or not "".join(rec).strip():
+                continue
+            if len(rec) < 4:
+                raise RuleError(f"private tag KB line {lineno} has {len(rec)} fields")
+            try:
+                comps = parse_private_signature(rec[0])
+            except RuleError as exc:
+                raise RuleError(f"private tag KB line {lineno}: {exc}") from exc
+            out.append((signature_text(comps), rec[1].strip(), rec[2].strip().upper(), rec[3],
+                        normalise_disposition(rec[3])))
+    return out
+
+
+def build_kb(source: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Deduplicated KB rows [signature, VR, disposition, name]; conflicts keep the safest disposition."""
+    rows = read_kb(source / KB_FILE)
+    stats: dict[str, int] = {"rows": len(rows)}
+    for raw in sorted(Counter(repr(r[3]) for r in rows).items()):
+        stats[f"raw disposition {raw[0]}"] = raw[1]
+    for disp, n in sorted(Counter(r[4] for r in rows).items()):
+        stats[f"normalised disposition {disp}"] = n
+    best: dict[str, tuple[str, str, str, str]] = {}
+    conflicts = 0
+    for sig, name, vr, _raw, disp in rows:
+        key = sig.lower()
+        old = best.get(key)
+        if old is None:
+            best[key] = (sig, vr, disp, name)
+            continue
+        if old[2] != disp:
+            conflicts += 1
+        if _PRIVATE_ORDER[disp] < _PRIVATE_ORDER[old[2]]:
+            best[key] = (sig, vr, disp, name)
+    out_rows = [list(best[k]) for k in sorted(best)]
+    stats["unique signatures"] = len(out_rows)
+    stats["duplicate rows with a conflicting disposition"] = conflicts
+    stats["signatures ending in a public attribute"] = sum(
+        1 for r in out_rows if parse_private_signature(r[0])[-1].creator is None
+    )
+    for disp, n in sorted(Counter(r[2] for r in out_rows).items()):
+        stats[f"unique, disposition {disp}"] = n
+    kb = {"source": KB_FILE, "edition": KB_EDITION, "columns": ["signature", "vr", "disposition", "name"],
+          "rows": out_rows}
+    return kb, stats
+
+
+def _dump(obj: dict[str, Any], list_key: str) -> str:
+    """JSON with one list row per line (diffable, deterministic)."""
+    head = {k: v for k, v in obj.items() if k != list_key}
+    lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in obj[list_key]]
+    text = json.dumps(head, ensure_ascii=False, sort_keys=True, indent=1)[:-2]
+    text += f',\n "{list_key}": [\n' + ",\n".join(lines) + "\n ]\n}\n"
+    return text
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_SEMANTICS = """\
+## Resolution semantics
+
+- Option precedence is the column order of Table E.1-1: basicProfile, rtnSafePrivOpt, rtnUIDsOpt,
+  rtnDevIdOpt, rtnInstIdOpt, rtnPatCharsOpt, rtnLongFullDatesOpt, rtnLongModifDatesOpt,
+  cleanDescOpt, cleanStructContOpt, cleanGraphOpt. The effective code of an attribute is the code
+  of the last *selected* option column that lists it, else its basicProfile code (e.g. with
+  rtnPatChars, Patient's Sex K overrides X; with rtnDevId + rtnLongModifDates a calibration date
+  is shifted; with rtnPatChars + cleanDesc, Allergies is cleaned).
+- `C` from rtnLongModifDatesOpt = modify dates -> `Action.SHIFT_DATE` (the composer shifts DA and
+  the date part of DT and keeps TM). On the non-date VRs that column lists (OB timestamps, SH
+  Timezone Offset From UTC) it cannot be applied and is ignored (the earlier code stays).
+  `C` from any other column -> `Action.CLEAN`. `K` -> KEEP, `U` -> UID, `X` REMOVE, `Z` EMPTY,
+  `D` DUMMY.
+- Combination codes (basicProfile only) resolve to one behaviour. TCIA's supplied lists
+  (`tcia_deid_attribute_actions.json`) choose when their choice is one of the alternatives:
+  remove->X, empty->Z, replace/lookup/hashname->D, hashuid->U, process->K for an X/Z/U* sequence
+  (kept; the UIDs inside are remapped by their own U rules) or ->D for a sequence whose
+  alternatives include D. Otherwise (not listed, or TCIA's keep/incrementdate/time which are no
+  alternative) the default: X/Z->Z, X/D->D, X/Z/D->D, Z/D->D (type 1/2 attributes stay present with
+  non-identifying content), X/Z/U*->U for UI VR else Z. `Rule.source` records the decision.
+- UIDs (`U`) are remapped by the composer regardless of options unless rtnUIDs is selected.
+- Private attributes: basicProfile X. Without rtnSafePriv the effective table holds no private
+  rules (all private elements are removed). With it, the TCIA KB decides per signature: `k` keep,
+  `d` delete, `h` hash as UID, `o`/`oi` date offset (both -> `o`); `na`, empty or anything else
+  -> `d`. Signatures are normalised (quotes repaired, hex lower case, element reduced to its low
+  byte, creator stripped; creators compare case-insensitively; a few KB rows have an empty
+  creator, kept as `""`). Duplicate signatures with
+  conflicting dispositions keep the most conservative one (d > h > o > k). Lookup prefers the
+  exact sequence path, then the path-less signature; enclosing private sequences in a path are
+  matched by group + low byte. KB signatures that end in a public attribute inside a private
+  sequence are kept in the data but left to the public rules.
+- Not in the table: the caller keeps a public attribute and removes an unknown private one.
+"""
+
+
+def _source_md(source: Path, table_stats: dict[str, int], kb_stats: dict[str, int]) -> str:
+    lines = [
+        "# Rule data: source and generation",
+        "",
+        "Generated by `python -m deid_core.rules.generate --source ../shared/standard` (run from the",
+        "repository root); do not edit `ps315_table.json`, `private_kb.json` or this file by hand.",
+        "`tests/test_private_kb.py` regenerates them when the source directory exists and requires",
+        "byte-identical output.",
+        "",
+        f"- Standard: {EDITION}",
+        f"- Private KB: {KB_EDITION} (as formatted in MIC-DKFZ/miccai2024_midi-b-submission)",
+        "- TCIA attribute lists: tcia_deid_attribute_actions.json (TCIA's lists supplied to MIDI-B)",
+        "",
+        "| source file | sha256 |",
+        "| --- | --- |",
+    ]
+    for name in (PS315_FILE, TCIA_FILE, KB_FILE):
+        lines.append(f"| `{name}` | `{_sha(source / name)}` |")
+    lines += ["", "## Counts", "", "Table E.1-1:", ""]
+    lines += [f"- {k}: {v}" for k, v in table_stats.items()]
+    lines += ["", "Private tag KB (every row parsed):", ""]
+    lines += [f"- {k}: {v}" for k, v in kb_stats.items()]
+    lines += ["", _SEMANTICS]
+    return "\n".join(lines)
+
+
+def generate(source: Path = DEFAULT_SOURCE, out: Path = _PKG) -> dict[str, dict[str, int]]:
+    """Write the three generated files into ``out``; returns the counts (also in SOURCE.md)."""
+    source = Path(source)
+    for name in (PS315_FILE, TCIA_FILE, KB_FILE):
+        if not (source / name).is_file():
+            raise ConfigError(f"reference source file {name} not found in the source directory")
+    table, t_stats = build_table(source)
+    kb, k_stats = build_kb(source)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ps315_table.json").write_text(_dump(table, "rows"), encoding="utf-8", newline="\n")
+    (out / "private_kb.json").write_text(_dump(kb, "rows"), encoding="utf-8", newline="\n")
+    (out / "SOURCE.md").write_text(_source_md(source, t_stats, k_stats), encoding="utf-8", newline="\n")
+    return {"table": t_stats, "private_kb": k_stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: regenerate the rule data and print the counts."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    ap.add_argument("--out", type=Path, default=_PKG)
+    args = ap.parse_args(argv)
+    stats = generate(args.source, args.out)
+    for part, counts in stats.items():
+        for k, v in counts.items():
+            print(f"{part}: {k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
