@@ -83,7 +83,7 @@ def load_key(
     key_file: str | Path | None,
     env: Mapping[str, str] = os.environ,
     provenance_dir: Path | None = None,
-    secret_loader: Callable[[str], bytes] | None = None,
+    secret_loader: Callable[[str], bytes | str] | None = None,
     secret_name: str | None = None,
 ) -> bytes:
     """The pseudonymization key, from the first source given: ``key_file``, ``$DEIDFLOW_KEY``,

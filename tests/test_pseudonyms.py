@@ -34,6 +34,12 @@ UID_RE = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
 ORG_ROOT = "1.2.826.0.1.3680043.10.999"
 
 
+def _ct_small() -> pydicom.Dataset:
+    path = get_testdata_file("CT_small.dcm")
+    assert isinstance(path, str)
+    return pydicom.dcmread(path)
+
+
 def valid_uid(u: str) -> bool:
     return bool(UID_RE.match(u)) and len(u) <= 64
 
@@ -61,7 +67,7 @@ def test_new_uid_ignores_padding_and_keeps_empty() -> None:
 
 
 def test_new_uid_from_real_dicom_file_keeps_references_consistent() -> None:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = _ct_small()
     study = new_uid(KEY, ds.StudyInstanceUID)
     assert study == new_uid(KEY, str(ds.StudyInstanceUID))
     assert valid_uid(study) and study != ds.StudyInstanceUID
@@ -297,7 +303,7 @@ def test_shift_date_value_tm_unchanged_and_bad_vr() -> None:
 
 
 def test_shift_date_value_on_real_file_elements() -> None:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = _ct_small()
     days = date_offset_days(KEY, ds.PatientID)
     for elem in ds:
         if elem.VR in ("DA", "DT") and elem.value:
