@@ -411,7 +411,7 @@ class _Gen:
         def ell(y: float, x: float, ry: float, rx: float) -> np.ndarray:
             return ((yy - y) / ry) ** 2 + ((xx - x) / rx) ** 2 <= 1.0
 
-        body = ell(cy, cx, rows * 0.36, cols * 0.44)
+        body = ell(cy, cx, rows * 0.36, cols * 0.4)
         img[body] = 1040.0 if not mr else 600.0
         s = 1.0 - abs(z) * 0.08
         for side in (-1, 1):
@@ -685,11 +685,15 @@ def _patient(g: _Gen, p: _Person, index: int) -> None:
         arr = np.asarray(img)
         _set_rgb(ds, arr)
         ds.compress(RLELossless, arr, generate_instance_uid=False)
+        ds.PlanarConfiguration = 1  # RLE encodes colour by plane (PS3.5 G.2)
         st = us
     else:
         ds = g.header(p, xr, rec, DigitalXRayImageStorageForPresentation, "DX", g.uid(), 3, 1,
                       "CHEST AP PORT")
         arr = g.to_label(xray(448, 512), xr_lines(448, 8, 8), 16, (4, 4, 226, 72), 0, 4095, rec)
+        mark = Image.new("L", (512, 448), 0)
+        g.draw_lines(mark, [(470, 410, "AP", "other", False)], 24, 255, rec)
+        arr = np.where(np.asarray(mark) > 127, 4095, arr).astype(np.uint16)
         _set_mono(ds, arr, 12)
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImagerPixelSpacing = ["0.15", "0.15"]
