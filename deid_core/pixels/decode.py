@@ -1,0 +1,95 @@
+"""Decode any pixel layout into 8-bit grayscale frames for text finding.
+
+Coordinates are preserved: frame f, row y, column x of the gray image is the same pixel in the
+stored image, whatever the photometric interpretation, planar configuration or compression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, iter_pixels
+
+from deid_core.errors import PixelError
+
+
+def has_pixels(ds: Dataset) -> bool:
+    """True when the dataset carries an image (PixelData, FloatPixelData or DoubleFloatPixelData)."""
+    return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+
+def frame_count(ds: Dataset) -> int:
+    """Number of frames (NumberOfFrames, default 1)."""
+    try:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise PixelError("NumberOfFrames is not an integer") from exc
+    return max(n, 1)
+
+
+def to_gray8(frame: np.ndarray, photometric: str, ds: Dataset | None = None) -> np.ndarray:
+    """One decoded frame → 2-D uint8, bright = high displayed intensity.
+
+    Monochrome data is windowed from its 0.5th percentile to its maximum (burned-in text is
+    usually the maximum value, so it stays at 255); MONOCHROME1 is inverted.
+    """
+    pi = photometric.upper()
+    arr = frame
+    if pi == "PALETTE COLOR":
+        if ds is None:
+            raise PixelError("palette image needs its dataset for the lookup table")
+        arr = apply_color_lut(frame, ds)
+    if arr.ndim == 3:  # colour, already converted to RGB by the decoder
+        rgb = arr.astype(np.float32)
+        if rgb.shape[-1] >= 3:
+            lum = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+        else:
+            lum = rgb[..., 0]
+        top = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2 else float(
+            max(lum.max(), 1.0))
+        if arr.dtype.itemsize > 1 and top > 255:
+            top = max(float(lum.max()), 1.0)  # 16-bit colour: scale by the content
+        return np.clip(lum * (255.0 / top), 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint8 and pi != "MONOCHROME1":
+        return np.ascontiguousarray(arr)
+    data = arr.astype(np.float32)
+    if data.size == 0:
+        raise PixelError("empty frame")
+    lo = float(np.percentile(data[:: max(1, data.shape[0] // 256)], 0.5))
+    hi = float(data.max())
+    if hi <= lo:
+        lo = float(data.min())
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    gray = np.clip((data - lo) * scale, 0, 255).astype(np.uint8)
+    if pi == "MONOCHROME1":
+        gray = 255 - gray
+    return gray
+
+
+def iter_gray_frames(ds: Dataset) -> Iterator[np.ndarray]:
+    """Yield every frame as 8-bit gray, decoding one frame at a time (large cine loops fit in memory).
+
+    Raises PixelError when the pixel data cannot be decoded: the caller must not publish a file
+    whose pixels were not examined.
+    """
+    if "PixelData" not in ds:
+        raise PixelError("no PixelData to decode")
+    pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    n = frame_count(ds)
+    seen = 0
+    try:
+        for frame in iter_pixels(ds):
+            if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] in (3, 4) and
+                                   int(ds.get("SamplesPerPixel", 1)) > 1):
+                yield to_gray8(frame, pi, ds)
+            else:
+                raise PixelError("unexpected decoded frame shape")
+            seen += 1
+    except PixelError:
+        raise
+    except Exception as exc:  # decoder plugins raise many types; never leak their messages (may echo data)
+        raise PixelError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
+    if seen != n:
+        raise PixelError("decoded frame count differs from NumberOfFrames")

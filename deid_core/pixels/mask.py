@@ -1,0 +1,170 @@
+"""Mask boxes in the stored pixel layout and write PixelData back in the original layout.
+
+Native (uncompressed) data is edited in place through a numpy view of the PixelData bytes, so
+every pixel outside the boxes stays bit-identical (including unused high bits and the padding
+byte). Encapsulated data is decoded, masked, and re-encoded losslessly to the same transfer
+syntax when pydicom has an encoder (RLE Lossless, JPEG 2000 Lossless); otherwise it is written as
+Explicit VR Little Endian. Lossy input is refused unless the caller accepts a lossy re-encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, decompress
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    RLELossless,
+)
+
+from deid_core.errors import PixelError
+from deid_core.pixels.decode import frame_count
+
+if TYPE_CHECKING:
+    from deid_core.pixels import Box
+
+#: Encapsulated syntaxes whose pixels are exact: masking can be written back without loss.
+LOSSLESS_SYNTAXES = frozenset({
+    RLELossless, JPEG2000Lossless, UID("1.2.840.10008.1.2.4.57"), JPEGLosslessSV1,
+    UID("1.2.840.10008.1.2.4.80"),
+    UID("1.2.840.10008.1.2.4.92"), UID("1.2.840.10008.1.2.4.201"), UID("1.2.840.10008.1.2.4.202"),
+})
+#: Lossless syntaxes pydicom can encode: masked output keeps the input's transfer syntax.
+REENCODABLE = frozenset({RLELossless, JPEG2000Lossless})
+NATIVE_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+                             DeflatedExplicitVRLittleEndian})
+#: Pixels added around every box so anti-aliased glyph edges are covered too.
+PAD = 2
+
+
+def is_lossy(ds: Dataset) -> bool:
+    """True when the stored pixels come from (or are) a lossy encoding we must not silently re-encode."""
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    if ts in NATIVE_SYNTAXES or ts in LOSSLESS_SYNTAXES:
+        return False
+    if ts == UID("1.2.840.10008.1.2.4.91") or ts == UID("1.2.840.10008.1.2.4.203"):  # lossless or lossy J2K
+        return str(ds.get("LossyImageCompression", "01")).strip() != "00"
+    return True
+
+
+def _native_view(ds: Dataset, buf: bytearray) -> np.ndarray:
+    """A writable view of native PixelData shaped (frames, rows, cols[, samples]) in stored order."""
+    bits = int(ds.BitsAllocated)
+    if bits not in (8, 16, 32, 64):
+        raise PixelError("BitsAllocated not supported for masking")
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    order = ">" if ts == ExplicitVRBigEndian else "<"
+    dtype = np.dtype(f"{order}{'i' if signed else 'u'}{bits // 8}")
+    frames, rows, cols = frame_count(ds), int(ds.Rows), int(ds.Columns)
+    spp = int(ds.get("SamplesPerPixel", 1))
+    pi = str(ds.PhotometricInterpretation).strip()
+    if pi == "YBR_FULL_422":
+        n = frames * rows * cols * 2 * (bits // 8)
+        shape: tuple[int, ...] = (frames, rows, cols // 2, 4)
+    else:
+        n = frames * rows * cols * spp * (bits // 8)
+        if spp == 1:
+            shape = (frames, rows, cols)
+        elif int(ds.get("PlanarConfiguration", 0)) == 1:
+            shape = (frames, spp, rows, cols)
+        else:
+            shape = (frames, rows, cols, spp)
+    if len(buf) < n:
+        raise PixelError("PixelData shorter than the image geometry")
+    return np.frombuffer(memoryview(buf)[:n], dtype=dtype).reshape(shape)
+
+
+def _fill_value(ds: Dataset, view: np.ndarray) -> list[int]:
+    """Stored value(s) that display as black; MONOCHROME1 uses the maximum (black after inversion)."""
+    pi = str(ds.PhotometricInterpretation).strip()
+    half = 1 << (int(ds.get("BitsStored", ds.BitsAllocated)) - 1)
+    if pi == "MONOCHROME1":
+        return [int(view.max())]
+    if pi == "MONOCHROME2":
+        return [int(view.min())]
+    if pi == "PALETTE COLOR":
+        desc = ds.RedPaletteColorLookupTableDescriptor
+        entries = int(desc[0]) or 65536
+        first = int(desc[1])
+        idx = np.arange(first, first + entries, dtype=np.int64)
+        idx = idx[(idx >= np.iinfo(view.dtype).min) & (idx <= np.iinfo(view.dtype).max)].astype(view.dtype)
+        rgb = apply_color_lut(idx, ds).astype(np.float64)
+        lum = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        return [int(idx[int(np.argmin(lum))])]
+    if pi.startswith("YBR"):
+        return [0, half, half]  # Y = 0, neutral chroma
+    return [0] * int(ds.get("SamplesPerPixel", 3))
+
+
+def _rects(ds: Dataset, boxes: Iterable[Box]) -> list[tuple[int, int, int, int, int]]:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    out = []
+    for b in boxes:
+        x0, y0 = max(0, b.x - PAD), max(0, b.y - PAD)
+        x1, y1 = min(cols, b.x + b.w + PAD), min(rows, b.y + b.h + PAD)
+        if x1 > x0 and y1 > y0:
+            out.append((b.frame, x0, y0, x1, y1))
+    return out
+
+
+def _mask_native(ds: Dataset, boxes: Iterable[Box]) -> None:
+    buf = bytearray(ds.PixelData)
+    view = _native_view(ds, buf)
+    fill = _fill_value(ds, view)
+    pi = str(ds.PhotometricInterpretation).strip()
+    planar = int(ds.get("PlanarConfiguration", 0)) == 1 and int(ds.get("SamplesPerPixel", 1)) > 1
+    frames = view.shape[0]
+    for f, x0, y0, x1, y1 in _rects(ds, boxes):
+        if not 0 <= f < frames:
+            raise PixelError("box frame index outside the image")
+        if pi == "YBR_FULL_422":  # pairs of pixels share chroma: widen to whole pairs
+            view[f, y0:y1, x0 // 2:(x1 + 1) // 2] = [fill[0], fill[0], fill[1], fill[2]]
+        elif view.ndim == 3:
+            view[f, y0:y1, x0:x1] = fill[0]
+        elif planar:
+            for s in range(view.shape[1]):
+                view[f, s, y0:y1, x0:x1] = fill[s]
+        else:
+            view[f, y0:y1, x0:x1] = fill
+    ds.PixelData = bytes(buf)
+
+
+def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool = False) -> None:
+    """Mask ``boxes`` in ``ds`` (see module docstring for the re-encoding policy)."""
+    if not boxes:
+        return
+    if "PixelData" not in ds:
+        raise PixelError("no PixelData to mask")
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    if ts in NATIVE_SYNTAXES or not ts.is_encapsulated:
+        _mask_native(ds, boxes)
+        return
+    lossy = is_lossy(ds)
+    if lossy and not allow_lossy_reencode:
+        raise PixelError("lossy input needs allow_lossy_reencode")
+    try:
+        decompress(ds, as_rgb=True, generate_instance_uid=False)
+    except Exception as exc:
+        raise PixelError(f"pixel data could not be decoded for masking ({type(exc).__name__})") from exc
+    if "PlanarConfiguration" in ds and int(ds.get("SamplesPerPixel", 1)) == 1:
+        del ds.PlanarConfiguration
+    _mask_native(ds, boxes)
+    if lossy:
+        ds.LossyImageCompression = "01"
+        return
+    if ts in REENCODABLE:
+        try:
+            ds.compress(ts, generate_instance_uid=False)
+        except Exception as exc:  # keep the masked native pixels rather than fail: still lossless
+            del exc
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -1,0 +1,114 @@
+"""In-process OCR: one long-lived Tesseract engine per process, fed numpy crops directly.
+
+Spawning the ``tesseract`` CLI costs 130-145 ms per call and writing images to disk costs more;
+tesserocr keeps the model loaded, so a small crop costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # one core per engine; Dask gives us the parallelism
+
+from deid_core.errors import PixelError  # noqa: E402
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """One recognised word in the coordinates of the image handed to the engine."""
+
+    text: str
+    x: int
+    y: int
+    w: int
+    h: int
+    conf: float
+
+
+class OcrEngine(Protocol):
+    """What the pixel stage needs from an OCR engine: words with boxes and confidences."""
+
+    name: str
+
+    def words(self, image: np.ndarray) -> list[OcrWord]: ...
+
+
+def tessdata_dir() -> str:
+    """Locate tessdata without network: TESSDATA_PREFIX first, then the system install."""
+    env = os.environ.get("TESSDATA_PREFIX")
+    candidates = [env, os.path.join(env, "tessdata")] if env else []
+    candidates += sorted(glob.glob("/usr/share/tesseract-ocr/*/tessdata"), reverse=True)
+    candidates += ["/usr/share/tessdata", "/usr/local/share/tessdata"]
+    for c in candidates:
+        if c and os.path.isfile(os.path.join(c, "eng.traineddata")):
+            return c
+    raise PixelError("tesseract language data (eng.traineddata) not found; set TESSDATA_PREFIX")
+
+
+class TesseractEngine:
+    """tesserocr wrapper; sparse-text segmentation suits scattered annotation words."""
+
+    name = "tesseract"
+
+    def __init__(self, psm: int = 11) -> None:
+        import tesserocr
+
+        self._lock = threading.Lock()  # the C++ API is not re-entrant; Dask threads share it
+        self._api: Any = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang="eng", psm=psm)
+        # Annotation text is not dictionary prose: do not bend IDs and names towards words.
+        self._api.SetVariable("load_system_dawg", "F")
+        self._api.SetVariable("load_freq_dawg", "F")
+        self._ril = tesserocr.RIL.WORD
+
+    def words(self, image: np.ndarray) -> list[OcrWord]:
+        """Words of a 2-D uint8 image (dark text on light background reads best)."""
+        if image.ndim != 2 or image.dtype != np.uint8:
+            raise PixelError("OCR input must be a 2-D uint8 image")
+        img = np.ascontiguousarray(image)
+        h, w = img.shape
+        out: list[OcrWord] = []
+        with self._lock:
+            self._api.SetImageBytes(img.tobytes(), w, h, 1, w)
+            self._api.SetSourceResolution(70)
+            self._api.Recognize()
+            it = self._api.GetIterator()
+            if it is None:
+                return out
+            while True:
+                try:
+                    text = it.GetUTF8Text(self._ril)
+                    box = it.BoundingBox(self._ril)
+                except RuntimeError:  # an empty element: nothing recognised here
+                    text, box = "", None
+                if text and text.strip() and box:
+                    x0, y0, x1, y1 = box
+                    conf = float(it.Confidence(self._ril))
+                    out.append(OcrWord(text.strip(), x0, y0, x1 - x0, y1 - y0, conf))
+                if not it.Next(self._ril):
+                    break
+        return out
+
+
+_ENGINES: dict[str, OcrEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(name: str = "tesseract") -> OcrEngine:
+    """The process-wide engine of that name (loading Tesseract once costs ~100 ms)."""
+    with _ENGINES_LOCK:
+        if name not in _ENGINES:
+            if name == "tesseract":
+                _ENGINES[name] = TesseractEngine()
+            elif name == "presidio":
+                from deid_core.pixels.presidio_engine import PresidioOcrEngine
+
+                _ENGINES[name] = PresidioOcrEngine()
+            else:
+                raise PixelError(f"unknown OCR engine {name!r}")
+        return _ENGINES[name]

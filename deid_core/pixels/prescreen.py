@@ -1,0 +1,148 @@
+"""Cheap text pre-screen: find the few rectangles that may hold burned-in text.
+
+Text is a row of small, high-contrast, thin-stroked blobs of similar height. We extract thin
+bright and thin dark strokes with morphological top-hat / black-hat (strokes narrower than the
+kernel survive, broad anatomy does not), keep connected components of character size, and chain
+them horizontally into line candidates. Only those crops go to OCR; a text-free CT/MR slice
+usually yields no candidate and skips OCR entirely. The screen is tuned for recall: a spurious
+candidate costs one small OCR call, a missed one would leak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+cv2.setNumThreads(1)
+
+#: Minimum local contrast (of 255) for a stroke pixel.
+STROKE_CONTRAST = 40
+#: Character height range in pixels (12-32 px fonts have 6-32 px glyphs; allow some slack).
+MIN_CHAR_H, MAX_CHAR_H = 5, 60
+#: Share of a line's ink pixels within ±12 of its ink level (burned-in text ≈ 1.0, anatomy ≈ 0.1-0.4).
+MIN_INK_UNIFORMITY = 0.5
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A candidate region in frame coordinates (x=column, y=row)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def pad(self, m: int, width: int, height: int) -> Rect:
+        x0, y0 = max(0, self.x - m), max(0, self.y - m)
+        x1, y1 = min(width, self.x + self.w + m), min(height, self.y + self.h + m)
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def stroke_maps(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary maps (uint8 0/1) of thin bright strokes and of thin dark strokes.
+
+    The two polarities are kept apart: the gaps between bright letters are themselves thin dark
+    "strokes", and OR-ing both maps would glue a whole text block into one blob.
+    """
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
+    top = cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, k)
+    black = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, k)
+    return (top >= STROKE_CONTRAST).astype(np.uint8), (black >= STROKE_CONTRAST).astype(np.uint8)
+
+
+def _char_components(strokes: np.ndarray) -> np.ndarray:
+    """Stats rows (x, y, w, h, area) of stroke components of character size."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(strokes, connectivity=8)
+    s = stats[1:]
+    if s.size == 0:
+        return s
+    w, h, area = s[:, 2], s[:, 3], s[:, 4]
+    fill = area / np.maximum(w * h, 1)
+    # width is not limited: bold annotation fonts often touch, making a whole word one component
+    keep = (h >= MIN_CHAR_H) & (h <= MAX_CHAR_H) & (area >= 6) & (
+        (fill <= 0.9) | (w <= 6) | (h <= 6))
+    return s[keep]
+
+
+def _group_lines(chars: np.ndarray) -> list[list[int]]:
+    """Chain character boxes into lines: vertical overlap, similar height, small horizontal gap."""
+    order = sorted(range(len(chars)), key=lambda i: (int(chars[i][0]), int(chars[i][1])))
+    parent = list(range(len(chars)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    boxes = [tuple(int(v) for v in chars[i][:4]) for i in range(len(chars))]
+    for a_pos, a in enumerate(order):
+        ax, ay, aw, ah = boxes[a]
+        for b in order[a_pos + 1:]:
+            bx, by, bw, bh = boxes[b]
+            if bx - (ax + aw) > 1.5 * max(ah, bh) + 2:
+                if bx - (ax + aw) > 1.5 * MAX_CHAR_H + 2:
+                    break
+                continue
+            overlap = min(ay + ah, by + bh) - max(ay, by)
+            if overlap >= 0.4 * min(ah, bh) and max(ah, bh) <= 3 * min(ah, bh):
+                parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
+
+
+def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float]]:
+    """Every line candidate of both polarities: character count, background noise, ink uniformity."""
+    out = []
+    for bright, strokes in zip((True, False), stroke_maps(gray), strict=True):
+        chars = _char_components(strokes)
+        if not len(chars):
+            continue
+        for g in _group_lines(chars):
+            xs = chars[g]
+            x0, y0 = int(xs[:, 0].min()), int(xs[:, 1].min())
+            x1, y1 = int((xs[:, 0] + xs[:, 2]).max()), int((xs[:, 1] + xs[:, 3]).max())
+            crop = gray[y0:y1, x0:x1]
+            bg = crop[cv2.dilate(strokes[y0:y1, x0:x1], np.ones((3, 3), np.uint8)) == 0]
+            noise = float(bg.std()) if bg.size > 4 else 0.0
+            ink = crop[strokes[y0:y1, x0:x1] > 0].astype(np.int16)
+            ref = int(np.percentile(ink, 90 if bright else 10)) if ink.size else 0
+            uniform = float(np.mean(np.abs(ink - ref) <= 12)) if ink.size else 0.0
+            # a wide single component (touching letters) counts as several characters
+            n = sum(max(1, round(int(c[2]) / max(1.0, 0.6 * int(c[3])))) for c in xs)
+            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, noise, uniform))
+    out.sort(key=lambda t: (t[0].y, t[0].x))
+    return out
+
+
+def candidate_regions(gray: np.ndarray) -> list[Rect]:
+    """Rectangles (unpadded, sorted top-left first) that may contain text lines."""
+    if gray.ndim != 2 or gray.size == 0:
+        return []
+    # burned-in text is drawn in one value: its ink is uniform, anatomy's thin structures are not
+    return [r for r, n, _noise, uniform in line_stats(gray) if n >= 2 and uniform >= MIN_INK_UNIFORMITY]
+
+
+def merge_regions(rects: list[Rect], width: int, height: int) -> list[Rect]:
+    """Pad candidates by half a line and merge the overlapping ones: fewer, larger OCR calls."""
+    boxes = [r.pad(max(4, r.h // 2 + 2), width, height) for r in rects]
+    changed = True
+    while changed:
+        changed = False
+        out: list[Rect] = []
+        for b in sorted(boxes, key=lambda r: (r.y, r.x, r.w, r.h)):
+            for i, o in enumerate(out):
+                if b.x < o.x + o.w and o.x < b.x + b.w and b.y < o.y + o.h and o.y < b.y + b.h:
+                    x0, y0 = min(b.x, o.x), min(b.y, o.y)
+                    x1, y1 = max(b.x + b.w, o.x + o.w), max(b.y + b.h, o.y + o.h)
+                    out[i] = Rect(x0, y0, x1 - x0, y1 - y0)
+                    changed = True
+                    break
+            else:
+                out.append(b)
+        boxes = out
+    return sorted(boxes, key=lambda r: (r.y, r.x))
