@@ -126,12 +126,18 @@ def name_variants(value: str | PersonName) -> list[str]:
         for w in words:
             if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS:
                 out.append(w)
+        for c in comps:  # "O'Brien" is also typed "OBrien"
+            if "'" in c and len(c.replace("'", "")) >= 3:
+                out.append(c.replace("'", ""))
         if family and given:
             out += [f"{given} {family}", f"{family} {given}", f"{family}, {given}", f"{family},{given}",
-                    f"{family}^{given}", f"{given[0]}. {family}", f"{given[0]} {family}"]
+                    f"{family}^{given}", f"{given[0]}. {family}", f"{given[0]} {family}",
+                    f"{family} {given[0]}", f"{family}, {given[0]}"]
             if middle:
                 out += [f"{given} {middle} {family}", f"{family}, {given} {middle}",
-                        f"{given} {middle[0]}. {family}", f"{family}^{given}^{middle}"]
+                        f"{given} {middle[0]}. {family}", f"{family}^{given}^{middle}",
+                        f"{given} {middle[0]} {family}", f"{family}, {given} {middle[0]}",
+                        f"{family} {given} {middle[0]}"]
         joined = " ".join(c for c in comps if c)
         if joined:
             out.append(joined)
@@ -190,6 +196,30 @@ def address_variants(value: str) -> list[str]:
                           r"|pl|terrace|circle)\.?$", "", street, flags=re.I)
             if core != street and len(core) >= 4:
                 out.append(core)
+    return out
+
+
+# Trailing words too generic to identify an institution on their own ("Cedar Hills" identifies,
+# "Hospital" does not).
+_INSTITUTION_GENERIC = frozenset({
+    "hospital", "hospitals", "medical", "center", "centre", "clinic", "clinics", "imaging", "radiology",
+    "regional", "general", "university", "health", "healthcare", "system", "institute", "associates",
+    "group", "inc", "llc", "ltd", "department", "dept", "memorial", "community", "county", "the", "of", "and",
+    "diagnostic", "diagnostics", "services", "care", "campus", "pc",
+})
+
+
+def institution_variants(value: str) -> list[str]:
+    """The name as written and its distinctive core ("Cedar Hills Hospital" -> "Cedar Hills")."""
+    value = " ".join(value.split())
+    out = [value]
+    words = value.split(" ")
+    while words and words[-1].strip(".,").casefold() in _INSTITUTION_GENERIC:
+        words = words[:-1]
+    core = " ".join(words).strip(" ,-")
+    if core and core != value and len(core) >= 4 and not all(
+            w.strip(".,").casefold() in _INSTITUTION_GENERIC for w in words):
+        out.append(core)
     return out
 
 
@@ -255,7 +285,8 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                     for pv in phone_variants(v):
                         terms.add(pv, PHONE)
                 elif kw in _INSTITUTION_KEYWORDS:
-                    terms.add(v, INSTITUTION)
+                    for iv in institution_variants(v):
+                        terms.add(iv, INSTITUTION)
                 elif kw in _OTHER_KEYWORDS and len(v) >= 3:
                     terms.add(v, OTHER)
                 if elem.VR in ("LO", "LT", "ST", "UT", "SH", "UC"):
