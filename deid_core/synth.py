@@ -12,6 +12,7 @@ bytes. The people are invented (names drawn from common first/last name lists, 5
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -140,22 +141,30 @@ def _fmt_date(da: str) -> str:
 
 
 class _Gen:
-    """Holds the seeded RNG and UID counter for one cohort so every value is reproducible."""
+    """Holds the seeded RNGs and UID counter so every value is reproducible.
+
+    Each patient gets its own streams (``reseed``), so patient k is identical whether the cohort
+    has 4 or 50 patients: a small cohort is a prefix of a bigger one with the same seed.
+    """
 
     def __init__(self, out: Path, seed: int) -> None:
         self.out = out
         self.seed = seed
-        self.rng = random.Random(f"deidflow-synth:{seed}")
-        self.np = np.random.default_rng([seed, 0x5EED])
-        self._uid_n = 0
-        self.font_cache: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
         self.files: list[dict[str, Any]] = []
+        self.font_cache: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
+        self.reseed("cohort")
+
+    def reseed(self, scope: str) -> None:
+        self.scope = scope
+        self.rng = random.Random(f"deidflow-synth:{self.seed}:{scope}")
+        self.np = np.random.default_rng(list(hashlib.sha256(f"{self.seed}:{scope}".encode()).digest()[:16]))
+        self._uid_n = 0
 
     # -- primitives -----------------------------------------------------------------------------
     def uid(self) -> str:
         self._uid_n += 1
         return str(generate_uid(prefix=_UID_PREFIX, entropy_srcs=["deidflow-synth", str(self.seed),
-                                                                   str(self._uid_n)]))
+                                                                   self.scope, str(self._uid_n)]))
 
     def font(self, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         if size not in self.font_cache:
@@ -173,9 +182,11 @@ class _Gen:
 
     # -- people and studies ---------------------------------------------------------------------
     def people(self, n: int) -> list[_Person]:
-        pairs = self.rng.sample(range(len(_FIRST) * len(_LAST)), n)
+        pairs = list(range(len(_FIRST) * len(_LAST)))
+        self.rng.shuffle(pairs)  # independent of n, so patient k does not depend on the cohort size
         out = []
-        for k, pair in enumerate(pairs):
+        for k, pair in enumerate(pairs[:n]):
+            self.reseed(f"person:{k}")
             first, last = _FIRST[pair % len(_FIRST)], _LAST[pair // len(_FIRST)]
             if k % 2 == 0:
                 pid = "MRN" + self.digits(8)
@@ -743,6 +754,7 @@ def generate_cohort(out: Path, patients: int = 4, seed: int = 0) -> dict[str, An
     g = _Gen(out, seed)
     people = g.people(patients)
     for i, p in enumerate(people):
+        g.reseed(f"patient:{i}")
         _patient(g, p, i)
     answer: dict[str, Any] = {
         "seed": seed,

@@ -257,3 +257,14 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         generate_cohort(tmp_path, patients=0)
     with pytest.raises(ConfigError, match="seed"):
         generate_cohort(tmp_path, patients=1, seed=-1)
+
+
+def test_small_cohort_is_prefix_of_bigger_one(cohort: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, answer = cohort
+    small = generate_cohort(tmp_path / "two", patients=2, seed=0)
+    assert small["patients"] == answer["patients"][:2]
+    assert small["files"] == [f for f in answer["files"] if f["patient_id"] in
+                              {p["patient_id"] for p in small["patients"]} or f["kind"] == "not_dicom"]
+    two = _digests(tmp_path / "two")
+    two.pop(ANSWER_NAME)
+    assert all(_digests(out)[k] == v for k, v in two.items())
