@@ -27,8 +27,9 @@ Resolution semantics (also in SOURCE.md):
   content), X/Z/U*->U for UI VR else Z. The decision is recorded in ``Rule.source``.
 * Private attributes (basicProfile X): without rtnSafePriv the table holds no private rules and
   ``private_rule`` returns None for everything (caller removes). With it, the TCIA KB decides:
-  k keep, d delete, h hash as UID, o/oi date offset; na, empty or anything else -> d. Duplicate
-  KB signatures with conflicting dispositions keep the most conservative (d > h > o > k).
+  k keep, d delete, h hash as UID, o/oi date offset; na, empty or anything else -> d. The KB
+  sometimes rates one signature by VR (LO k, UN d): without ``vr`` ``private_rule`` returns the
+  most conservative disposition (d > h > o > k), with ``vr`` the VR-specific one.
 * Nothing in the table: the caller keeps a public attribute and removes an unknown private one.
 * UIDs ("U") are remapped by the composer regardless of options unless rtnUIDs is selected.
 """
@@ -384,8 +385,9 @@ class RuleTable:
                 self._exact[int(rule.tag.strip("()").replace(",", ""), 16)] = rule
         for lst in self._masks.values():  # most specific mask first
             lst.sort(key=lambda m: (-bin(m[0]).count("1"), m[1]))
-        self._private: dict[tuple[int, str, int], PrivateRule] = {}
-        self._private_path: dict[tuple[int, str, int, tuple[int, ...]], PrivateRule] = {}
+        # keys: (group, creator lower, low byte, path keys) and the same + (VR,)
+        self._private: dict[tuple[Any, ...], PrivateRule] = {}
+        self._private_vr: dict[tuple[Any, ...], PrivateRule] = {}
         self._private_names: dict[str, str] = {}
         self._private_rows: list[tuple[PrivateRule, str]] = []
         if "rtnSafePriv" in options:
@@ -397,21 +399,19 @@ class RuleTable:
             last = comps[-1]
             rule = PrivateRule(signature=sig, vr=vr, disposition=disp)
             self._private_rows.append((rule, name))
-            self._private_names[sig] = name
+            self._private_names.setdefault(sig, name)
             if last.creator is None:
                 continue  # public attribute inside a private sequence: left to the public rules
-            key = (last.group, last.creator.lower(), last.element)
-            if len(comps) == 1:
-                target: dict[Any, PrivateRule] = self._private
-                full: Any = key
-            else:
-                target = self._private_path
-                full = (*key, tuple(c.path_key for c in comps[:-1]))
-            old = target.get(full)
-            # Distinct KB paths can collapse onto one key (enclosing creators are not compared):
-            # keep the most conservative disposition, ties broken by signature text.
-            if old is None or (_PRIVATE_ORDER[disp], sig) < (_PRIVATE_ORDER[old.disposition], old.signature):
-                target[full] = rule
+            key = (last.group, last.creator.lower(), last.element, tuple(c.path_key for c in comps[:-1]))
+            # Several rows can share a key (VR variants; distinct KB paths collapse because the
+            # creators of enclosing sequences are not compared): keep the most conservative
+            # disposition, ties broken by signature text and VR.
+            for target, k in ((self._private, key), (self._private_vr, (*key, vr))):
+                old = target.get(k)
+                if old is None or (_PRIVATE_ORDER[disp], sig, vr) < (
+                    _PRIVATE_ORDER[old.disposition], old.signature, old.vr
+                ):
+                    target[k] = rule
 
     def rule_for(self, tag: int) -> Rule | None:
         """The rule for a public tag (exact, then repeating-group mask); None = not in the table."""
@@ -426,19 +426,26 @@ class RuleTable:
         return None
 
     def private_rule(
-        self, group: int, creator: str, element_offset: int, path: tuple[int, ...] = ()
+        self, group: int, creator: str, element_offset: int, path: tuple[int, ...] = (), vr: str | None = None
     ) -> PrivateRule | None:
         """KB rule for a private element: exact sequence path first, then the path-less signature.
 
         ``path`` holds the int tags of enclosing sequences, outermost first; private ones are
-        matched by group and low byte (an int tag does not carry its creator). None = unknown.
+        matched by group and low byte (an int tag does not carry its creator). Without ``vr`` the
+        most conservative disposition over the KB's VR variants is returned; with it, the
+        VR-specific row when the KB has one. None = unknown (the caller removes the element).
         """
-        key = (group, creator.strip().lower(), element_offset & 0xFF)
-        if path:
-            rule = self._private_path.get((*key, tuple(_path_key(t) for t in path)))
+        base = (group, creator.strip().lower(), element_offset & 0xFF)
+        keys = [(*base, tuple(_path_key(t) for t in path)), (*base, ())] if path else [(*base, ())]
+        for key in keys:
+            if vr:
+                rule = self._private_vr.get((*key, vr))
+                if rule is not None:
+                    return rule
+            rule = self._private.get(key)
             if rule is not None:
                 return rule
-        return self._private.get(key)
+        return None
 
     @property
     def retain_safe_private(self) -> bool:
@@ -452,6 +459,11 @@ class RuleTable:
     def rule_by_tag_text(self, tag: str) -> Rule | None:
         """Rule by the standard's tag text, e.g. ``(60xx,3000)`` (case-insensitive)."""
         return self._by_tagtext.get(tag.strip().lower())
+
+    def private_variants(self, signature: str) -> list[PrivateRule]:
+        """All KB rows (one per VR) of a normalised signature, for ``explain``."""
+        low = signature.lower()
+        return [r for r, _n in self._private_rows if r.signature.lower() == low]
 
     def private_name(self, signature: str) -> str:
         """KB attribute name of a private signature ('' if unknown)."""

@@ -92,6 +92,11 @@ def _explain_signature(query: str, table: RuleTable) -> str:
         lines.append(f"action: {rule.disposition} {_DISPOSITIONS.get(rule.disposition, rule.disposition)}")
         how = "exact signature" if rule.signature.lower() == sig.lower() else f"signature {rule.signature}"
         lines.append(f"rule:   TCIA private tag KB 2024-02-01, {how}, VR {rule.vr or '?'}")
+        variants = table.private_variants(rule.signature)
+        if len({v.disposition for v in variants}) > 1:
+            listed = ", ".join(f"{v.vr or '?'} {v.disposition}" for v in variants)
+            lines.append(f"note:   the KB rates this signature by VR ({listed}); without the VR the most"
+                         " conservative applies")
     lines.append(_table_line(table))
     return "\n".join(lines)
 

@@ -142,17 +142,18 @@ def read_kb(path: Path) -> list[tuple[str, str, str, str, str]]:
 
 
 def build_kb(source: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """Deduplicated KB rows [signature, VR, disposition, name]; conflicts keep the safest disposition."""
+    """KB rows [signature, VR, disposition, name], one per (signature, VR); conflicts keep the safest."""
     rows = read_kb(source / KB_FILE)
     stats: dict[str, int] = {"rows": len(rows)}
     for raw in sorted(Counter(repr(r[3]) for r in rows).items()):
         stats[f"raw disposition {raw[0]}"] = raw[1]
     for disp, n in sorted(Counter(r[4] for r in rows).items()):
         stats[f"normalised disposition {disp}"] = n
-    best: dict[str, tuple[str, str, str, str]] = {}
+    # One row per (signature, VR): TCIA sometimes rates one signature by VR (e.g. LO k, UN d).
+    best: dict[tuple[str, str], tuple[str, str, str, str]] = {}
     conflicts = 0
     for sig, name, vr, _raw, disp in rows:
-        key = sig.lower()
+        key = (sig.lower(), vr)
         old = best.get(key)
         if old is None:
             best[key] = (sig, vr, disp, name)
@@ -162,13 +163,18 @@ def build_kb(source: Path) -> tuple[dict[str, Any], dict[str, int]]:
         if _PRIVATE_ORDER[disp] < _PRIVATE_ORDER[old[2]]:
             best[key] = (sig, vr, disp, name)
     out_rows = [list(best[k]) for k in sorted(best)]
-    stats["unique signatures"] = len(out_rows)
-    stats["duplicate rows with a conflicting disposition"] = conflicts
+    by_sig: dict[str, set[str]] = {}
+    for r in out_rows:
+        by_sig.setdefault(r[0].lower(), set()).add(r[2])
+    stats["unique (signature, VR) rows"] = len(out_rows)
+    stats["unique signatures"] = len(by_sig)
+    stats["signatures whose disposition depends on the VR"] = sum(1 for v in by_sig.values() if len(v) > 1)
+    stats["duplicate rows (same signature and VR) with a conflicting disposition"] = conflicts
     stats["signatures ending in a public attribute"] = sum(
-        1 for r in out_rows if parse_private_signature(r[0])[-1].creator is None
+        1 for k in by_sig if parse_private_signature(k)[-1].creator is None
     )
     for disp, n in sorted(Counter(r[2] for r in out_rows).items()):
-        stats[f"unique, disposition {disp}"] = n
+        stats[f"(signature, VR) rows with disposition {disp}"] = n
     kb = {"source": KB_FILE, "edition": KB_EDITION, "columns": ["signature", "vr", "disposition", "name"],
           "rows": out_rows}
     return kb, stats
@@ -214,8 +220,11 @@ _SEMANTICS = """\
   `d` delete, `h` hash as UID, `o`/`oi` date offset (both -> `o`); `na`, empty or anything else
   -> `d`. Signatures are normalised (quotes repaired, hex lower case, element reduced to its low
   byte, creator stripped; creators compare case-insensitively; a few KB rows have an empty
-  creator, kept as `""`). Duplicate signatures with
-  conflicting dispositions keep the most conservative one (d > h > o > k). Lookup prefers the
+  creator, kept as `""`). The data keeps one row per (signature, VR) because TCIA sometimes
+  rates a signature by VR (e.g. LO k but UN d); duplicates with the same signature and VR keep
+  the most conservative disposition (d > h > o > k). `private_rule(..., vr=None)` returns the
+  most conservative disposition over all VRs, or the VR-specific one when `vr` is given (falling
+  back to the conservative one). Lookup prefers the
   exact sequence path, then the path-less signature; enclosing private sequences in a path are
   matched by group + low byte. KB signatures that end in a public attribute inside a private
   sequence are kept in the data but left to the public rules.
