@@ -447,3 +447,35 @@ def test_newer_schema_columns_read_and_compact(tmp_path: Path) -> None:
     assert rows2 == rows
     shutil.rmtree(tmp_path / "records")
     assert P.audit_runs(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------- measurement
+
+
+@pytest.mark.slow
+def test_measure_audit_runs_100k_rows_20_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Measurement asked for in the brief; prints the timing (run with -s to see it)."""
+    import time
+
+    w = P.ProvenanceWriter(tmp_path, "bench", "2024-05-01")
+    box = [{"frame": 0, "x": 10, "y": 10, "w": 100, "h": 12, "kind": "name", "confidence": 0.9}]
+    for b in range(20):
+        w.write_batch([
+            rec(k, "written" if k % 50 else "quarantined", start=T0 - dt.timedelta(seconds=k),
+                input_path=f"/data/in/study{k // 200}/series{k // 50}/img{k}.dcm", modality="CT",
+                pixel_ms=5.0, scrub_ms=2.0, verify_ms=2.0, frames=1, boxes=box if k % 7 == 0 else [],
+                actions={"X": 20, "D": 5, "U": 6, "Z": 3, "K": 40}, attempt=1)
+            for k in range(b * 5000, (b + 1) * 5000)
+        ], f"b{b:03d}")
+    assert len(files_of(tmp_path)) == 20
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        runs = P.audit_runs(tmp_path)
+        times.append(time.perf_counter() - t)
+    assert runs[0]["files"] == 100_000 and runs[0]["quarantined"] == 2000
+    times.sort()
+    with capsys.disabled():
+        print(f"\naudit_runs over 100k rows / 20 files: median {times[2] * 1000:.0f} ms, "
+              f"min {times[0] * 1000:.0f} ms (5 runs)")
+    assert times[2] < 5.0
