@@ -7,7 +7,9 @@ anyone changing a pattern can see the effect at once:
 
 Token = alphanumeric run. A PHI token (inside a labelled PHI substring) is removed when it no
 longer appears as a whole token of the cleaned text; a clinical token (outside every PHI
-substring) is retained when it still does. Comparison is case-insensitive (stricter for recall).
+substring) is retained when it still does. Comparison is case-insensitive (stricter for recall)
+and counts occurrences, so a clinical "r" (of "r/o") left in the output does not hide a leaked
+initial "R", nor excuse a second one.
 This prints corpus text only with --show-misses (the corpora are fake, never real PHI).
 """
 
@@ -18,6 +20,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,20 +114,23 @@ def score(entries: list[dict], use_presidio: bool = True) -> Score:
         out = cleaner.clean(text)
         sc.seconds += time.perf_counter() - t0
         sc.n += 1
-        out_tokens = {t.casefold() for t in _TOKEN.findall(out.replace(PLACEHOLDER, " "))}
+        out_count = Counter(t.casefold() for t in _TOKEN.findall(out.replace(PLACEHOLDER, " ")))
         mask = phi_mask(text, e["phi"])
+        phi_count: Counter[str] = Counter()
+        clin_count: Counter[str] = Counter()
         for m in _TOKEN.finditer(text):
-            survives = m.group(0).casefold() in out_tokens
-            if any(mask[m.start():m.end()]):
-                sc.phi_total += 1
-                sc.phi_removed += not survives
-                if survives:
-                    sc.leaks.append((m.group(0), text, out))
-            else:
-                sc.clin_total += 1
-                sc.clin_kept += survives
-                if not survives:
-                    sc.losses.append((m.group(0), text, out))
+            (phi_count if any(mask[m.start():m.end()]) else clin_count)[m.group(0).casefold()] += 1
+        # Multiset comparison: the "r" of "r/o" in the output does not make a PHI initial "R" survive.
+        for tok, n in sorted(phi_count.items()):
+            leaked = max(0, min(n, out_count[tok] - clin_count[tok]))
+            sc.phi_total += n
+            sc.phi_removed += n - leaked
+            sc.leaks += [(tok, text, out)] * leaked
+        for tok, n in sorted(clin_count.items()):
+            kept = min(n, out_count[tok])
+            sc.clin_total += n
+            sc.clin_kept += kept
+            sc.losses += [(tok, text, out)] * (n - kept)
     return sc
 
 

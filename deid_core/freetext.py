@@ -90,7 +90,7 @@ def is_clinical_word(word: str) -> bool:
 _MON = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
         r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
 _ORD = r"(?:st|nd|rd|th)?"
-_TIME = (r"(?:(?:[T\s]|,\s*|\s+at\s+)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[ap]\.?m\.?)?"
+_TIME = (r"(?:(?:[T\s]|,\s*|\s+at\s+|\s*@\s*)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[ap]\.?m\.?)?"
          r"(?:\s?(?:Z|[+-]\d{2}:?\d{2}))?)")
 _DATE_CORE = (
     rf"(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}"                      # 2023-06-12, 2023/6/12
@@ -324,10 +324,15 @@ def _expand_to_words(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+# On equal extent the more specific kind names the span ("phone" over the generic digit-run "id").
+_KIND_RANK = {ID: 9, "other": 8}
+
+
 def merge_spans(spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """Sorted, non-overlapping spans; overlapping or touching spans become one (first kind wins)."""
+    """Sorted, non-overlapping spans; overlapping or touching spans become one (the kind of the
+    earliest, longest, most specific span wins)."""
     out: list[tuple[int, int, str]] = []
-    for s, e, k in sorted(spans, key=lambda x: (x[0], -x[1], x[2])):
+    for s, e, k in sorted(spans, key=lambda x: (x[0], -x[1], _KIND_RANK.get(x[2], 5), x[2])):
         if e <= s:
             continue
         if out and s <= out[-1][1]:

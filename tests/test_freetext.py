@@ -1,0 +1,239 @@
+"""Free-text cleaning: measured on labelled corpora, plus behaviour the metrics cannot see."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+
+from deid_core import freetext
+from deid_core.errors import RuleError
+from deid_core.freetext import PLACEHOLDER, TextCleaner, clean_text, merge_spans, truncate_for_vr
+from deid_core.terms import PhiTerms, capture_terms
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "corpus"
+
+
+def _load_module(name: str, path: Path):  # noqa: ANN202 - test helper
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+metrics = _load_module("freetext_metrics", ROOT / "bench" / "freetext_metrics.py")
+make_corpus = _load_module("make_corpus", CORPUS / "make_corpus.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm() -> None:
+    freetext.warm_up()
+
+
+def _terms(**kw: str) -> PhiTerms:
+    ds = Dataset()
+    for k, v in kw.items():
+        setattr(ds, k, v)
+    return capture_terms(ds)
+
+
+# ---------------------------------------------------------------- corpus measurement
+
+
+@pytest.mark.parametrize("name", ["generated", "handwritten"])
+def test_corpus_recall_and_retention(name: str) -> None:
+    entries = metrics.load(metrics.SETS[name])
+    assert len(entries) >= (300 if name == "generated" else 50)
+    sc = metrics.score(entries)
+    print(f"\n{name}: PHI-token recall {100 * sc.recall:.2f}% ({sc.phi_removed}/{sc.phi_total}), "
+          f"clinical-token retention {100 * sc.retention:.2f}% ({sc.clin_kept}/{sc.clin_total}), "
+          f"{1e6 * sc.seconds / sc.n:.0f} us/string")
+    assert sc.recall >= 0.995, f"{len(sc.leaks)} PHI tokens survived"
+    assert sc.retention >= 0.98, f"{len(sc.losses)} clinical tokens lost"
+
+
+def test_generated_corpus_is_reproducible_from_its_script() -> None:
+    lines = (CORPUS / "descriptors_generated.jsonl").read_text(encoding="utf-8").splitlines()
+    regenerated = [json.dumps(e, ensure_ascii=False, sort_keys=True) for e in make_corpus.generate()]
+    assert lines == regenerated
+    assert len({json.loads(x)["text"] for x in lines}) > 250  # varied, not a few templates repeated
+
+
+def test_corpus_labels_are_substrings_of_their_text() -> None:
+    for path in metrics.SETS.values():
+        for e in metrics.load(path):
+            assert all(p in e["text"] for p in e["phi"]), path.name
+
+
+def test_metric_counts_a_leaked_token_as_a_miss() -> None:
+    entry = {"text": "MR KNEE Dr. Zbigniewski", "phi": ["Zbigniewski"], "terms": {}}
+    good = metrics.score([entry])
+    assert good.recall == 1.0 and good.retention == 1.0
+
+    class Leaky(TextCleaner):
+        def clean(self, text: str) -> str:
+            return text
+
+    orig = metrics.TextCleaner
+    metrics.TextCleaner = Leaky
+    try:
+        bad = metrics.score([entry])
+    finally:
+        metrics.TextCleaner = orig
+    assert bad.recall == 0.0
+
+
+# ---------------------------------------------------------------- behaviour
+
+
+CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W/O", "IV",
+            "AX T2 FLAIR 5mm", "CT C-SPINE C1-C7 2.5 mm W/O", "MR L-SPINE L4-L5 3.0T",
+            "CT ABD/PELVIS W IV CONTRAST 120 kVp", "DWI b1000 ADC", "Scout 512x512 FOV 36 cm",
+            "SE2 IM45 AXIAL 3D TOF MRA CIRCLE OF WILLIS", "ep2d_diff_3scan_trace_p2", "CTDIvol 12.4 mGy",
+            "BI-RADS 4", "78 yo M", "Age 45", "TI-RADS 3 nodule 1.4 cm"]
+
+
+@pytest.mark.parametrize("text", CLINICAL)
+def test_clinical_text_survives_every_layer(text: str) -> None:
+    assert TextCleaner(PhiTerms()).clean(text) == text
+
+
+@pytest.mark.parametrize(("text", "gone"), [
+    ("Referred by Dr. Okonjo for headache", "Okonjo"),
+    ("Mrs Vandermeer fall", "Vandermeer"),
+    ("CT HEAD 03/14/2021", "03/14/2021"),
+    ("seen 14-MAR-2021 09:30", "09:30"),
+    ("Comparison 2021-03-14T09:30:00", "2021-03-14T09:30:00"),
+    ("prior March 14th, 2021", "14th"),
+    ("call (217) 555-0143", "555-0143"),
+    ("call +44 20 7946 0958", "7946"),
+    ("MRN12345 CT", "MRN12345"),
+    ("acc A1234567", "A1234567"),
+    ("ID 12-345-678", "12-345-678"),
+    ("order #12345", "12345"),
+    ("mail a.b@example.org", "example"),
+    ("see https://pacs.example.org/x?id=9", "pacs"),
+    ("SSN 078-05-1120", "1120"),
+    ("92 y/o F", "92"),
+    ("age 95, fall", "95"),
+    ("AS 091Y", "091Y"),
+    ("lives 1234 Maple Avenue", "Maple"),
+    ("PO Box 12", "12"),
+    ("Patient: Zorvath Quill, CT HEAD", "Quill"),
+])
+def test_pattern_layer_removes_phi_shapes_without_file_terms(text: str, gone: str) -> None:
+    out = TextCleaner(PhiTerms(), use_presidio=False).clean(text)
+    assert gone not in out
+    assert PLACEHOLDER in out
+
+
+def test_file_terms_beat_the_clinical_allowlist() -> None:
+    # A patient really named "Flair Chest": layer 1 removes it although both words are clinical.
+    terms = _terms(PatientName="Chest^Flair")
+    out = TextCleaner(terms).clean("AX T2 FLAIR 5mm")
+    assert "FLAIR" not in out and "T2" in out and "5mm" in out
+    assert "FLAIR" in TextCleaner(PhiTerms()).clean("AX T2 FLAIR 5mm")
+
+
+def test_real_dicom_terms_are_removed_from_free_text() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    terms = capture_terms(ds)
+    name = str(ds.PatientName).replace("^", " ")
+    da = str(ds.StudyDate)
+    text = f"CT HEAD W/O for {name} on {da[4:6]}/{da[6:]}/{da[:4]} id {ds.PatientID} at {ds.InstitutionName}"
+    out = TextCleaner(terms).clean(text)
+    assert out.startswith("CT HEAD W/O for ")
+    for part in [*name.split(), da[:4], str(ds.PatientID), str(ds.InstitutionName)]:
+        assert part not in out
+
+
+def test_phi_spans_are_sorted_merged_and_kinded() -> None:
+    terms = _terms(PatientName="Smith^John", PatientID="4471203")
+    text = "John Smith MRN 4471203 DOB 03/14/1952 call 217-555-0143"
+    spans = TextCleaner(terms).phi_spans(text)
+    assert spans == sorted(spans)
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert [text[s:e] for s, e, _ in spans] == ["John Smith", "4471203", "03/14/1952", "217-555-0143"]
+    assert [k for _, _, k in spans] == ["name", "id", "date", "phone"]
+
+
+def test_partial_presidio_hit_grows_to_whole_token() -> None:
+    # Presidio's MEDICAL_LICENSE finds "RN0098221" inside the longer token; nothing of it may remain.
+    out = TextCleaner(PhiTerms()).clean("ref QRN0098221X note")
+    assert out == f"ref {PLACEHOLDER} note"
+
+
+def test_merge_spans() -> None:
+    assert merge_spans([(5, 9, "b"), (0, 3, "a"), (2, 6, "c"), (12, 14, "d"), (14, 15, "e")]) == [
+        (0, 9, "a"), (12, 15, "d")]
+    assert merge_spans([(3, 3, "x")]) == []
+
+
+def test_cleaning_is_deterministic_and_idempotent() -> None:
+    terms = _terms(PatientName="Garcia^Maria", PatientBirthDate="19300102")
+    text = "Maria Garcia 92 y/o DOB 1/2/1930 seen by Dr. Okafor 12/01/22 16:40 at 88 Harbor View Road"
+    a, b = TextCleaner(terms).clean(text), TextCleaner(terms).clean(text)
+    assert a == b
+    assert TextCleaner(terms).clean(a) == a
+
+
+def test_presidio_runs_only_when_something_phi_shaped_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(freetext, "_presidio_spans", lambda text: calls.append(text) or [])
+    cleaner = TextCleaner(PhiTerms())
+    cleaner.clean("AX T2 FLAIR 5mm C1-C7 120 kVp")        # digits, but all clinical
+    cleaner.clean("CT HEAD 03/14/2021")                     # covered by layer 2
+    assert calls == []
+    cleaner.clean("ref 1234-ABCD")                          # unexplained digits -> backstop
+    assert calls == ["ref 1234-ABCD"]
+    TextCleaner(PhiTerms(), use_presidio=False).clean("ref 1234-ABCD")
+    assert len(calls) == 1
+
+
+def test_clean_for_vr_truncates_without_cutting_a_placeholder() -> None:
+    cleaner = TextCleaner(_terms(PatientName="Smith^John"))
+    out = cleaner.clean_for_vr("MRI BRAIN - Smith", "SH")
+    assert len(out) <= 16 and out == "MRI BRAIN - [X]"
+    out = cleaner.clean_for_vr("MRI BRAIN W/O - Smith", "SH")  # placeholder would straddle the cut
+    assert out == "MRI BRAIN W/O -"
+    long = "CT " + "HEAD " * 30
+    assert len(cleaner.clean_for_vr(long, "LO")) <= 64
+    assert cleaner.clean_for_vr(long, "UT") == long
+    assert truncate_for_vr("A" * 2000, "ST") == "A" * 1024
+
+
+def test_clean_for_vr_rejects_unknown_vr_without_echoing_text() -> None:
+    with pytest.raises(RuleError, match="VR 'DS'") as err:
+        TextCleaner(_terms(PatientName="Smith^John")).clean_for_vr("Smith", "DS")
+    assert "Smith" not in str(err.value)
+
+
+def test_clean_text_cache_follows_term_content_not_object_identity() -> None:
+    t1 = _terms(PatientName="Smith^John")
+    assert clean_text("CT Smith", t1) == "CT [X]"
+    assert clean_text("CT Jones", t1) == "CT Jones"
+    t1.merge(_terms(PatientName="Jones^Mary"))  # same object, new content
+    assert clean_text("CT Jones", t1) == "CT [X]"
+    assert clean_text("MRI BRAIN W/O - Smith", t1, vr="SH") == "MRI BRAIN W/O -"
+
+
+def test_short_descriptor_speed() -> None:
+    cleaner = TextCleaner(_terms(PatientName="Smith^John", PatientID="4471203", StudyDate="20230612"))
+    texts = ["AX T2 FLAIR 5mm", "CT HEAD W/O CONTRAST", "SAG T1 MPRAGE 1 mm", "CT C-SPINE C1-C7 2.5 mm"]
+    n = 500
+    t0 = time.perf_counter()
+    for i in range(n):
+        cleaner.clean(texts[i % len(texts)])
+    us = 1e6 * (time.perf_counter() - t0) / n
+    print(f"\nshort clinical descriptor (no Presidio call): {us:.0f} us/string")
+    assert us < 1000
