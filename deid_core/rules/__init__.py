@@ -436,6 +436,8 @@ class RuleTable:
         VR-specific row when the KB has one. None = unknown (the caller removes the element).
         """
         base = (group, creator.strip().lower(), element_offset & 0xFF)
+        if not path and not vr:  # the common case: one dict lookup
+            return self._private.get((*base, ()))
         keys = [(*base, tuple(_path_key(t) for t in path)), (*base, ())] if path else [(*base, ())]
         for key in keys:
             if vr:
