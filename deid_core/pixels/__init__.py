@@ -20,7 +20,7 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_frames
 from deid_core.pixels.mask import apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import Rect, candidate_regions, merge_regions
+from deid_core.pixels.prescreen import Rect, merge_regions, polar_regions
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -99,17 +99,29 @@ def pixel_policy_for(modality: str | None, override: str | None = None) -> str:
     return ALL_TEXT if mod in ALL_TEXT_MODALITIES else PHI
 
 
+def _binarize(crop: np.ndarray, bright: bool) -> np.ndarray:
+    """Dark text on white from the strokes of one polarity: busy or coloured backgrounds vanish."""
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (15, 15))
+    hat = cv2.morphologyEx(crop, cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT, k)
+    level = max(20, int(hat.max()) // 2)
+    return np.where(hat >= level, 0, 255).astype(np.uint8)
+
+
 def _ocr_crop(gray: np.ndarray, region: Rect, line_h: int, engine: OcrEngine,
-              cache: dict[bytes, list[OcrWord]]) -> list[OcrWord]:
+              cache: dict[bytes, list[OcrWord]], bright: bool | None = None) -> list[OcrWord]:
     """OCR one crop, normalised to dark text on light and upscaled for small glyphs; frame coordinates."""
     crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
-    key = hashlib.blake2b(crop.tobytes() + repr((crop.shape, line_h)).encode(), digest_size=16).digest()
+    tag = repr((crop.shape, line_h, bright)).encode()
+    key = hashlib.blake2b(crop.tobytes() + tag, digest_size=16).digest()
     if key in cache:
         words = cache[key]
     else:
-        img = crop
-        if float(np.median(img)) < 128:  # light text on dark background → invert
-            img = 255 - img
+        if bright is not None:
+            img = _binarize(crop, bright)
+        elif float(np.median(crop)) < 128:  # light text on dark background → invert
+            img = 255 - crop
+        else:
+            img = crop
         scale = max(1, min(3, math.ceil(TARGET_GLYPH_H / max(line_h, 1))))
         if scale > 1:
             img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
@@ -131,15 +143,18 @@ def _ocr_crop(gray: np.ndarray, region: Rect, line_h: int, engine: OcrEngine,
 def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str, engine: OcrEngine,
                  cache: dict[bytes, list[OcrWord]]) -> tuple[list[Box], bool]:
     """Boxes of one frame, and whether OCR ran at all."""
-    lines = candidate_regions(gray)
-    if not lines:
+    polar = polar_regions(gray)
+    if not polar:
         return [], False
+    lines = [r for r, _b in polar]
     rows, cols = gray.shape
     words: list[OcrWord] = []
-    for region in merge_regions(lines, cols, rows):
-        inside = [r.h for r in lines if r.x >= region.x and r.y >= region.y and
-                  r.x + r.w <= region.x + region.w and r.y + r.h <= region.y + region.h]
-        words += _ocr_crop(gray, region, min(inside) if inside else region.h, engine, cache)
+    for bright in (True, False):  # each polarity read from its own stroke image
+        group = [r for r, b in polar if b == bright]
+        for region in merge_regions(group, cols, rows):
+            inside = [r.h for r in group if r.x >= region.x and r.y >= region.y and
+                      r.x + r.w <= region.x + region.w and r.y + r.h <= region.y + region.h]
+            words += _ocr_crop(gray, region, min(inside) if inside else region.h, engine, cache, bright)
     boxes: list[Box] = []
     if policy == ALL_TEXT:
         text_words = [w for w in words if is_text(w)]

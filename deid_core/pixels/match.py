@@ -58,7 +58,7 @@ def build_lines(words: list[OcrWord]) -> list[Line]:
 
 
 def _pattern_kind(token: str) -> str | None:
-    t = token.strip(".,;:()[]{}'\"")
+    t = token.strip(".,;:()[]{}'\"\u201c\u201d\u2018\u2019`|_-~")
     if not t:
         return None
     digits = ocr_digits(t) if sum(c.isdigit() for c in t) >= max(2, len(t) // 2) else t
@@ -70,7 +70,7 @@ def _pattern_kind(token: str) -> str | None:
     n_digits = sum(c.isdigit() for c in bare)
     if n_digits >= 7 and re.fullmatch(r"\+?\d+", bare):
         return "phone" if n_digits in (7, 10, 11) and re.search(r"[\-.()]", t) else "id"
-    if n_digits >= 5:
+    if n_digits >= 5 or sum(c.isdigit() for c in ocr_digits(bare)) >= 6:
         return "id"
     if len(bare) >= 5 and n_digits >= 2 and any(c.isalpha() for c in bare):
         return "id"

@@ -6,6 +6,7 @@ box is exact in stored coordinates. Used by ``tests/test_pixels_*`` and ``bench/
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 
@@ -60,8 +61,7 @@ def draw_text(frame: np.ndarray, text: str, x: int, y: int, size: int, value: fl
 
 def native_copy(ds: Dataset) -> tuple[Dataset, np.ndarray]:
     """A deep copy of ``ds`` decompressed to Explicit VR LE, and its writable pixel array (frames first)."""
-    out = ds.copy()
-    out.file_meta = ds.file_meta.copy()
+    out = copy.deepcopy(ds)
     arr = pixel_array(ds, raw=True)
     if int(out.get("NumberOfFrames", 1) or 1) == 1:
         arr = arr[np.newaxis]
@@ -94,3 +94,61 @@ def extremes(ds: Dataset, frames: np.ndarray) -> tuple[float, float]:
     if str(ds.PhotometricInterpretation) == "MONOCHROME1":
         return lo, hi
     return hi, lo
+
+
+def plant_stored(ds: Dataset, frame: int, text: str, x: int, y: int, size: int, bright: bool = True,
+                 face: int = 0) -> Planted:
+    """Draw text straight into native PixelData in its stored layout (any PI, planar configuration,
+    YBR_FULL_422 pairs, palette); ``bright`` picks the displayed-white (else displayed-black) value."""
+    from deid_core.pixels.mask import _native_view  # local: test/bench helper only
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    canvas = Image.new("L", (cols, rows), 0)
+    ImageDraw.Draw(canvas).text((x, y), text, fill=255, font=_font(size, face))
+    ink = np.asarray(canvas) >= 128
+    ys, xs = np.nonzero(ink)
+    if ys.size == 0:
+        raise ValueError("text falls outside the frame")
+    buf = bytearray(ds.PixelData)
+    view = _native_view(ds, buf)
+    pi = str(ds.PhotometricInterpretation).strip()
+    bits = int(ds.get("BitsStored", ds.BitsAllocated))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    low = int(view[frame].min())
+    if pi in ("MONOCHROME2", "MONOCHROME1"):
+        v = top if (bright == (pi == "MONOCHROME2")) else low
+        view[frame][ink] = v
+    elif pi == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        idx = np.arange(0, min(int(np.iinfo(view.dtype).max) + 1, 65536)).astype(view.dtype)
+        lum = apply_color_lut(idx, ds).astype(np.float64).sum(axis=-1)
+        view[frame][ink] = idx[int(np.argmax(lum) if bright else np.argmin(lum))]
+    elif pi == "YBR_FULL_422":
+        pair = ink[:, 0::2] | ink[:, 1::2]
+        val = [255, 255, 128, 128] if bright else [0, 0, 128, 128]
+        view[frame][pair[:, : view.shape[2]]] = val
+    elif pi.startswith("YBR"):
+        view[frame][ink] = [255, 128, 128] if bright else [0, 128, 128]
+    elif view.ndim == 5 or (view.ndim == 4 and int(ds.get("PlanarConfiguration", 0)) == 1):
+        for s in range(view.shape[1]):
+            view[frame, s][ink] = 255 if bright else 0
+    else:
+        view[frame][ink] = 255 if bright else 0
+    ds.PixelData = bytes(buf)
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    return Planted(frame, x0, y0, x1 - x0, y1 - y0, True)
+
+
+def coverage(planted: Planted, boxes: list, pad: int = 2) -> float:  # type: ignore[type-arg]
+    """Share of a planted box covered by the (padded) mask boxes of its frame."""
+    m = np.zeros((planted.h, planted.w), dtype=bool)
+    for b in boxes:
+        if b.frame != planted.frame:
+            continue
+        x0, y0 = max(b.x - pad, planted.x), max(b.y - pad, planted.y)
+        x1, y1 = min(b.x + b.w + pad, planted.x + planted.w), min(b.y + b.h + pad, planted.y + planted.h)
+        if x1 > x0 and y1 > y0:
+            m[y0 - planted.y:y1 - planted.y, x0 - planted.x:x1 - planted.x] = True
+    return float(m.mean())

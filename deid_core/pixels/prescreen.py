@@ -95,7 +95,7 @@ def _group_lines(chars: np.ndarray) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
 
 
-def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float]]:
+def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
     """Every line candidate of both polarities: character count, background noise, ink uniformity."""
     out = []
     for bright, strokes in zip((True, False), stroke_maps(gray), strict=True):
@@ -114,7 +114,7 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float]]:
             uniform = float(np.mean(np.abs(ink - ref) <= 12)) if ink.size else 0.0
             # a wide single component (touching letters) counts as several characters
             n = sum(max(1, round(int(c[2]) / max(1.0, 0.6 * int(c[3])))) for c in xs)
-            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, noise, uniform))
+            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, noise, uniform, bright))
     out.sort(key=lambda t: (t[0].y, t[0].x))
     return out
 
@@ -124,7 +124,30 @@ def candidate_regions(gray: np.ndarray) -> list[Rect]:
     if gray.ndim != 2 or gray.size == 0:
         return []
     # burned-in text is drawn in one value: its ink is uniform, anatomy's thin structures are not
-    return [r for r, n, _noise, uniform in line_stats(gray) if n >= 2 and uniform >= MIN_INK_UNIFORMITY]
+    return [r for r, _bright in polar_regions(gray)]
+
+
+def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
+    """Candidate lines with their polarity (True = bright text on darker background)."""
+    if gray.ndim != 2 or gray.size == 0:
+        return []
+    cands = [(r, b, u) for r, n, _noise, u, b in line_stats(gray) if n >= 2 and u >= MIN_INK_UNIFORMITY]
+    out = []
+    for r, b, u in cands:
+        # the gaps between bright letters look like dark strokes (and vice versa): keep the polarity
+        # whose ink is more uniform where two candidates of opposite polarity cover the same place
+        shadowed = False
+        for r2, b2, u2 in cands:
+            if b2 == b or (u2, b2) <= (u, b):
+                continue
+            ix = min(r.x + r.w, r2.x + r2.w) - max(r.x, r2.x)
+            iy = min(r.y + r.h, r2.y + r2.h) - max(r.y, r2.y)
+            if ix > 0 and iy > 0 and ix * iy >= 0.5 * min(r.w * r.h, r2.w * r2.h):
+                shadowed = True
+                break
+        if not shadowed:
+            out.append((r, b))
+    return out
 
 
 def merge_regions(rects: list[Rect], width: int, height: int) -> list[Rect]:
