@@ -83,7 +83,7 @@ class Outcome:
         row["actions"] = json.dumps(self.actions, sort_keys=True)
         row.update(run_id=run_id, run_date=run_date, rule_table_sha256=table_sha, key_fingerprint=key_fp,
                    deidflow_version=__version__, attempt=attempt)
-        return row
+        return {k: (None if v == "" else v) for k, v in row.items()}
 
 
 class Context:

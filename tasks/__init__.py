@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over ``deid_core`` that add retries and nothing else."""

@@ -1,0 +1,227 @@
+"""Run-level preparation and bookkeeping shared by the Prefect flow and library users.
+
+Everything that can make a whole run impossible is checked here, before any file is written:
+directories, the key (and that it matches earlier runs into the same tree), the patient map,
+the rule table. The run then needs only per-file work, which never stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deid_core import __version__
+from deid_core.batch import BatchSummary, outcome_for_bad_input, summarise
+from deid_core.config import DeidConfig
+from deid_core.errors import ConfigError
+from deid_core.inventory import InventoryRecord
+from deid_core.keys import check_key_history, key_fingerprint, load_key
+from deid_core.pipeline import Outcome
+from deid_core.provenance import ProvenanceWriter, done_outputs, write_run_record
+from deid_core.pseudonyms import PatientMap
+from deid_core.rules import load_rule_table
+from deid_core.writer import clean_tmp
+
+
+@dataclass
+class RunPlan:
+    """A validated run: its config (with the key), ids and directories."""
+
+    cfg: DeidConfig
+    input_dir: Path
+    provenance_dir: Path
+    run_id: str
+    run_date: str
+    started_at: datetime
+    table_sha256: str
+    key_fp: str
+    linkage_dir: Path | None = None
+    parameters: dict[str, object] = field(default_factory=dict)
+
+
+def default_provenance_dir(output_dir: Path) -> Path:
+    """``<output>-provenance`` beside the output tree: provenance holds input paths, so it must not
+    travel with the de-identified data."""
+    output_dir = Path(output_dir).resolve()
+    return output_dir.parent / f"{output_dir.name}-provenance"
+
+
+def new_run_id(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or child.is_relative_to(parent)
+
+
+def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
+                key_file: str | None = None, key_secret: str | None = None,
+                secret_loader: Callable[[str], bytes | str] | None = None, new_key: bool = False,
+                patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
+                uid_root: str = "2.25.", pixel_policy: str | None = None, pixel_engine: str = "tesseract",
+                linkage_dir: str | None = None, allow_lossy_reencode: bool = False,
+                date_shift_days: tuple[int, int] = (1, 365), pseudonym_prefix: str = "DEID",
+                parameters: dict[str, object] | None = None) -> RunPlan:
+    """Validate everything run-level and return the plan; raises ConfigError with a clear reason."""
+    inp = Path(input_dir)
+    out = Path(output_dir)
+    if not inp.exists():
+        raise ConfigError(f"input {inp} does not exist")
+    if _inside(out, inp) or (inp.is_dir() and _inside(inp, out)):
+        raise ConfigError("the output directory must not be inside the input tree (or contain it)")
+    prov = Path(provenance_dir) if provenance_dir else default_provenance_dir(out)
+    if _inside(prov, out):
+        raise ConfigError("the provenance directory must not be inside the output tree (it holds input paths)")
+    link = Path(linkage_dir) if linkage_dir else None
+    if link is not None and _inside(link, out):
+        raise ConfigError("the linkage directory must not be inside the output tree")
+    for d, what in ((out, "output"), (prov, "provenance")):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700) if what == "provenance" else None
+        except OSError as exc:
+            raise ConfigError(f"cannot create the {what} directory ({exc.strerror})") from None
+        if not os.access(d, os.W_OK):
+            raise ConfigError(f"the {what} directory is not writable")
+    key = load_key(key_file, provenance_dir=prov, secret_loader=secret_loader, secret_name=key_secret)
+    fp = key_fingerprint(key)
+    check_key_history(prov, fp, new_key)
+    if patient_map:
+        PatientMap.load(patient_map)  # refuse a bad map before any file is written
+    lo, hi = date_shift_days
+    if not 1 <= lo <= hi:
+        raise ConfigError("date shift range must satisfy 1 <= min <= max")
+    cfg = DeidConfig(key=key, output_dir=out.resolve(), profile=profile, options=tuple(options), uid_root=uid_root,
+                     date_shift_min_days=lo, date_shift_max_days=hi,
+                     patient_map=str(Path(patient_map).resolve()) if patient_map else None,
+                     pseudonym_prefix=pseudonym_prefix, pixel_policy=pixel_policy, pixel_engine=pixel_engine,
+                     allow_lossy_reencode=allow_lossy_reencode, collect_linkage=link is not None)
+    table = load_rule_table(profile, list(options) or None)
+    table_dir = prov / "rules"
+    table_dir.mkdir(parents=True, exist_ok=True)
+    with open(table_dir / f"{table.sha256[:16]}.csv", "w", encoding="utf-8", newline="") as fh:
+        table.to_csv(fh)
+    clean_tmp(out)
+    now = datetime.now(UTC)
+    return RunPlan(cfg=cfg, input_dir=inp.resolve(), provenance_dir=prov.resolve(), run_id=new_run_id(now),
+                   run_date=now.date().isoformat(), started_at=now, table_sha256=table.sha256, key_fp=fp,
+                   linkage_dir=link, parameters=dict(parameters or {}))
+
+
+def split_done(plan: RunPlan, records: list[InventoryRecord]) -> tuple[list[InventoryRecord], list[Outcome]]:
+    """Incremental runs: inputs already written with this input hash, rule table, key and version,
+    whose output still exists with its recorded hash, are skipped; the rest is returned to do."""
+    good = [r for r in records if r.status == "ok"]
+    done = done_outputs(plan.provenance_dir, [r.sha256 for r in good]) if good else {}
+    todo: list[InventoryRecord] = []
+    skipped: list[Outcome] = []
+    from deid_core.inventory import sha256_file
+
+    for r in records:
+        hit = done.get((r.sha256, plan.table_sha256, plan.key_fp, __version__)) if r.status == "ok" else None
+        if hit is not None:
+            out_file = plan.cfg.output_dir / hit[0]
+            if out_file.is_file() and sha256_file(out_file) == hit[1]:
+                now = datetime.now(UTC)
+                skipped.append(Outcome(input_path=r.path, input_sha256=r.sha256, input_size=r.size,
+                                       status="skipped", reason="already_done", output_path=hit[0],
+                                       output_sha256=hit[1], started_at=now, finished_at=now,
+                                       modality=r.modality, sop_class_uid=r.sop_class_uid))
+                continue
+        todo.append(r)
+    return todo, skipped
+
+
+def record_outcomes(plan: RunPlan, outcomes: list[Outcome], batch_id: str) -> BatchSummary:
+    """Write provenance for outcomes decided without de-identification (bad inputs, skips)."""
+    if outcomes:
+        rows = [o.to_record(plan.run_id, plan.run_date, plan.table_sha256, plan.key_fp) for o in outcomes]
+        ProvenanceWriter(plan.provenance_dir, plan.run_id, plan.run_date).write_batch(rows, batch_id)
+    return summarise(batch_id, outcomes)
+
+
+def bad_outcomes(records: list[InventoryRecord]) -> list[Outcome]:
+    return [outcome_for_bad_input(r) for r in records if r.status != "ok"]
+
+
+@dataclass
+class RunSummary:
+    """The whole run in numbers (no identifiers): what the CLI prints and the artifacts show."""
+
+    run_id: str
+    counts: dict[str, int]
+    reasons: dict[str, int]
+    actions: dict[str, int]
+    stage_ms: dict[str, float]
+    boxes: int
+    unmapped_patients: list[str]
+    wall_s: float
+    files_per_s: float
+    output_dir: str
+    provenance_dir: str
+    summary_path: str = ""
+
+    @property
+    def files(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"files": self.files}
+
+
+def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
+    """Merge batch summaries, write the run record, summary JSON and (if asked) the linkage."""
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    stage: Counter[str] = Counter()
+    unmapped: set[str] = set()
+    uid_pairs: dict[str, str] = {}
+    patient_pairs: dict[str, str] = {}
+    boxes = 0
+    for s in summaries:
+        counts.update(s.counts)
+        reasons.update(s.reasons)
+        actions.update(s.actions)
+        stage.update(s.stage_ms)
+        unmapped.update(s.unmapped_patients)
+        uid_pairs.update(s.uid_pairs)
+        patient_pairs.update(s.patient_pairs)
+        boxes += s.boxes
+    finished = datetime.now(UTC)
+    wall = max((finished - plan.started_at).total_seconds(), 1e-6)
+    files = sum(counts.values())
+    summary = RunSummary(run_id=plan.run_id, counts=dict(sorted(counts.items())),
+                         reasons=dict(sorted(reasons.items())), actions=dict(sorted(actions.items())),
+                         stage_ms={k: round(v, 1) for k, v in sorted(stage.items())}, boxes=boxes,
+                         unmapped_patients=sorted(unmapped), wall_s=round(wall, 3),
+                         files_per_s=round(files / wall, 3), output_dir=str(plan.cfg.output_dir),
+                         provenance_dir=str(plan.provenance_dir))
+    write_run_record(plan.provenance_dir, {
+        "run_id": plan.run_id, "run_date": plan.run_date, "started_at": plan.started_at, "finished_at": finished,
+        "input_dir": str(plan.input_dir), "output_dir": str(plan.cfg.output_dir), "profile": plan.cfg.profile,
+        "options": list(plan.cfg.options), "rule_table_sha256": plan.table_sha256,
+        "key_fingerprint": plan.key_fp, "deidflow_version": __version__,
+        "counts": {k: v for k, v in counts.items() if k in ("written", "quarantined", "skipped", "failed")},
+        "wall_s": wall, "parameters": plan.parameters,
+    })
+    if plan.linkage_dir is not None:
+        from deid_core.linkage import write_linkage
+
+        write_linkage(plan.linkage_dir, plan.cfg.output_dir, sorted(uid_pairs.items()),
+                      sorted(patient_pairs.items()))
+    sdir = plan.provenance_dir / "summaries"
+    sdir.mkdir(parents=True, exist_ok=True)
+    path = sdir / f"{plan.run_id}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    summary.summary_path = str(path)
+    return summary

@@ -1,0 +1,166 @@
+"""The ``deidentify-cohort`` Prefect flow: orchestration only, all logic in ``deid_core``.
+
+inventory (Dask) → incremental skip → per batch on Dask: capture terms, pixel redaction, tag
+scrub, pseudonyms, verify, atomic write, provenance Parquet → run summary, artifacts, linkage.
+
+The per-file work runs in a subflow whose task runner is chosen from the parameters: a
+LocalCluster sized to the machine by default, or an existing Dask cluster by address.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect_dask import DaskTaskRunner
+from pydantic import BaseModel, Field
+
+from deid_core.batch import BatchSummary
+from deid_core.inventory import InventoryRecord, batch_records, find_files
+from deid_core.run import RunPlan, RunSummary, bad_outcomes, finish_run, prepare_run, record_outcomes, split_done
+from tasks.deid_tasks import deidentify_batch, inventory_chunk
+
+INVENTORY_CHUNK = 256
+
+
+class CohortParameters(BaseModel):
+    """Parameters of a de-identification run (shown as a form in the Prefect UI)."""
+
+    input_dir: str = Field(description="Folder of DICOM files to de-identify, searched recursively. Never modified.")
+    output_dir: str = Field(description="Where de-identified files go, as <PatientID>/<Study>/<Series>/<SOP>.dcm "
+                                        "built from new identifiers only.")
+    provenance_dir: str | None = Field(None, description="Provenance (Parquet), run summaries and the rule "
+                                                         "table applied. Holds input paths: keep it in the secure "
+                                                         "zone. Default: <output_dir>-provenance.")
+    patient_map: str | None = Field(None, description="CSV original_patient_id,new_patient_id,new_patient_name. "
+                                                      "Unmapped patients get deterministic pseudonyms.")
+    key_file: str | None = Field(None, description="File whose bytes (>= 16) are the pseudonymization key. "
+                                                   "Else $DEIDFLOW_KEY, a Prefect Secret (key_secret), or a key "
+                                                   "created once in the provenance directory.")
+    key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the key.")
+    new_key: bool = Field(False, description="Accept a key different from the one earlier runs into this "
+                                             "provenance directory used (pseudonyms will not match theirs).")
+    profile: str = Field("tcia", description="Rule profile: 'tcia' (Basic + TCIA options) or 'basic'.")
+    options: list[str] = Field(default_factory=list, description="Extra PS3.15 options to apply on top of "
+                                                                 "the profile (see `deidflow explain --options`).")
+    uid_root: str = Field("2.25.", description="Root of new UIDs (2.25. + 128-bit decimal, or your org root).")
+    pixel_policy: str | None = Field(None, description="Burned-in text policy: 'phi', 'all-text', or per "
+                                                       "modality 'US=all-text,CT=phi'. Default: all-text for US "
+                                                       "and SC, phi elsewhere.")
+    linkage_dir: str | None = Field(None, description="Write uid_map.csv and patient_map.csv (old→new) here "
+                                                      "for the honest broker. Refused inside the output tree.")
+    workers: int | None = Field(None, ge=1, description="Dask worker processes of the local cluster "
+                                                        "(default: one per core).")
+    dask_address: str | None = Field(None, description="Run on an existing Dask cluster, e.g. "
+                                                       "tcp://10.0.0.5:8786, instead of a local one.")
+    batch_size: int = Field(32, ge=1, le=2000, description="Files per Prefect task (a series stays together).")
+    incremental: bool = Field(True, description="Skip inputs already written with the same input hash, rules, "
+                                                "key and version whose outputs still exist unchanged.")
+    allow_lossy_reencode: bool = Field(False, description="Allow masking lossy-compressed images (written "
+                                                          "decompressed, LossyImageCompression kept '01').")
+
+
+def make_task_runner(params: CohortParameters) -> DaskTaskRunner:
+    """A Dask runner on the given cluster, or a LocalCluster of single-threaded worker processes."""
+    if params.dask_address:
+        return DaskTaskRunner(address=params.dask_address)
+    n = params.workers or os.cpu_count() or 1
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+# Plans and input paths stay in this process: a subflow's parameters are stored by the Prefect API,
+# and neither the key nor input paths (which may name patients) belong there.
+_PLANS: dict[str, tuple[RunPlan, list[str]]] = {}
+
+
+@flow(name="deidentify-on-dask", log_prints=False)
+def process_cohort(run_id: str, batch_size: int, incremental: bool,
+                   progress_id: str | None = None) -> list[BatchSummary]:
+    """Inventory and de-identify on the Dask task runner; summaries come back, PHI never does."""
+    plan, paths = _PLANS[run_id]
+    chunks = [paths[i:i + INVENTORY_CHUNK] for i in range(0, len(paths), INVENTORY_CHUNK)]
+    inv_futures = inventory_chunk.map(chunks, [plan.cfg.key] * len(chunks))
+    records: list[InventoryRecord] = [r for f in inv_futures for r in f.result()]
+    summaries: list[BatchSummary] = [record_outcomes(plan, bad_outcomes(records), "inventory")]
+    todo = [r for r in records if r.status == "ok"]
+    if incremental:
+        todo, skipped = split_done(plan, todo)
+        summaries.append(record_outcomes(plan, skipped, "skipped"))
+    batches = batch_records(todo, batch_size)
+    total = max(1, len(records))
+    done = total - len(todo)
+    futures = [deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date)
+               for b in batches]
+    for fut in as_completed(futures):
+        summary = fut.result()
+        summaries.append(summary)
+        done += summary.files
+        if progress_id:
+            update_progress_artifact(progress_id, progress=round(100.0 * done / total, 1))
+    return summaries
+
+
+@flow(name="deidentify-cohort", log_prints=False)
+def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
+    """De-identify a cohort: every input ends written, quarantined or skipped, with its reason."""
+    logger = get_run_logger()
+    plan = prepare_run(params.input_dir, params.output_dir, provenance_dir=params.provenance_dir,
+                       key_file=params.key_file, key_secret=params.key_secret, secret_loader=_load_secret,
+                       new_key=params.new_key, patient_map=params.patient_map, profile=params.profile,
+                       options=params.options, uid_root=params.uid_root, pixel_policy=params.pixel_policy,
+                       linkage_dir=params.linkage_dir, allow_lossy_reencode=params.allow_lossy_reencode,
+                       parameters=params.model_dump(exclude={"key_secret", "key_file", "new_key"}))
+    paths = [str(p) for p in find_files(plan.input_dir)]
+    logger.info("run %s: %d input files, rules %s, key %s", plan.run_id, len(paths), plan.table_sha256[:12],
+                plan.key_fp)
+    progress_id = create_progress_artifact(progress=0.0, key="deidflow-progress",
+                                           description=f"Files finished in run {plan.run_id}")
+    runner = make_task_runner(params)
+    _PLANS[plan.run_id] = (plan, paths)
+    try:
+        summaries = process_cohort.with_options(task_runner=runner)(
+            plan.run_id, params.batch_size, params.incremental, str(progress_id) if progress_id else None)
+    finally:
+        _PLANS.pop(plan.run_id, None)
+    summary = finish_run(plan, summaries)
+    _artifacts(summary)
+    logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts, summary.wall_s,
+                summary.files_per_s)
+    return summary.to_dict()
+
+
+def _load_secret(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(name).get())
+
+
+def _artifacts(summary: RunSummary) -> None:
+    """Run summary as a table, actions as markdown — counts only, never identifiers."""
+    rows = [{"metric": "files", "value": summary.files}]
+    rows += [{"metric": f"status: {k}", "value": v} for k, v in summary.counts.items()]
+    rows += [{"metric": f"reason: {k}", "value": v} for k, v in summary.reasons.items()]
+    rows += [{"metric": "pixel boxes masked", "value": summary.boxes},
+             {"metric": "wall seconds", "value": summary.wall_s},
+             {"metric": "files per second", "value": summary.files_per_s},
+             {"metric": "unmapped patients (pseudonymized)", "value": len(summary.unmapped_patients)}]
+    create_table_artifact(table=rows, key="deidflow-run-summary", description=f"Run {summary.run_id}")
+    lines = [f"# Actions applied in run {summary.run_id}", "", "| action | count |", "| --- | ---: |"]
+    lines += [f"| {k} | {v} |" for k, v in summary.actions.items()]
+    lines += ["", "| stage | total ms |", "| --- | ---: |"]
+    lines += [f"| {k} | {v} |" for k, v in summary.stage_ms.items()]
+    create_markdown_artifact(markdown="\n".join(lines), key="deidflow-actions",
+                             description=f"Actions of run {summary.run_id}")
+
+
+def run_summary_path(summary: dict[str, object]) -> Path:
+    return Path(str(summary["summary_path"]))
