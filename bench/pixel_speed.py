@@ -1,0 +1,141 @@
+"""Pixel text search: deidflow vs Presidio's DicomImageRedactorEngine on the same planted cohort.
+
+    .venv/bin/python bench/pixel_speed.py --images 300 [--workers 1,2] [--skip-presidio]
+
+Builds N images from pydicom's bundled CT/MR files: two thirds carry planted PHI text (name, ID,
+date at random positions and sizes 14-28 px, matching the header), one third are text-free. A
+planted box counts as found when the mask (boxes padded by 2 px) covers >= 90 % of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pydicom  # noqa: E402
+from pydicom.data import get_testdata_file  # noqa: E402
+from pydicom.pixels import decompress  # noqa: E402
+
+from deid_core.pixels import Box, find_text_boxes, get_engine  # noqa: E402
+from deid_core.pixels.plant import Planted, coverage, plant_stored  # noqa: E402
+from deid_core.terms import capture_terms  # noqa: E402
+
+BASES = ["693_UNCR.dcm", "image_dfl.dcm", "CT_small.dcm"]
+FREE = ["693_UNCR.dcm", "CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "image_dfl.dcm"]
+FAMILY = ["SMITH", "GARCIA", "NGUYEN", "JOHNSON", "MUELLER", "KOWALSKI", "OKAFOR", "TANAKA"]
+GIVEN = ["JOHN", "MARIA", "LINH", "PETER", "ANNA", "OMAR", "GRACE", "KENJI"]
+
+
+def _load(name: str) -> pydicom.Dataset:
+    ds = pydicom.dcmread(get_testdata_file(name))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        decompress(ds, generate_instance_uid=False)
+    return ds
+
+
+def build(n: int, out: Path, seed: int = 7) -> list[tuple[Path, list[Planted]]]:
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        if i % 3 == 2:
+            ds = _load(FREE[i % len(FREE)])
+            planted: list[Planted] = []
+        else:
+            ds = _load(BASES[i % len(BASES)])
+            fam, giv = rng.choice(FAMILY), rng.choice(GIVEN)
+            pid = str(rng.randint(1_000_000, 9_999_999))
+            y, m, d = rng.randint(1950, 2020), rng.randint(1, 12), rng.randint(1, 28)
+            ds.PatientName, ds.PatientID, ds.StudyDate = f"{fam}^{giv}", pid, f"{y:04d}{m:02d}{d:02d}"
+            cols, rows = int(ds.Columns), int(ds.Rows)
+            size = rng.choice([12, 14, 16, 20, 24, 28]) if cols >= 256 else rng.choice([10, 12])
+            texts = [f"{fam}, {giv}", pid, f"{m:02d}/{d:02d}/{y:04d}"]
+            planted = []
+            row_h = size + 6
+            y0 = rng.randint(2, max(3, rows - row_h * 3 - 2))
+            x0 = rng.randint(2, max(3, cols // 3))
+            for k, t in enumerate(texts):
+                try:
+                    planted.append(plant_stored(ds, 0, t, x0, y0 + k * row_h, size))
+                except ValueError:
+                    pass
+        p = out / f"img{i:04d}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        cases.append((p, planted))
+    return cases
+
+
+def _recall(cases: list[tuple[Path, list[Planted]]], found: list[list[Box]]) -> tuple[int, int]:
+    hit = total = 0
+    for (_, planted), boxes in zip(cases, found, strict=True):
+        for pl in planted:
+            total += 1
+            hit += coverage(pl, boxes) >= 0.9
+    return hit, total
+
+
+def run_deidflow(path: str) -> list[Box]:
+    ds = pydicom.dcmread(path)
+    return find_text_boxes(ds, capture_terms(ds), "phi").boxes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--workers", default="")
+    ap.add_argument("--skip-presidio", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = build(args.images, Path(tmp))
+        print(f"cohort: {len(cases)} images, {sum(1 for _, p in cases if p)} with text, "
+              f"{sum(len(p) for _, p in cases)} planted PHI boxes")
+        get_engine()
+        t = time.perf_counter()
+        ours = [run_deidflow(str(p)) for p, _ in cases]
+        t_ours = time.perf_counter() - t
+        h, n = _recall(cases, ours)
+        print(f"deidflow : {t_ours:8.2f} s  {1000 * t_ours / len(cases):7.1f} ms/image  "
+              f"recall {h}/{n} = {h / max(n, 1):.3f}")
+        if not args.skip_presidio:
+            from deid_core.errors import PixelError
+            from deid_core.pixels.presidio_engine import presidio_boxes
+
+            found, failed = [], 0
+            t = time.perf_counter()
+            for p, _ in cases:
+                ds = pydicom.dcmread(p)
+                try:
+                    found.append([Box(0, x, y, w, hh, "presidio", 0.0) for x, y, w, hh in presidio_boxes(ds)])
+                except PixelError:
+                    failed += 1
+                    found.append([])
+            t_p = time.perf_counter() - t
+            h2, n2 = _recall(cases, found)
+            print(f"presidio : {t_p:8.2f} s  {1000 * t_p / len(cases):7.1f} ms/image  recall {h2}/{n2} = "
+                  f"{h2 / max(n2, 1):.3f}  failures {failed}")
+            print(f"speed ratio presidio/deidflow: {t_p / t_ours:.1f}x")
+        if args.workers:
+            from distributed import Client, LocalCluster
+
+            times = {}
+            for k in [int(w) for w in args.workers.split(",")]:
+                cluster = LocalCluster(n_workers=k, threads_per_worker=1, processes=True, dashboard_address=None)
+                with cluster as cl, Client(cl) as client:
+                    client.run(get_engine)  # warm: load Tesseract once per worker
+                    t = time.perf_counter()
+                    client.gather(client.map(run_deidflow, [str(p) for p, _ in cases], pure=False))
+                    times[k] = time.perf_counter() - t
+                    print(f"workers={k}: {times[k]:.2f} s  {1000 * times[k] / len(cases):.1f} ms/image")
+            if 1 in times and 2 in times:
+                print(f"speed-up 2 vs 1 workers: {times[1] / times[2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
