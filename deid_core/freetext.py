@@ -18,12 +18,13 @@ clinical words. Nothing here logs or raises with text content.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections.abc import Iterable
 
 from deid_core.errors import RuleError
-from deid_core.terms import ADDRESS, DATE, EMAIL, ID, NAME, PHONE, PhiTerms, Term, TermMatcher
+from deid_core.terms import ADDRESS, DATE, EMAIL, ID, NAME, OTHER, PHONE, PhiTerms, Term, TermMatcher
 
 #: What a PHI span becomes. Short, so descriptors still fit SH (16 chars).
 PLACEHOLDER = "[X]"
@@ -113,10 +114,10 @@ _PHONE_RE = re.compile(
     re.IGNORECASE,
 )
 _SSN_RE = re.compile(r"(?<![\w-])\d{3}([-\s])\d{2}\1\d{4}(?![\w-])")
-_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL_RE = re.compile(
     r"(?:(?:https?|ftp)://|www\.)[^\s<>\"']+"
-    r"|(?<![@\w.])[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|mil|io|us|uk|ca|de|fr|nl|au|info|health)"
+    r"|(?<![@\w.-])[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|mil|io|us|uk|ca|de|fr|nl|au|info|health)"
     r"\b(?:/[^\s<>\"']*)?",
     re.IGNORECASE,
 )
@@ -275,21 +276,43 @@ _PRESIDIO_KIND = {"EMAIL_ADDRESS": EMAIL, "URL": URL, "PHONE_NUMBER": PHONE, "US
 _RESIDUAL_RE = re.compile(r"[A-Za-z0-9][\w\-/.:@]*")
 
 
-def _needs_presidio(text: str, covered: list[tuple[int, int, str]]) -> bool:
-    """Presidio only looks at digit or '@' shapes; skip it when every such token is covered or clinical."""
+#: A digit/'@' token longer than this is no clinical word; it is removed whole, unexamined, which
+#: also keeps Presidio's regexes (quadratic on such runs) away from it.
+_MAX_TOKEN = 64
+_WINDOW = 60
+
+
+def _residual_tokens(text: str, covered: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
+    """Tokens with a digit or '@' that no span covers and that are not clinical shapes ("5mm", "T2").
+    ``covered`` must be merged (sorted, disjoint)."""
     if not re.search(r"[\d@]", text):
-        return False
+        return []
+    starts = [c[0] for c in covered]
+    out = []
     for m in _RESIDUAL_RE.finditer(text):
         tok = m.group(0).rstrip(".:")
         if not re.search(r"[\d@]", tok):
             continue
         s, e = m.start(), m.start() + len(tok)
-        if any(cs <= s and e <= ce for cs, ce, _ in covered):
+        i = bisect.bisect_right(starts, s) - 1
+        if i >= 0 and covered[i][1] >= e:
             continue
         if "@" not in tok and is_clinical_word(tok):
             continue
-        return True
-    return False
+        out.append((s, e))
+    return out
+
+
+def _windows(text: str, tokens: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merged context windows around ``tokens`` (Presidio's context words sit nearby)."""
+    out: list[tuple[int, int]] = []
+    for s, e in tokens:
+        ws, we = max(0, s - _WINDOW), min(len(text), e + _WINDOW)
+        if out and ws <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], we))
+        else:
+            out.append((ws, we))
+    return out
 
 
 def warm_up() -> None:
@@ -325,7 +348,7 @@ def _expand_to_words(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 # On equal extent the more specific kind names the span ("phone" over the generic digit-run "id").
-_KIND_RANK = {ID: 9, "other": 8}
+_KIND_RANK = {ID: 9, OTHER: 8}
 
 
 def merge_spans(spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -358,8 +381,12 @@ class TextCleaner:
         own = [(s.start, s.end, s.kind) for s in self._matcher.find(text)]
         pattern = _regex_spans(text)
         found = own + pattern
-        if self.use_presidio and _needs_presidio(text, merge_spans(found)):
-            found += _presidio_spans(text)
+        residual = _residual_tokens(text, merge_spans(found))
+        found += [(s, e, OTHER) for s, e in residual if e - s > _MAX_TOKEN]
+        short = [(s, e) for s, e in residual if e - s <= _MAX_TOKEN]
+        if self.use_presidio and short:
+            for ws, we in _windows(text, short):
+                found += [(ws + s, ws + e, k) for s, e, k in _presidio_spans(text[ws:we])]
         grown = [(*_expand_to_words(text, s, e), k) for s, e, k in found]
         return merge_spans(grown)
 

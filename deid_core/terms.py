@@ -57,7 +57,7 @@ _PHONE_KEYWORDS = ("PatientTelephoneNumbers", "ReferringPhysicianTelephoneNumber
 _INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName")
 _OTHER_KEYWORDS = ("PatientMotherBirthName", "PatientBirthName", "ResponsiblePerson", "ResponsibleOrganization",
                    "Occupation", "PatientReligiousPreference", "BranchOfService")
-_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # boundary: linear, not quadratic
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")
 _DIGIT_FOR = str.maketrans({"O": "0", "o": "0", "Q": "0", "D": "0", "I": "1", "l": "1", "i": "1", "|": "1",
