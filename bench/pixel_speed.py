@@ -126,7 +126,7 @@ def main() -> None:
 
             times = {}
             for k in [int(w) for w in args.workers.split(",")]:
-                cluster = LocalCluster(n_workers=k, threads_per_worker=1, processes=True, dashboard_address=None)
+                cluster = LocalCluster(n_workers=k, threads_per_worker=1, dashboard_address=None)
                 with cluster as cl, Client(cl) as client:
                     client.run(get_engine)  # warm: load Tesseract once per worker
                     t = time.perf_counter()
