@@ -82,7 +82,9 @@ def is_clinical_word(word: str) -> bool:
     w = word.strip(".,;:()[]{}'\"").casefold()
     if not w:
         return True
-    return w in _CLINICAL_WORDS or bool(_CLINICAL_TOKEN_RE.fullmatch(w) and len(re.sub(r"\D", "", w)) < 5)
+    if w in _CLINICAL_WORDS or (len(w) > 3 and w.endswith("s") and w[:-1] in _CLINICAL_WORDS):
+        return True
+    return bool(_CLINICAL_TOKEN_RE.fullmatch(w) and len(re.sub(r"\D", "", w)) < 5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +151,9 @@ _HASH_ID_RE = re.compile(r"#\s?(?P<v>[A-Z]{0,4}\d{3,}[\w\-]*)", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][\w\-/.#]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NOT_ID_RE = re.compile(r"\d+(?:\.\d+)?|\d{2,4}x\d{2,4}(?:x\d{1,4})?", re.IGNORECASE)
 
-_TITLE = r"(?:Dr|Drs|Doctor|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Pt|Sister|Nurse|Rev)"
+# Upper-case "MR"/"MS"/"DR" are modalities or diseases ("MR KNEE", "DR CHEST"); only "DR." and
+# "DOCTOR" are titles in upper-case text.
+_TITLE = r"(?:Dr|Drs|Doctor|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Pt|Sister|Nurse|Rev|DR(?=\.)|DOCTOR|MRS|MISS)"
 _PARTICLE = r"(?:(?:van|von|de|der|del|della|di|da|du|la|le|st\.?|mac|bin|al|el)\s+)"
 _NAME_WORD = r"(?:[A-Z][a-z]?'?[A-Z]?[a-z]+(?:-[A-Z][a-z]+)?|[A-Z][A-Z'\-]+)"
 _TITLED_RE = re.compile(
