@@ -81,6 +81,10 @@ def _recall(cases: list[tuple[Path, list[Planted]]], found: list[list[Box]]) -> 
     return hit, total
 
 
+def _warm() -> None:
+    get_engine()
+
+
 def run_deidflow(path: str) -> list[Box]:
     ds = pydicom.dcmread(path)
     return find_text_boxes(ds, capture_terms(ds), "phi").boxes
@@ -128,7 +132,7 @@ def main() -> None:
             for k in [int(w) for w in args.workers.split(",")]:
                 cluster = LocalCluster(n_workers=k, threads_per_worker=1, dashboard_address=None)
                 with cluster as cl, Client(cl) as client:
-                    client.run(get_engine)  # warm: load Tesseract once per worker
+                    client.run(_warm)  # load Tesseract once per worker
                     t = time.perf_counter()
                     client.gather(client.map(run_deidflow, [str(p) for p, _ in cases], pure=False))
                     times[k] = time.perf_counter() - t
