@@ -189,7 +189,7 @@ class Anonymizer:
         if creator is None or block < 0x10 or not self.table.retain_safe_private:
             self._apply(self.remove, ds, elem, path)
             return
-        rule = self.table.private_rule(tag.group, creator, tag.element & 0xFF, path)
+        rule = self.table.private_rule(tag.group, creator, tag.element & 0xFF, path, vr=elem.VR)
         disposition = rule.disposition if rule is not None else None
         if disposition == "k":
             if elem.VR == "SQ":

@@ -1,0 +1,54 @@
+"""Shared fixtures: a synthetic cohort generated once per session and de-identified in-process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+TEST_KEY = b"deidflow-test-key-0123456789abcdef"
+
+
+@dataclass
+class CohortRun:
+    """A synthetic cohort, its answer, and the result of de-identifying it with the library."""
+
+    input_dir: Path
+    output_dir: Path
+    provenance_dir: Path
+    answer: dict
+    summary: object
+    plan: object
+
+
+def run_library(input_dir: Path, output_dir: Path, provenance_dir: Path, **kwargs: object) -> tuple[object, object]:
+    """De-identify ``input_dir`` in this process (no Prefect, no Dask): the library path."""
+    from deid_core.batch import process_batch
+    from deid_core.inventory import batch_records, find_files, inspect_file
+    from deid_core.run import bad_outcomes, finish_run, prepare_run, record_outcomes
+
+    plan = prepare_run(input_dir, output_dir, provenance_dir=provenance_dir, **kwargs)  # type: ignore[arg-type]
+    records = [inspect_file(p, plan.cfg.key) for p in find_files(input_dir)]
+    summaries = [record_outcomes(plan, bad_outcomes(records), "inventory")]
+    for batch in batch_records([r for r in records if r.status == "ok"], 16):
+        summaries.append(process_batch(batch, plan.cfg, plan.provenance_dir, plan.run_id, plan.run_date))
+    return finish_run(plan, summaries), plan
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> CohortRun:
+    """Two synthetic patients (every modality, bad inputs included), de-identified once."""
+    from deid_core.synth import generate_cohort
+
+    base = tmp_path_factory.mktemp("cohort")
+    answer = generate_cohort(base / "input", patients=2, seed=7)
+    key_file = base / "key.bin"
+    key_file.write_bytes(TEST_KEY)
+    summary, plan = run_library(base / "input", base / "output", base / "provenance", key_file=str(key_file))
+    return CohortRun(base / "input", base / "output", base / "provenance", answer, summary, plan)
