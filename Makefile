@@ -12,7 +12,7 @@ export OMP_THREAD_LIMIT := 1
 DEMO ?= demo
 PATIENTS ?= 4
 
-.PHONY: setup demo test lint system-deps server clean
+.PHONY: setup demo test test-deps lint system-deps server clean
 
 setup: system-deps $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
@@ -40,8 +40,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/deidflow demo --dir $(DEMO) --patients $(PATIENTS)
 
-test: setup
+test: setup test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Headless Chromium renders the QA report in its test.
+test-deps:
+	@command -v chromium >/dev/null || { echo "installing chromium"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: setup
 	$(BIN)/ruff check deid_core flows tasks tests bench data
