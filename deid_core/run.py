@@ -43,6 +43,7 @@ class RunPlan:
     key_fp: str
     linkage_dir: Path | None = None
     parameters: dict[str, object] = field(default_factory=dict)
+    attempt: int = 1  # > 1 for ``deidflow retry`` runs
 
 
 def default_provenance_dir(output_dir: Path) -> Path:
@@ -78,7 +79,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
         raise ConfigError("the output directory must not be inside the input tree (or contain it)")
     prov = Path(provenance_dir) if provenance_dir else default_provenance_dir(out)
     if _inside(prov, out):
-        raise ConfigError("the provenance directory must not be inside the output tree (it holds input paths)")
+        raise ConfigError("the provenance directory must not be inside the output tree "
+                          "(it holds input paths)")
     link = Path(linkage_dir) if linkage_dir else None
     if link is not None and _inside(link, out):
         raise ConfigError("the linkage directory must not be inside the output tree")
@@ -98,7 +100,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     lo, hi = date_shift_days
     if not 1 <= lo <= hi:
         raise ConfigError("date shift range must satisfy 1 <= min <= max")
-    cfg = DeidConfig(key=key, output_dir=out.resolve(), profile=profile, options=tuple(options), uid_root=uid_root,
+    cfg = DeidConfig(key=key, output_dir=out.resolve(), profile=profile, options=tuple(options),
+                     uid_root=uid_root,
                      date_shift_min_days=lo, date_shift_max_days=hi,
                      patient_map=str(Path(patient_map).resolve()) if patient_map else None,
                      pseudonym_prefix=pseudonym_prefix, pixel_policy=pixel_policy, pixel_engine=pixel_engine,
@@ -142,7 +145,8 @@ def split_done(plan: RunPlan, records: list[InventoryRecord]) -> tuple[list[Inve
 def record_outcomes(plan: RunPlan, outcomes: list[Outcome], batch_id: str) -> BatchSummary:
     """Write provenance for outcomes decided without de-identification (bad inputs, skips)."""
     if outcomes:
-        rows = [o.to_record(plan.run_id, plan.run_date, plan.table_sha256, plan.key_fp) for o in outcomes]
+        rows = [o.to_record(plan.run_id, plan.run_date, plan.table_sha256, plan.key_fp, plan.attempt)
+                for o in outcomes]
         ProvenanceWriter(plan.provenance_dir, plan.run_id, plan.run_date).write_batch(rows, batch_id)
     return summarise(batch_id, outcomes)
 
@@ -205,7 +209,8 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
                          files_per_s=round(files / wall, 3), output_dir=str(plan.cfg.output_dir),
                          provenance_dir=str(plan.provenance_dir))
     write_run_record(plan.provenance_dir, {
-        "run_id": plan.run_id, "run_date": plan.run_date, "started_at": plan.started_at, "finished_at": finished,
+        "run_id": plan.run_id, "run_date": plan.run_date, "started_at": plan.started_at,
+        "finished_at": finished,
         "input_dir": str(plan.input_dir), "output_dir": str(plan.cfg.output_dir), "profile": plan.cfg.profile,
         "options": list(plan.cfg.options), "rule_table_sha256": plan.table_sha256,
         "key_fingerprint": plan.key_fp, "deidflow_version": __version__,
@@ -225,3 +230,82 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
     os.replace(tmp, path)
     summary.summary_path = str(path)
     return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Failures of whole batches, and retries
+
+#: Reasons worth retrying unchanged: the cause was outside the file (a full disk, a lost worker, a
+#: crashed batch). ``bad_input``, ``pixel_error``, ``rule_error``, ``leak_found`` and
+#: ``config_error`` are properties of the file or the configuration: retrying them would fail again.
+RETRYABLE_REASONS = frozenset({"write_error", "internal_error", "worker_lost", "batch_failed"})
+
+
+def record_batch_failure(prov_dir: Path, run_id: str, run_date: str, records: list[InventoryRecord],
+                         reason: str, error: str, *, table_sha: str | None = None, key_fp: str | None = None,
+                         attempt: int = 1) -> BatchSummary:
+    """Record every input of a batch whose task failed for good as ``failed`` (retryable), so a crashed
+    batch still leaves one provenance row per input. Uses the batch's own id: a later successful write
+    of the same batch replaces it, and a failure written twice (hook and flow) stays one copy."""
+    from deid_core.batch import batch_id_for
+
+    now = datetime.now(UTC)
+    outcomes = [Outcome(input_path=r.path, input_sha256=r.sha256, input_size=r.size, status="failed",
+                        reason=reason, error=error, started_at=now, finished_at=now, modality=r.modality,
+                        sop_class_uid=r.sop_class_uid, transfer_syntax=r.transfer_syntax) for r in records]
+    bid = batch_id_for(records)
+    rows = [o.to_record(run_id, run_date, table_sha or "", key_fp or "", attempt) for o in outcomes]
+    ProvenanceWriter(Path(prov_dir), run_id, run_date).write_batch(rows, bid)
+    return summarise(bid, outcomes)
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """What ``deidflow retry RUN`` redoes: input paths (kept out of Prefect), the attempt number,
+    and the original run's parameters and configuration fingerprints."""
+
+    run_id: str
+    paths: list[str]
+    attempt: int
+    parameters: dict[str, object]
+    key_fingerprint: str
+    not_retryable: int
+
+
+def latest_run_id(prov_dir: Path) -> str | None:
+    """The most recently started run recorded in ``prov_dir`` (None for an empty store)."""
+    from deid_core.provenance import connect
+
+    with connect(Path(prov_dir)) as con:
+        row = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST, run_id DESC LIMIT 1"
+                          ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def plan_retry(prov_dir: Path, run_id: str | None = None) -> RetryPlan:
+    """The inputs of ``run_id`` (default: the latest run) whose latest status in that run is
+    ``failed`` or ``quarantined`` for a retryable reason; ConfigError if the run is unknown."""
+    from deid_core.provenance import connect
+
+    prov_dir = Path(prov_dir)
+    if not (prov_dir / "runs").is_dir() and not (prov_dir / "records").is_dir():
+        raise ConfigError("the provenance directory holds no runs")
+    run_id = run_id or latest_run_id(prov_dir)
+    if run_id is None:
+        raise ConfigError("the provenance directory holds no finished run")
+    with connect(prov_dir) as con:
+        run = con.execute("SELECT parameters, key_fingerprint FROM runs WHERE run_id = ?",
+                          [run_id]).fetchone()
+        if run is None:
+            raise ConfigError(f"run {run_id} has no run record (unknown, or it did not finish: rerun the "
+                              "same `deidflow run` command to resume it)")
+        rows = con.execute(
+            "SELECT input_path, status, reason, coalesce(attempt, 1) FROM records WHERE run_id = ? "
+            "QUALIFY row_number() OVER (PARTITION BY input_path ORDER BY finished_at DESC NULLS LAST, "
+            "written_ns DESC) = 1 ORDER BY input_path", [run_id]).fetchall()
+    bad = [r for r in rows if r[1] in ("failed", "quarantined")]
+    redo = [r for r in bad if r[2] in RETRYABLE_REASONS]
+    attempt = max((int(r[3]) for r in redo), default=1) + 1
+    params = json.loads(run[0]) if run[0] else {}
+    return RetryPlan(run_id=run_id, paths=[str(r[0]) for r in redo], attempt=attempt, parameters=params,
+                     key_fingerprint=str(run[1] or ""), not_retryable=len(bad) - len(redo))
