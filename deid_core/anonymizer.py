@@ -32,6 +32,8 @@ from deid_core.rules import Action, RuleTable
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 _DATE_VRS = ("DA", "DT")
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_OVERLAY_DATA = 0x60003000
 _FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
 
 
@@ -56,6 +58,10 @@ class Anonymizer:
         self.patient = patient
         self.uids = uid_handler
         self.retain_uids = "rtnUIDs" in table.options
+        # Full dates retained: dates outside the table stay as they are (no silent shifting).
+        self.shift_untabled_dates = "rtnLongFullDates" not in table.options
+        overlay_rule = table.rule_for(_OVERLAY_DATA)
+        self.remove_overlays = overlay_rule is not None and overlay_rule.action is Action.REMOVE
         self.remove = RemoveHandler()
         self.empty = EmptyHandler()
         self.dummy = DummyHandler()
@@ -101,6 +107,12 @@ class Anonymizer:
 
     def _public(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
         tag = int(elem.tag)
+        if self.remove_overlays and 0x6000 <= (tag >> 16) <= 0x601E and not (tag >> 16) & 1:
+            # Overlay Data is removed (an overlay can carry burned-in text): the rest of the overlay
+            # module (rows, origin, label, description) goes with it, else a dangling overlay remains.
+            del ds[tag]
+            self.actions["overlay_removed"] += 1
+            return
         if tag == PATIENT_ID and elem.value not in (None, ""):
             self._patient_id(elem, path)
             return
@@ -116,7 +128,7 @@ class Anonymizer:
                 self._recurse(elem, path)
             elif vr == "UI" and not self.retain_uids:
                 self._apply(self.uids, ds, elem, path)
-            elif vr in _DATE_VRS:
+            elif vr in _DATE_VRS and self.shift_untabled_dates:
                 self._apply(self.dates, ds, elem, path)
             return
         if action is Action.REMOVE:
@@ -152,6 +164,9 @@ class Anonymizer:
                 self._apply(self.dates, ds, elem, path)
             elif vr == "UI":
                 self._apply(self.uids, ds, elem, path)
+            elif vr in _BINARY_VRS or isinstance(elem.value, bytes):
+                # Binary content (MakerNote, undecoded UN) cannot be cleaned word by word: remove it.
+                self._apply(self.remove, ds, elem, path)
             else:
                 self._apply(self.text, ds, elem, path)
         else:  # KEEP
@@ -207,7 +222,8 @@ class Anonymizer:
         creators = [t for t in ds.keys() if t.is_private and t.is_private_creator]
         if not creators:
             return
-        used = {(t.group, (t.element >> 8) & 0xFF) for t in ds.keys() if t.is_private and not t.is_private_creator}
+        used = {(t.group, (t.element >> 8) & 0xFF) for t in ds.keys()
+                if t.is_private and not t.is_private_creator}
         for t in creators:
             if (t.group, t.element & 0xFF) not in used:
                 del ds[t]
@@ -226,7 +242,9 @@ class Anonymizer:
             items.append(item)
         ds.DeidentificationMethodCodeSequence = Sequence(items)
         opts = self.table.options
-        if "rtnLongModifDates" in opts:
+        if "rtnLongModifDates" in opts or (
+            "rtnLongFullDates" not in opts and self.actions.get("date_shift", 0) > 0
+        ):  # basic profile: dates outside the table were shifted, so they are modified, not removed
             ds.LongitudinalTemporalInformationModified = "MODIFIED"
         elif "rtnLongFullDates" in opts:
             ds.LongitudinalTemporalInformationModified = "UNMODIFIED"

@@ -37,9 +37,11 @@ class DummyHandler:
     name = "dummy"
 
     def __call__(self, dataset: Dataset, element: DataElement, path: ElementPath) -> bool:
-        vm_many = element.VM > 1
         value = dummy_value(element.VR)
-        element.value = value if not vm_many or element.VR == "SQ" else [value]
+        vm = element.VM
+        if vm > 1 and element.VR not in ("SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"):
+            value = [value] * vm  # keep the multiplicity: a fixed-VM attribute stays valid
+        element.value = value
         return True
 
     def describe_actions(self) -> Iterator[str]:

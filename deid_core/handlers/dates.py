@@ -38,7 +38,12 @@ class DateShiftHandler:
             element.value = raw + (b" " if len(raw) % 2 else b"")
             return True
         if vr not in ("DA", "DT"):
-            delete(dataset, element)
+            # A private "date" kept as text (LO/SH/CS...): shift it when it parses, else remove it.
+            text = str(value).strip()
+            try:
+                element.value = str(shift_date_value("DT" if len(text) > 8 else "DA", text, self.days))
+            except (RuleError, ValueError, TypeError):
+                delete(dataset, element)
             return True
         try:
             element.value = shift_date_value(vr, value, self.days)

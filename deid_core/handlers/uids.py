@@ -40,8 +40,8 @@ class UidHandler:
         if value is None or value == "":
             return False
         if isinstance(value, bytes):  # UN / private OB holding an ASCII UID
-            value = value.decode("ascii", "replace").strip("\0 ")
-            new_b = self.remap(value).encode("ascii")
+            text = value.decode("ascii", "replace").strip("\0 ")
+            new_b = "\\".join(self.remap(v) for v in text.split("\\")).encode("ascii")
             element.value = new_b + (b"\0" if len(new_b) % 2 else b"")
             return True
         if isinstance(value, list | MultiValue):
