@@ -10,20 +10,22 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_core.errors import BadInputError
 
 #: Modalities whose images commonly carry burned-in annotation (PS3.3 BurnedInAnnotation notes).
-BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "IVUS", "DOC", "RF", "XA", "CR", "DX",
-                                  "MG", "IO", "PX"})
+BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "IVUS", "DOC", "RF", "XA", "CR",
+                                  "DX", "MG", "IO", "PX"})
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _CHUNK = 1 << 20
+_UNDEFINED = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class InventoryRecord:
     compressed: bool = False
     burned_in_possible: bool = False
     series_key: str = ""  # keyed hash of (PatientID, StudyInstanceUID, SeriesInstanceUID)
+    sop_key: str = ""  # keyed hash of SOPInstanceUID: finds two inputs that would write one output
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -60,7 +63,10 @@ def sha256_file(path: str | Path) -> str:
 
 def find_files(root: str | Path) -> Iterator[Path]:
     """Every regular file under ``root`` in a stable (sorted) order; symlink loops cannot recurse
-    because directory symlinks are not followed. Hidden files and directories are skipped."""
+    because directory symlinks are not followed. Hidden files and directories are skipped.
+
+    A file symlink is followed (its target is read, never modified). A broken symlink is yielded too,
+    so that it ends in provenance as ``unreadable`` instead of vanishing from the run."""
     root = Path(root)
     if root.is_file():
         yield root
@@ -71,26 +77,76 @@ def find_files(root: str | Path) -> Iterator[Path]:
             if name.startswith("."):
                 continue
             p = Path(dirpath) / name
-            if p.is_file():  # follows a file symlink; broken links are skipped by is_file
+            if p.is_file() or (p.is_symlink() and not p.exists()):  # broken link: reported unreadable
                 yield p
 
 
 def read_header(path: str | Path) -> pydicom.Dataset:
     """Header-only read; raises BadInputError (with a reason, no values) for non-DICOM input."""
+    return _read(path, stop_before_pixels=True)
+
+
+def read_dataset(path: str | Path) -> pydicom.Dataset:
+    """Full read for de-identification, with the same acceptance as the inventory: files without a
+    preamble are read (file meta completed), truncated or undecodable elements raise BadInputError
+    naming the element, so a damaged file is quarantined with a clear reason, never half-processed."""
+    ds = _read(path, stop_before_pixels=False)
+    _check_decodable(ds, "")
+    return ds
+
+
+def _read(path: str | Path, stop_before_pixels: bool) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
-        pass
+        ds = None
     except Exception as exc:  # truncated header, bad lengths...
         raise BadInputError(f"unreadable DICOM header ({type(exc).__name__})") from None
-    # No preamble/"DICM": accept only if a forced read finds a plausible dataset.
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except Exception as exc:
-        raise BadInputError(f"not a DICOM file ({type(exc).__name__})") from None
-    if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
-        raise BadInputError("not a DICOM file (no preamble and no SOP identity)")
+    if ds is None:
+        # No preamble/"DICM": accept only if a forced read finds a plausible dataset.
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+        except Exception as exc:
+            raise BadInputError(f"not a DICOM file ({type(exc).__name__})") from None
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            raise BadInputError("not a DICOM file (no preamble and no SOP identity)")
+        _complete_meta(ds)
+    _check_lengths(ds)
     return ds
+
+
+def _complete_meta(ds: pydicom.Dataset) -> None:
+    # A bare dataset (no file meta) is written back as a conformant file in its own encoding.
+    meta = ds.file_meta
+    if "TransferSyntaxUID" not in meta:
+        implicit = getattr(ds, "is_implicit_VR", None)
+        if implicit is None:
+            implicit = ds.original_encoding[0]
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def _check_lengths(ds: pydicom.Dataset) -> None:
+    # pydicom reads a value cut short by the end of the file without complaint: the element then
+    # swallows everything after it. A declared length longer than the bytes read means truncation.
+    for tag, elem in ds._dict.items():
+        if isinstance(elem, RawDataElement) and elem.length != _UNDEFINED and elem.value is not None \
+                and len(elem.value) < elem.length:
+            raise BadInputError(f"truncated file: element ({tag.group:04X},{tag.element:04X}) "
+                                "is shorter than its declared length")
+
+
+def _check_decodable(ds: pydicom.Dataset, where: str) -> None:
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception as exc:
+            raise BadInputError(f"element {where}({tag.group:04X},{tag.element:04X}) cannot be decoded "
+                                f"({type(exc).__name__})") from None
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or []):
+                _check_decodable(item, f"{where}({tag.group:04X},{tag.element:04X})[{i}]>")
 
 
 def inspect_file(path: str | Path, key: bytes) -> InventoryRecord:
@@ -124,8 +180,9 @@ def inspect_file(path: str | Path, key: bytes) -> InventoryRecord:
     series_key = hmac.new(key, "\\".join(
         str(ds.get(k, "")) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")).encode(),
         hashlib.sha256).hexdigest()[:16]
+    sop_key = hmac.new(key, str(ds.SOPInstanceUID).encode(), hashlib.sha256).hexdigest()[:24]
     return InventoryRecord(str(path), size, digest, "ok", "", "", modality, sop_class, ts, frames, has_pixels,
-                           compressed, burned and has_pixels, series_key)
+                           compressed, burned and has_pixels, series_key, sop_key)
 
 
 def _pixel_tag_follows(path: Path, ds: pydicom.Dataset) -> bool:
@@ -133,11 +190,35 @@ def _pixel_tag_follows(path: Path, ds: pydicom.Dataset) -> bool:
     return "Rows" in ds and "Columns" in ds and ("BitsAllocated" in ds or "SamplesPerPixel" in ds)
 
 
+def mark_duplicates(records: list[InventoryRecord]) -> list[InventoryRecord]:
+    """Inputs sharing a SOPInstanceUID would write the same output (the new UID derives from the old):
+    the first by path is kept; a byte-identical copy is skipped (``duplicate_input``), a different
+    object is quarantined (``duplicate_sop_instance``) instead of silently overwriting the first.
+    Deterministic: the decision depends on paths and content only, never on processing order."""
+    first: dict[str, InventoryRecord] = {}
+    out: list[InventoryRecord] = []
+    for rec in sorted(records, key=lambda r: r.path):
+        if rec.status != "ok" or not rec.sop_key:
+            out.append(rec)
+            continue
+        kept = first.setdefault(rec.sop_key, rec)
+        if kept is rec:
+            out.append(rec)
+        elif kept.sha256 == rec.sha256:
+            out.append(replace(rec, status="skip", reason="duplicate_input",
+                               error="identical to another input of this run (same content)"))
+        else:
+            out.append(replace(rec, status="bad", reason="duplicate_sop_instance",
+                               error="another input of this run has the same SOPInstanceUID"))
+    return out
+
+
 def batch_records(records: list[InventoryRecord], batch_size: int) -> list[list[InventoryRecord]]:
-    """Group good records into batches of at most ``batch_size``, keeping a series together when
-    it fits (multi-frame and series-level decisions stay local); order is deterministic."""
+    """Group records into batches of at most ``batch_size``, keeping a series together when it fits
+    (multi-frame and series-level decisions stay local); order is deterministic. Duplicate SOP
+    instances are marked first (``mark_duplicates``): they travel in their batch as refused records."""
     by_series: dict[str, list[InventoryRecord]] = {}
-    for rec in records:
+    for rec in mark_duplicates(records):
         by_series.setdefault(rec.series_key, []).append(rec)
     batches: list[list[InventoryRecord]] = []
     current: list[InventoryRecord] = []
