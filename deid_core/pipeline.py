@@ -17,15 +17,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pydicom
-
 from deid_core import __version__
 from deid_core.anonymizer import Anonymizer, PatientPseudonyms
 from deid_core.config import DeidConfig
 from deid_core.errors import BadInputError, DeidError, LeakError, PixelError
 from deid_core.freetext import TextCleaner
 from deid_core.handlers import UidHandler
-from deid_core.inventory import InventoryRecord
+from deid_core.inventory import InventoryRecord, read_dataset
 from deid_core.keys import key_fingerprint
 from deid_core.pseudonyms import PatientMap, date_offset_days
 from deid_core.rules import RuleTable, load_rule_table
@@ -149,7 +147,9 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
 def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None:
     t0 = time.perf_counter()
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)  # same acceptance as the inventory; damaged elements refused by tag
+    except BadInputError:
+        raise
     except Exception as exc:
         raise BadInputError(f"cannot read DICOM file ({type(exc).__name__})") from None
     if "SOPInstanceUID" not in ds:
