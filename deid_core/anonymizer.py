@@ -34,6 +34,7 @@ PATIENT_NAME = 0x00100010
 _DATE_VRS = ("DA", "DT")
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _OVERLAY_DATA = 0x60003000
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC", "PN"})
 _FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
 
 
@@ -130,6 +131,10 @@ class Anonymizer:
                 self._apply(self.uids, ds, elem, path)
             elif vr in _DATE_VRS and self.shift_untabled_dates:
                 self._apply(self.dates, ds, elem, path)
+            elif vr in _FREE_TEXT_VRS:
+                # Free text the table does not list (SR TextValue, presentation UnformattedTextValue...)
+                # can name the patient: clean it instead of keeping it.
+                self._apply(self.text, ds, elem, path)
             return
         if action is Action.REMOVE:
             self._apply(self.remove, ds, elem, path)
