@@ -1,7 +1,9 @@
 """The ``deidflow`` command line: one entry point, subcommands for every job.
 
 Exit codes: 0 — every input accounted for (written, or quarantined/skipped with its reason);
-2 — usage or configuration error (nothing written); 1 — the run crashed.
+3 — the run finished but some inputs ``failed`` (a batch crashed: retryable with ``deidflow retry``);
+2 — usage or configuration error (nothing written); 1 — the run crashed (rerun the same command
+to resume); 130 — interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ examples:
   deidflow run cohort/ out/ --patient-map map.csv --key-file key.bin
   deidflow run cohort/ out/ --dask-address tcp://10.0.0.5:8786
   deidflow audit runs --provenance out-provenance
+  deidflow retry --provenance out-provenance      redo the latest run's retryable failures
   deidflow explain PatientName
   deidflow explain '(0019,"SIEMENS MR HEADER",0c)'
 
@@ -116,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output folder")
     _add_run_options(p)
 
+    p = sub.add_parser("retry", help="reprocess the retryable failures of a run (new run, attempt + 1)",
+                       description="Reprocess only the inputs RUN (default: the latest run) left failed or "
+                                   "quarantined for a retryable reason (write_error, internal_error, "
+                                   "worker_lost, batch_failed), with RUN's parameters and the same key. "
+                                   "Inputs written since then are skipped (incremental).")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run id (default: the latest run)")
+    p.add_argument("--provenance", metavar="DIR", required=True, help="provenance directory of the run")
+    p.add_argument("--key-file", metavar="F", help="key file (else $DEIDFLOW_KEY, --key-secret, or the "
+                                                   "key created in the provenance dir)")
+    p.add_argument("--key-secret", metavar="NAME", help="name of a Prefect Secret block holding the key")
+    p.add_argument("--workers", type=int, metavar="N", help="local Dask worker processes")
+    p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
     p = sub.add_parser("synth", help="write a synthetic PHI-laden demo cohort with its answer.json")
     p.add_argument("out", help="folder to write into")
     p.add_argument("--patients", type=int, default=4)
@@ -182,7 +199,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     with prefect_api():
         summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
+    return _exit_code(summary)
+
+
+def _exit_code(summary: dict[str, object]) -> int:
+    """3 when some inputs ended ``failed`` (retryable), else 0: every input is accounted for."""
+    failed = int(summary["counts"].get("failed", 0))  # type: ignore[attr-defined]
+    if failed:
+        print(f"  {failed} file(s) failed: deidflow retry {summary['run_id']} --provenance "
+              f"{summary['provenance_dir']}", file=sys.stderr)
+        return 3
     return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from deid_core.run import plan_retry
+    from flows.deidentify import CohortParameters, deidentify_cohort
+
+    prov = Path(args.provenance).resolve()
+    retry = plan_retry(prov, args.run)
+    if not retry.paths:
+        print(f"run {retry.run_id}: nothing to retry ({retry.not_retryable} failure(s) not retryable: "
+              f"deidflow audit failures {retry.run_id} --provenance {args.provenance})")
+        return 0
+    stored = {k: v for k, v in retry.parameters.items() if k in CohortParameters.model_fields}
+    params = CohortParameters.model_validate(stored | {
+        "provenance_dir": str(prov), "retry_of": retry.run_id, "key_file": args.key_file,
+        "key_secret": args.key_secret, "incremental": True,
+        "workers": args.workers or stored.get("workers"),
+        "dask_address": args.dask_address or stored.get("dask_address")})
+    print(f"retrying {len(retry.paths)} file(s) of run {retry.run_id} (attempt {retry.attempt})")
+    with prefect_api():
+        summary = deidentify_cohort(params)
+    _print_summary(summary, args.json)
+    return _exit_code(summary)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -262,7 +312,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit, "compact": cmd_compact,
+COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit, "compact": cmd_compact,
             "explain": cmd_explain}
 
 

@@ -24,8 +24,19 @@ from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, Field
 
 from deid_core.batch import BatchSummary
+from deid_core.errors import ConfigError
 from deid_core.inventory import InventoryRecord, batch_records, find_files
-from deid_core.run import RunPlan, RunSummary, bad_outcomes, finish_run, prepare_run, record_outcomes, split_done
+from deid_core.run import (
+    RunPlan,
+    RunSummary,
+    bad_outcomes,
+    finish_run,
+    plan_retry,
+    prepare_run,
+    record_batch_failure,
+    record_outcomes,
+    split_done,
+)
 from tasks.deid_tasks import deidentify_batch, inventory_chunk
 
 INVENTORY_CHUNK = 256
@@ -66,6 +77,9 @@ class CohortParameters(BaseModel):
                                                 "key and version whose outputs still exist unchanged.")
     allow_lossy_reencode: bool = Field(False, description="Allow masking lossy-compressed images (written "
                                                           "decompressed, LossyImageCompression kept '01').")
+    retry_of: str | None = Field(None, description=(
+        "Run id: reprocess only the inputs that run left failed or quarantined for a retryable reason "
+        "(write_error, internal_error, worker_lost, batch_failed). Needs the same key as that run."))
 
 
 def make_task_runner(params: CohortParameters) -> DaskTaskRunner:
@@ -98,10 +112,14 @@ def process_cohort(run_id: str, batch_size: int, incremental: bool,
     batches = batch_records(todo, batch_size)
     total = max(1, len(records))
     done = total - len(todo)
-    futures = [deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date)
-               for b in batches]
+    futures = [deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
+                                       plan.attempt) for b in batches]
+    batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     for fut in as_completed(futures):
-        summary = fut.result()
+        try:
+            summary = fut.result()
+        except Exception as exc:  # retries exhausted or the worker died: record, never lose the inputs
+            summary = _record_failed(plan, batch_of[id(fut)], exc)
         summaries.append(summary)
         done += summary.files
         if progress_id:
@@ -119,7 +137,14 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
                        options=params.options, uid_root=params.uid_root, pixel_policy=params.pixel_policy,
                        linkage_dir=params.linkage_dir, allow_lossy_reencode=params.allow_lossy_reencode,
                        parameters=params.model_dump(exclude={"key_secret", "key_file", "new_key"}))
-    paths = [str(p) for p in find_files(plan.input_dir)]
+    if params.retry_of:
+        retry = plan_retry(plan.provenance_dir, params.retry_of)
+        if retry.key_fingerprint and retry.key_fingerprint != plan.key_fp:
+            raise ConfigError(f"run {params.retry_of} used another key (fingerprint "
+                              f"{retry.key_fingerprint}); retry with the same key")
+        paths, plan.attempt = retry.paths, retry.attempt
+    else:
+        paths = [str(p) for p in find_files(plan.input_dir)]
     logger.info("run %s: %d input files, rules %s, key %s", plan.run_id, len(paths), plan.table_sha256[:12],
                 plan.key_fp)
     progress_id = create_progress_artifact(progress=0.0, key="deidflow-progress",
@@ -136,6 +161,19 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
     logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts, summary.wall_s,
                 summary.files_per_s)
     return summary.to_dict()
+
+
+def _record_failed(plan: RunPlan, batch: list[InventoryRecord], exc: BaseException) -> BatchSummary:
+    """A batch whose task raised in the flow (after retries, or its worker died): record it as failed.
+    The hook of the task has usually written the same rows already (same batch id: one copy)."""
+    name = type(exc).__name__
+    lost = name in ("KilledWorker", "CommClosedError", "CancelledError")
+    reason = "worker_lost" if lost else "batch_failed"
+    get_run_logger().warning("run %s: a batch of %d files failed (%s); recorded as %s", plan.run_id,
+                             len(batch), name, reason)
+    return record_batch_failure(plan.provenance_dir, plan.run_id, plan.run_date, batch, reason,
+                                f"batch task failed ({name})", table_sha=plan.table_sha256,
+                                key_fp=plan.key_fp, attempt=plan.attempt)
 
 
 def _load_secret(name: str) -> str:
