@@ -40,6 +40,7 @@ def _runtime_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # no cluster chatter on the console
     os.environ.setdefault("TLDEXTRACT_CACHE", str(Path(os.environ["PREFECT_HOME"]) / "tldextract"))
 
 
