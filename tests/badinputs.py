@@ -242,11 +242,20 @@ def wrong_vrs(d: Path) -> Case:
     p = d / "vr" / "wrong.dcm"
     save(ds, p)
     tail = (_raw_element(0x00200011, "IS", b"12.5abc ")  # SeriesNumber: not an integer string
-            + _raw_element(0x00280010, "US", b"\x01\x02\x03")  # Rows: odd length for US
             + _raw_element(0x00321032, "PN", b"Fernando^Don"))  # RequestingPhysician
     with open(p, "ab") as fh:  # every base tag sorts before (0020,0011)
         fh.write(tail)
     return Case("wrong_vrs", "vr/wrong.dcm", "written", "", ["Cardenio", "Lucinda", "CL990011", "Fernando"])
+
+
+def wrong_value_length(d: Path) -> Case:
+    """A US element of 3 bytes: the value cannot be decoded, so the file is refused naming the tag."""
+    ds = base_dataset(8, name="Zoraida^Mora", pid="ZM808080")
+    p = d / "vr" / "oddus.dcm"
+    save(ds, p)
+    with open(p, "ab") as fh:
+        fh.write(_raw_element(0x00280010, "US", b"\x01\x02\x03"))
+    return Case("wrong_value_length", "vr/oddus.dcm", "quarantined", "bad_input")
 
 
 def wrong_length(d: Path) -> Case:
@@ -301,6 +310,9 @@ def big_endian(d: Path) -> Case:
     ds = pydicom.dcmread(get_testdata_file("MR_small_bigendian.dcm"))  # type: ignore[arg-type]
     ds.PatientName = "Pedro^Maese"
     ds.PatientID = "PM212121"
+    # The file's institution equals its Manufacturer ("GE MEDICAL SYSTEMS"), which is kept: verification
+    # would (rightly, fail closed) refuse it. This case is about the byte order, so use another name.
+    ds.InstitutionName = "Barataria Clinic"
     ds.SOPInstanceUID = _uid(1021)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     p = d / "ts" / "bigendian.dcm"
@@ -374,7 +386,7 @@ def duplicate_sop(d: Path) -> list[Case]:
 
 SINGLE_BUILDERS: list[Callable[[Path], Case]] = [
     zero_length, truncated_header, truncated_pixels, not_dicom, random_bytes, no_preamble, dicomdir,
-    structured_report, presentation_state, key_object, rtstruct, wrong_vrs, wrong_length,
+    structured_report, presentation_state, key_object, rtstruct, wrong_vrs, wrong_value_length, wrong_length,
     *[charset(c[0]) for c in CHARSETS], deflated, big_endian, implicit_le,
 ]
 
