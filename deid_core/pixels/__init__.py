@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from deid_core.errors import ConfigError, PixelError
 from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_frames
-from deid_core.pixels.mask import apply_boxes_to
+from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import Rect, merge_regions, polar_regions
+from deid_core.pixels.prescreen import Rect, polar_regions
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -140,36 +141,139 @@ def _ocr_crop(gray: np.ndarray, region: Rect, line_h: int, engine: OcrEngine,
     return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in words]
 
 
+#: A line whose best reading has a mean word confidence below this is "unsure": masked whole.
+SURE_CONF = 70.0
+#: A candidate whose best reading has fewer letters/digits is anatomy read as noise, not a text line.
+MIN_LINE_CHARS = 3
+#: Page segmentation for one candidate line (single text line: cheaper and steadier than sparse text).
+LINE_PSM = 7
+
+
+def _otsu_text_dark(crop: np.ndarray) -> np.ndarray:
+    """Otsu-binarised crop as dark text on white; the text is the class that does not own the border."""
+    _, binary = cv2.threshold(crop, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    border = np.concatenate([binary[0], binary[-1], binary[:, 0], binary[:, -1]])
+    if float(border.mean()) < 128:  # background (border) came out black: the text is white
+        binary = 255 - binary
+    return binary
+
+
+def _read_variant(img: np.ndarray, line_h: int, engine: OcrEngine) -> list[OcrWord]:
+    """OCR one binarised line crop (upscaled for small glyphs, with a white border); crop coordinates."""
+    scale = max(1, min(4, math.ceil(TARGET_GLYPH_H / max(line_h, 1))))
+    if scale > 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    img = cv2.copyMakeBorder(img, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_CONSTANT, value=255)
+    h, w = img.shape[0] - 2 * BORDER, img.shape[1] - 2 * BORDER
+    out = []
+    for wd in engine.words(np.ascontiguousarray(img), psm=LINE_PSM):
+        x0 = max(0, math.floor((wd.x - BORDER) / scale))
+        y0 = max(0, math.floor((wd.y - BORDER) / scale))
+        x1 = min(w // scale + 1, math.ceil((wd.x + wd.w - BORDER) / scale))
+        y1 = min(h // scale + 1, math.ceil((wd.y + wd.h - BORDER) / scale))
+        if x1 > x0 and y1 > y0:
+            out.append(OcrWord(wd.text, x0, y0, x1 - x0, y1 - y0, wd.conf))
+    return out
+
+
+def _line_conf(words: list[OcrWord]) -> float:
+    """Character-weighted mean confidence of the words that hold letters or digits (0 when none)."""
+    ws = [(sum(c.isalnum() for c in w.text), w.conf) for w in words]
+    n = sum(k for k, _ in ws)
+    return sum(k * c for k, c in ws) / n if n else 0.0
+
+
+def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
+               cache: dict[bytes, list[OcrWord]]) -> list[OcrWord]:
+    """Best reading of one candidate line, in frame coordinates.
+
+    Variants, cheapest first, stop at the first sure one: Otsu (polarity from the crop border), the
+    stroke map of the pre-screen polarity (busy/coloured backgrounds vanish), the opposite polarity.
+    """
+    rows, cols = gray.shape
+    region = line.pad(max(3, line.h // 3), cols, rows)
+    crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
+    tag = repr((crop.shape, line.h, bright)).encode()
+    key = hashlib.blake2b(crop.tobytes() + tag, digest_size=16).digest()
+    if key not in cache:
+        best: list[OcrWord] = []
+        best_conf = -1.0
+        for make in (lambda: _otsu_text_dark(crop), lambda: _binarize(crop, bright),
+                     lambda: _binarize(crop, not bright)):
+            words = _read_variant(make(), line.h, engine)
+            conf = _line_conf(words)
+            if conf > best_conf:
+                best, best_conf = words, conf
+            if conf >= SURE_CONF:
+                break
+        cache[key] = best
+    return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in cache[key]]
+
+
+def join_rows(lines: list[tuple[Rect, bool]]) -> list[tuple[Rect, bool]]:
+    """Join candidates on the same row less than a line height apart (a line split where its background
+    changes), whatever their polarity; the joined line keeps the polarity of its widest part."""
+    items = sorted(lines, key=lambda t: (t[0].y, t[0].x, t[1]))
+    changed = True
+    while changed:
+        changed = False
+        for i, (a, ab) in enumerate(items):
+            for j in range(i + 1, len(items)):
+                b, bb = items[j]
+                overlap = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+                gap = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
+                if overlap >= 0.5 * min(a.h, b.h) and gap <= max(a.h, b.h):
+                    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+                    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+                    items[i] = (Rect(x0, y0, x1 - x0, y1 - y0), ab if a.w >= b.w else bb)
+                    del items[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return sorted(items, key=lambda t: (t[0].y, t[0].x, t[1]))
+
+
+def _union(line: Rect, words: list[OcrWord]) -> tuple[int, int, int, int]:
+    x0, y0 = min([line.x] + [w.x for w in words]), min([line.y] + [w.y for w in words])
+    x1 = max([line.x + line.w] + [w.x + w.w for w in words])
+    y1 = max([line.y + line.h] + [w.y + w.h for w in words])
+    return x0, y0, x1 - x0, y1 - y0
+
+
 def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str, engine: OcrEngine,
                  cache: dict[bytes, list[OcrWord]]) -> tuple[list[Box], bool]:
-    """Boxes of one frame, and whether OCR ran at all."""
-    polar = polar_regions(gray)
+    """Boxes of one frame, and whether OCR ran at all.
+
+    Each candidate line is read on its own. A line is masked whole when it holds PHI (policy phi), any
+    text (policy all-text), or when OCR is unsure what it says (a missed identifier is a breach, an
+    extra mask costs little). Only a line read with confidence as non-identifying text stays.
+    """
+    polar = join_rows(polar_regions(gray))
     if not polar:
         return [], False
-    lines = [r for r, _b in polar]
-    rows, cols = gray.shape
-    words: list[OcrWord] = []
-    for bright in (True, False):  # each polarity read from its own stroke image
-        group = [r for r, b in polar if b == bright]
-        for region in merge_regions(group, cols, rows):
-            inside = [r.h for r in group if r.x >= region.x and r.y >= region.y and
-                      r.x + r.w <= region.x + region.w and r.y + r.h <= region.y + region.h]
-            words += _ocr_crop(gray, region, min(inside) if inside else region.h, engine, cache, bright)
     boxes: list[Box] = []
-    if policy == ALL_TEXT:
-        text_words = [w for w in words if is_text(w)]
-        for w in text_words:
-            boxes.append(Box(frame, w.x, w.y, w.w, w.h, "text", w.conf))
-        for r in lines:  # the whole candidate line where OCR read characters
-            hits = [w for w in text_words if w.x < r.x + r.w and r.x < w.x + w.w and w.y < r.y + r.h and
-                    r.y < w.y + w.h]
+    for line, bright in polar:
+        words = _read_line(gray, line, bright, engine, cache)
+        read = [w for w in words if is_text(w)]
+        conf = _line_conf(read)
+        n_chars = sum(sum(c.isalnum() for c in w.text) for w in read)
+        if n_chars < MIN_LINE_CHARS:
+            continue  # nothing (or one stray glyph) legible in any variant: a structure, not text
+        if policy == ALL_TEXT:
+            kind = "text"
+        else:
+            ocr_line = build_lines(read)
+            hits = sorted((i, k) for ln in ocr_line for i, k in phi_words(ln, matcher).items())
             if hits:
-                boxes.append(Box(frame, r.x, r.y, r.w, r.h, "text", max(w.conf for w in hits)))
-    else:
-        for line in build_lines(words):
-            for i, kind in sorted(phi_words(line, matcher).items()):
-                w = line.words[i]
-                boxes.append(Box(frame, w.x, w.y, w.w, w.h, kind, w.conf))
+                kinds = [k for ln in ocr_line for k in phi_words(ln, matcher).values()]
+                kind = min(kinds, key=lambda k: (-kinds.count(k), k))
+            elif conf < SURE_CONF:
+                kind = "unsure"
+            else:
+                continue
+        x, y, w, h = _union(line, read)
+        boxes.append(Box(frame, x, y, w, h, kind, conf))
     return boxes, True
 
 
@@ -183,7 +287,7 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
     if "PixelData" not in ds:
         raise PixelError("float pixel data is not supported for text search")
     eng = engine or get_engine("tesseract")
-    matcher = TermMatcher(terms)
+    matcher = _LazyMatcher(terms)
     result = PixelResult(frames=frame_count(ds), engine=eng.name)
     seen: dict[bytes, list[Box]] = {}
     cache: dict[bytes, list[OcrWord]] = {}
@@ -202,8 +306,45 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
             result.boxes += boxes
         result.frames_checked += 1
     result.prescreen_skipped = not any_ocr
-    result.boxes = sorted(set(result.boxes), key=lambda b: (b.frame, b.y, b.x, b.h, b.w, b.kind))
+    result.boxes = sorted(set(masked_rects(ds, result.boxes)),
+                          key=lambda b: (b.frame, b.y, b.x, b.h, b.w, b.kind))
     return result
+
+
+def masked_rects(ds: Dataset, boxes: list[Box]) -> list[Box]:
+    """The rectangles ``apply_boxes`` fills: padded by PAD, clipped to the image, and widened to whole
+    pixel pairs for native YBR_FULL_422. Provenance records exactly these."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    pairs = str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422" and not (
+        UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))).is_encapsulated)
+    out = []
+    for b in boxes:
+        x0, y0 = max(0, b.x - PAD), max(0, b.y - PAD)
+        x1, y1 = min(cols, b.x + b.w + PAD), min(rows, b.y + b.h + PAD)
+        if pairs:
+            x0, x1 = x0 - x0 % 2, min(cols, x1 + x1 % 2)
+        if x1 > x0 and y1 > y0:
+            out.append(Box(b.frame, x0, y0, x1 - x0, y1 - y0, b.kind, b.confidence))
+    return out
+
+
+class _LazyMatcher(TermMatcher):
+    """TermMatcher built on first use: frames the pre-screen clears never pay for it."""
+
+    def __init__(self, terms: PhiTerms) -> None:  # noqa: D107 - deliberately skips the parent's setup
+        self._lazy_terms = terms
+        self._inner: TermMatcher | None = None
+
+    def _get(self) -> TermMatcher:
+        if self._inner is None:
+            self._inner = TermMatcher(self._lazy_terms)
+        return self._inner
+
+    def find(self, text: str) -> list:  # type: ignore[type-arg]
+        return self._get().find(text)
+
+    def fuzzy_token_kind(self, token: str) -> str | None:
+        return self._get().fuzzy_token_kind(token)
 
 
 def apply_boxes(ds: Dataset, result: PixelResult, *, allow_lossy_reencode: bool = False) -> None:

@@ -42,7 +42,8 @@ LOSSLESS_SYNTAXES = frozenset({
 REENCODABLE = frozenset({RLELossless, JPEG2000Lossless})
 NATIVE_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
                              DeflatedExplicitVRLittleEndian})
-#: Pixels added around every box so anti-aliased glyph edges are covered too.
+#: Pixels ``find_text_boxes`` adds around every text box so anti-aliased glyph edges are covered too
+#: (the recorded boxes include it; ``apply_boxes`` fills boxes exactly).
 PAD = 2
 
 
@@ -107,11 +108,12 @@ def _fill_value(ds: Dataset, view: np.ndarray) -> list[int]:
 
 
 def _rects(ds: Dataset, boxes: Iterable[Box]) -> list[tuple[int, int, int, int, int]]:
+    """Boxes as (frame, x0, y0, x1, y1), clipped: the boxes are the masked rectangles (already padded)."""
     rows, cols = int(ds.Rows), int(ds.Columns)
     out = []
     for b in boxes:
-        x0, y0 = max(0, b.x - PAD), max(0, b.y - PAD)
-        x1, y1 = min(cols, b.x + b.w + PAD), min(rows, b.y + b.h + PAD)
+        x0, y0 = max(0, b.x), max(0, b.y)
+        x1, y1 = min(cols, b.x + b.w), min(rows, b.y + b.h)
         if x1 > x0 and y1 > y0:
             out.append((b.frame, x0, y0, x1, y1))
     return out

@@ -36,7 +36,7 @@ class OcrEngine(Protocol):
 
     name: str
 
-    def words(self, image: np.ndarray) -> list[OcrWord]: ...
+    def words(self, image: np.ndarray, psm: int | None = None) -> list[OcrWord]: ...
 
 
 def tessdata_dir() -> str:
@@ -65,15 +65,20 @@ class TesseractEngine:
         self._api.SetVariable("load_system_dawg", "F")
         self._api.SetVariable("load_freq_dawg", "F")
         self._ril = tesserocr.RIL.WORD
+        self._psm = psm
 
-    def words(self, image: np.ndarray) -> list[OcrWord]:
-        """Words of a 2-D uint8 image (dark text on light background reads best)."""
+    def words(self, image: np.ndarray, psm: int | None = None) -> list[OcrWord]:
+        """Words of a 2-D uint8 image (dark text on light background reads best).
+
+        ``psm`` overrides the page segmentation for this call (7 = one text line, the cheap case).
+        """
         if image.ndim != 2 or image.dtype != np.uint8:
             raise PixelError("OCR input must be a 2-D uint8 image")
         img = np.ascontiguousarray(image)
         h, w = img.shape
         out: list[OcrWord] = []
         with self._lock:
+            self._api.SetPageSegMode(self._psm if psm is None else psm)
             self._api.SetImageBytes(img.tobytes(), w, h, 1, w)
             self._api.SetSourceResolution(70)
             self._api.Recognize()

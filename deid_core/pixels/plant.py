@@ -141,8 +141,8 @@ def plant_stored(ds: Dataset, frame: int, text: str, x: int, y: int, size: int, 
     return Planted(frame, x0, y0, x1 - x0, y1 - y0, True)
 
 
-def coverage(planted: Planted, boxes: list, pad: int = 2) -> float:  # type: ignore[type-arg]
-    """Share of a planted box covered by the (padded) mask boxes of its frame."""
+def coverage(planted: Planted, boxes: list, pad: int = 0) -> float:  # type: ignore[type-arg]
+    """Share of a planted box covered by the mask boxes of its frame (boxes are the masked rectangles)."""
     m = np.zeros((planted.h, planted.w), dtype=bool)
     for b in boxes:
         if b.frame != planted.frame:

@@ -22,7 +22,11 @@ STROKE_CONTRAST = 40
 #: Character height range in pixels (12-32 px fonts have 6-32 px glyphs; allow some slack).
 MIN_CHAR_H, MAX_CHAR_H = 5, 60
 #: Share of a line's ink pixels within ±12 of its ink level (burned-in text ≈ 1.0, anatomy ≈ 0.1-0.4).
-MIN_INK_UNIFORMITY = 0.5
+MIN_INK_UNIFORMITY = 0.35
+#: Ink pixels within this of the line's ink level count as uniform (anti-aliased cores vary a little).
+INK_TOLERANCE = 32
+#: Minimum difference between a line's ink level and the median of the ring around it.
+MIN_RING_CONTRAST = 30
 
 
 @dataclass(frozen=True)
@@ -40,15 +44,19 @@ class Rect:
         return Rect(x0, y0, x1 - x0, y1 - y0)
 
 
+def stroke_hats(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-hat (thin bright) and black-hat (thin dark) responses of a frame, uint8."""
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
+    return cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, k), cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, k)
+
+
 def stroke_maps(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Binary maps (uint8 0/1) of thin bright strokes and of thin dark strokes.
 
     The two polarities are kept apart: the gaps between bright letters are themselves thin dark
     "strokes", and OR-ing both maps would glue a whole text block into one blob.
     """
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
-    top = cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, k)
-    black = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, k)
+    top, black = stroke_hats(gray)
     return (top >= STROKE_CONTRAST).astype(np.uint8), (black >= STROKE_CONTRAST).astype(np.uint8)
 
 
@@ -96,9 +104,17 @@ def _group_lines(chars: np.ndarray) -> list[list[int]]:
 
 
 def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
-    """Every line candidate of both polarities: character count, background noise, ink uniformity."""
+    """Every line candidate of both polarities: character count, ink contrast, ink uniformity.
+
+    Uniformity is measured on the stroke cores (hat ≥ half its line maximum) so anti-aliased glyph
+    edges do not count against it. Contrast compares the ink level with the median of a ring around
+    the line: real text differs from its surroundings, while the gaps between letters (which look
+    like strokes of the other polarity) have the surroundings' own value.
+    """
     out = []
-    for bright, strokes in zip((True, False), stroke_maps(gray), strict=True):
+    rows, cols = gray.shape
+    for bright, hat in zip((True, False), stroke_hats(gray), strict=True):
+        strokes = (hat >= STROKE_CONTRAST).astype(np.uint8)
         chars = _char_components(strokes)
         if not len(chars):
             continue
@@ -107,15 +123,21 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
             x0, y0 = int(xs[:, 0].min()), int(xs[:, 1].min())
             x1, y1 = int((xs[:, 0] + xs[:, 2]).max()), int((xs[:, 1] + xs[:, 3]).max())
             crop = gray[y0:y1, x0:x1]
-            bg = crop[cv2.dilate(strokes[y0:y1, x0:x1], np.ones((3, 3), np.uint8)) == 0]
-            noise = float(bg.std()) if bg.size > 4 else 0.0
-            ink = crop[strokes[y0:y1, x0:x1] > 0].astype(np.int16)
-            ref = int(np.percentile(ink, 90 if bright else 10)) if ink.size else 0
-            uniform = float(np.mean(np.abs(ink - ref) <= 12)) if ink.size else 0.0
+            h_crop = hat[y0:y1, x0:x1]
+            core = crop[h_crop >= max(STROKE_CONTRAST, int(h_crop.max()) // 2)].astype(np.int16)
+            ref = int(np.percentile(core, 90 if bright else 10)) if core.size else 0
+            uniform = float(np.mean(np.abs(core - ref) <= INK_TOLERANCE)) if core.size else 0.0
+            m = 3
+            ring = gray[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m].astype(np.int16)
+            inner = np.zeros(ring.shape, dtype=bool)
+            inner[y0 - max(0, y0 - m):y0 - max(0, y0 - m) + (y1 - y0),
+                  x0 - max(0, x0 - m):x0 - max(0, x0 - m) + (x1 - x0)] = True
+            around = ring[~inner]
+            contrast = float(abs(ref - np.median(around))) if around.size else 255.0
             # a wide single component (touching letters) counts as several characters
             n = sum(max(1, round(int(c[2]) / max(1.0, 0.6 * int(c[3])))) for c in xs)
-            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, noise, uniform, bright))
-    out.sort(key=lambda t: (t[0].y, t[0].x))
+            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright))
+    out.sort(key=lambda t: (t[0].y, t[0].x, t[4]))
     return out
 
 
@@ -131,14 +153,15 @@ def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
     """Candidate lines with their polarity (True = bright text on darker background)."""
     if gray.ndim != 2 or gray.size == 0:
         return []
-    cands = [(r, b, u) for r, n, _noise, u, b in line_stats(gray) if n >= 2 and u >= MIN_INK_UNIFORMITY]
+    cands = [(r, b, (c, u)) for r, n, c, u, b in line_stats(gray)
+             if n >= 2 and u >= MIN_INK_UNIFORMITY and c >= MIN_RING_CONTRAST]
     out = []
-    for r, b, u in cands:
-        # the gaps between bright letters look like dark strokes (and vice versa): keep the polarity
-        # whose ink is more uniform where two candidates of opposite polarity cover the same place
+    for r, b, score in cands:
+        # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
+        # opposite polarity cover the same place keep the one whose ink stands out from its ring
         shadowed = False
-        for r2, b2, u2 in cands:
-            if b2 == b or (u2, b2) <= (u, b):
+        for r2, b2, score2 in cands:
+            if b2 == b or (score2, b2) <= (score, b):
                 continue
             ix = min(r.x + r.w, r2.x + r2.w) - max(r.x, r2.x)
             iy = min(r.y + r.h, r2.y + r2.h) - max(r.y, r2.y)

@@ -49,8 +49,8 @@ class PresidioOcrEngine:
 
     name = "presidio"
 
-    def words(self, image: np.ndarray) -> list[OcrWord]:
-        """Words of a 2-D uint8 image through Presidio's TesseractOCR."""
+    def words(self, image: np.ndarray, psm: int | None = None) -> list[OcrWord]:
+        """Words of a 2-D uint8 image through Presidio's TesseractOCR (``psm`` is ignored)."""
         from PIL import Image
         from presidio_image_redactor import TesseractOCR
 
