@@ -4,6 +4,10 @@ A file is written to a temporary name inside ``OUTPUT/.deidflow-tmp`` (same file
 then renamed to its final name, so a reader or a crash never sees half a file; ``clean_tmp``
 removes leftovers of a killed run before the next one starts. Output names are built only from
 new identifiers: nothing of the input's names survives in the output tree.
+
+Permissions are set explicitly (not left to the process umask, which differs between a CLI, a Dask
+worker and a service): files ``0o666 & ~umask``, directories ``0o777 & ~umask`` with the umask from
+``DEIDFLOW_UMASK`` (octal, default ``027``: owner read/write, group read, nothing for others).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from deid_core.errors import WriteError
+from deid_core.errors import ConfigError, WriteError
 
 TMP_DIRNAME = ".deidflow-tmp"
+UMASK_ENV = "DEIDFLOW_UMASK"
+DEFAULT_UMASK = 0o027
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -46,16 +52,50 @@ def encode(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int = 0o640) -> str:
-    """Write ``data`` to ``output_dir/relpath`` atomically; returns the SHA-256 of the bytes."""
+def output_umask() -> int:
+    """The umask applied to outputs: ``DEIDFLOW_UMASK`` (octal, e.g. ``077``) or 027."""
+    raw = os.environ.get(UMASK_ENV, "").strip()
+    if not raw:
+        return DEFAULT_UMASK
+    try:
+        value = int(raw, 8)
+    except ValueError:
+        raise ConfigError(f"{UMASK_ENV} must be an octal umask such as 027 or 077") from None
+    if not 0 <= value <= 0o777 or value & 0o600:
+        raise ConfigError(f"{UMASK_ENV} must be within 000-777 and leave the owner read/write")
+    return value
+
+
+def _makedirs(path: Path, mode: int) -> None:
+    # mkdir's mode is filtered by the process umask: chmod each directory we create explicitly.
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # another worker created it (and set its mode)
+        os.chmod(d, mode)
+
+
+def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None = None) -> str:
+    """Write ``data`` to ``output_dir/relpath`` atomically; returns the SHA-256 of the bytes.
+
+    ``mode`` defaults to ``0o666 & ~output_umask()``; it is applied with fchmod, whatever the umask."""
+    umask = output_umask()
+    fmode = (0o666 & ~umask) if mode is None else mode
     final = output_dir / relpath
     tmp_dir = output_dir / TMP_DIRNAME
     try:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        _makedirs(tmp_dir, 0o700)
+        _makedirs(final.parent, 0o777 & ~umask)
         tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            os.fchmod(fd, fmode)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
