@@ -132,7 +132,10 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
         _deidentify(Path(path), cfg, ctx, out)
         out.status, out.reason = "written", ""
     except DeidError as exc:
-        out.status, out.reason, out.error = "quarantined", exc.reason, str(exc)
+        # A retryable problem (disk full, permission denied on output) is not the input's fault: failed,
+        # so a rerun redoes it; everything else about the input is a quarantine.
+        out.status = "failed" if exc.retryable else "quarantined"
+        out.reason, out.error = exc.reason, str(exc)
     except Exception as exc:  # unexpected: quarantine with the exception class and where, not values
         tb = traceback.extract_tb(exc.__traceback__)
         where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
