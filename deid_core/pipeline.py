@@ -27,8 +27,8 @@ from deid_core.inventory import InventoryRecord, read_dataset
 from deid_core.keys import key_fingerprint
 from deid_core.pseudonyms import PatientMap, date_offset_days
 from deid_core.rules import RuleTable, load_rule_table
-from deid_core.terms import TermMatcher, capture_terms
-from deid_core.verify import find_leaks
+from deid_core.terms import capture_terms
+from deid_core.verify import LeakTerms, find_leaks, verify_written
 from deid_core.writer import encode, output_relpath, write_atomic
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
@@ -69,6 +69,8 @@ class Outcome:
     patient_pair: tuple[str, str] | None = field(default=None, repr=False)
     #: Whether the patient was unmapped: its pseudonymous new id (no original) for the summary.
     unmapped_new_id: str = ""
+    #: Conformance of the written output (JSON, no values; see deid_core.conformance).
+    conformance: str = ""
 
     def to_record(self, run_id: str, run_date: str, table_sha: str, key_fp: str, attempt: int = 1
                   ) -> dict[str, object]:
@@ -158,6 +160,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
     if "SOPInstanceUID" not in ds:
         raise BadInputError("no SOPInstanceUID")
     terms = capture_terms(ds)
+    leak_terms = LeakTerms.capture(ds, terms)
     original_pid = str(ds.get("PatientID", "") or "")
     entry, mapped = ctx.patient_map.resolve(cfg.key, original_pid, cfg.pseudonym_prefix)
     out.patient_mapped = mapped
@@ -173,6 +176,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
     # Pixels: find burned-in text on every frame and mask it, before any header value changes.
     t0 = time.perf_counter()
     pixels_clean = False
+    pixels_text_free = True  # no pixels, or the pre-screen proved every frame text-free and nothing changed
     if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         from deid_core.pixels import apply_boxes, find_text_boxes, pixel_policy_for
 
@@ -186,6 +190,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
             raise PixelError(f"only {result.frames_checked} of {result.frames} frames could be checked")
         apply_boxes(ds, result, allow_lossy_reencode=cfg.allow_lossy_reencode)
         out.boxes = [b.to_dict() for b in result.boxes]
+        pixels_text_free = result.prescreen_skipped and not result.boxes
         pixels_clean = True
     out.pixel_ms = _ms(t0)
 
@@ -209,7 +214,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
     # Verify the in-memory result before anything touches the output tree.
     t0 = time.perf_counter()
     if cfg.verify:
-        leaks = find_leaks(ds, TermMatcher(terms))
+        leaks = find_leaks(ds, leak_terms)
         if leaks:
             raise LeakError("identifier found after scrub: " + "; ".join(sorted({lk.describe() for lk in leaks})))
     out.verify_ms = _ms(t0)
@@ -221,3 +226,20 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
     out.output_path = rel
     out.transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
     out.write_ms = _ms(t0)
+
+    # Verify the file as written (read back: elements + OCR of frames that may carry text) before it
+    # counts as written; a leak or an unreadable output removes it (fail closed).
+    if cfg.verify:
+        t0 = time.perf_counter()
+        final = Path(cfg.output_dir) / rel
+        try:
+            res = verify_written(final, leak_terms, ctx.engine if not pixels_text_free else None,
+                                 pixels_text_free=pixels_text_free)
+            if res.leaks:
+                raise LeakError("identifier found in written output: "
+                                + "; ".join(sorted({lk.describe() for lk in res.leaks})))
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        out.conformance = res.conformance
+        out.verify_ms = round(out.verify_ms + _ms(t0), 3)

@@ -105,6 +105,7 @@ SCHEMA = pa.schema(
         pa.field("deidflow_version", pa.string()),
         pa.field("patient_mapped", pa.bool_()),
         pa.field("attempt", pa.int16()),
+        pa.field("conformance", pa.string()),
     ]
 )
 
@@ -204,6 +205,7 @@ class ProvenanceRecord:
     deidflow_version: str | None = None
     patient_mapped: bool | None = None
     attempt: int | None = None
+    conformance: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """Validated, normalised row for SCHEMA, so bad values fail at the worker, not at audit time."""
@@ -356,7 +358,7 @@ def _normalise_record(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise _bad("error", "must be a string")
         row["error"] = err[:ERROR_MAX_CHARS]
     for name in ("modality", "sop_class_uid", "transfer_syntax", "pixel_policy", "key_fingerprint",
-                 "deidflow_version"):
+                 "deidflow_version", "conformance"):
         _opt_str(row, name)
     for name in ("started_at", "finished_at"):
         row[name] = _to_ts(name, row[name])

@@ -1,29 +1,46 @@
-"""Leak verification: search a de-identified dataset for the identifiers captured at the start.
+"""Leak verification: search a de-identified output for the identifiers captured at the start.
 
-Every element is searched — top level, sequences at any depth, private blocks, file meta — with
-the same flexible matcher used for cleaning (case, order and separator variants). A hit means the
-file must not be released: the caller quarantines it. Only the leak's class and element are
-reported, never its value.
+Two checks, both run on the file *as written* (read back from disk) before it counts as written:
+
+* **Elements** — every element at every depth (top level, sequences, private blocks, file meta,
+  free text) is searched with the same flexible matcher used for cleaning (case, order and
+  separator variants).
+* **Pixels** — every frame that may carry text (the stroke pre-screen finds candidate lines) is
+  OCR'd again and its words matched exactly and tolerantly (OCR misreads).
+
+Dates: the output's dates are shifted, so an unrelated shifted date may coincide with an original
+one. An original date is therefore a leak only when it is the patient's **birth date** (anywhere)
+or when it appears in **free text, private/unknown bytes or pixels** (where nothing shifts dates).
+In DA/DT/TM elements an original non-birth date is not reported.
+
+Only the leak's class and location (tag path or frame) are reported, never the value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from deid_core.terms import DATE, TermMatcher
+from deid_core.terms import DATE, PhiTerms, TermMatcher, date_variants
 
-_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT", "UN",
-                       "OB"})
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
+                       "UN", "OB"})
+#: VRs whose values are shifted/coded dates and times, where only the birth date counts as a leak.
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
 # Elements whose values are ours (markers) or legitimately retained and cannot be a patient's.
 _SKIP = frozenset({0x00120063, 0x00120062, 0x00280301})
+BIRTH_DATE = "birth_date"
+#: OCR confidence below which a word is noise (speckle, masked-box edges) for tolerant matching;
+#: exact matches count at any confidence.
+FUZZY_MIN_CONF = 50.0
 
 
 @dataclass(frozen=True)
 class Leak:
-    """One identifier found in an output: its kind and where (tag path), never the text."""
+    """One identifier found in an output: its kind and where (tag path or frame), never the text."""
 
     kind: str
     element: str
@@ -32,12 +49,45 @@ class Leak:
         return f"{self.kind} in {self.element}"
 
 
-def find_leaks(ds: Dataset, matcher: TermMatcher, *, include_dates: bool = False) -> list[Leak]:
-    """Leaks of the matcher's terms in ``ds`` and its file meta.
+@dataclass
+class LeakTerms:
+    """What verification searches for: the file's captured terms plus its birth date variants."""
 
-    Original dates are skipped by default: dates are shifted, and an unrelated shifted date may
-    coincide with an original one, which is not a leak of this patient's identity.
+    terms: PhiTerms
+    birth_date: str = ""
+    matcher: TermMatcher = field(init=False)
+    birth: TermMatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = TermMatcher(self.terms)
+        bd = PhiTerms()
+        for v in date_variants(self.birth_date) if self.birth_date.strip() else []:
+            bd.add(v, BIRTH_DATE)
+        self.birth = TermMatcher(bd)
+
+    @classmethod
+    def capture(cls, ds: Dataset, terms: PhiTerms) -> LeakTerms:
+        """Terms of an *original* dataset (call before it is scrubbed)."""
+        return cls(terms, str(ds.get("PatientBirthDate", "") or "").strip())
+
+
+def _texts(value: object) -> list[str]:
+    if isinstance(value, bytes):
+        return [] if len(value) > 4096 else [value.decode("latin-1", "replace")]
+    if isinstance(value, list | MultiValue):
+        return [str(v) for v in value]
+    return [str(value)] if value is not None else []
+
+
+def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: bool = False) -> list[Leak]:
+    """Leaks of the captured terms in ``ds`` and its file meta (at most one per element).
+
+    With a bare ``TermMatcher`` original dates are skipped unless ``include_dates``; with
+    ``LeakTerms`` the documented date rule applies (birth date anywhere, other dates in free text).
     """
+    lt = matcher if isinstance(matcher, LeakTerms) else None
+    m = lt.matcher if lt else matcher
+    assert isinstance(m, TermMatcher)
     leaks: list[Leak] = []
 
     def visit(d: Dataset, prefix: str) -> None:
@@ -49,20 +99,24 @@ def find_leaks(ds: Dataset, matcher: TermMatcher, *, include_dates: bool = False
                 continue
             if int(elem.tag) in _SKIP or elem.VR not in _TEXT_VRS or elem.tag == 0x7FE00010:
                 continue
-            value = elem.value
-            if isinstance(value, bytes):
-                if len(value) > 4096:
-                    continue
-                texts = [value.decode("latin-1", "replace")]
-            elif isinstance(value, list | MultiValue):
-                texts = [str(v) for v in value]
-            else:
-                texts = [str(value)] if value is not None else []
+            try:
+                texts = _texts(elem.value)
+            except Exception:  # an undecodable value cannot be searched: report it, fail closed
+                leaks.append(Leak("undecodable", where))
+                continue
+            dates_count = include_dates or (lt is not None and elem.VR not in _DATE_VRS)
             for text in texts:
-                for span in matcher.find(text):
-                    if span.kind == DATE and not include_dates:
-                        continue
-                    leaks.append(Leak(span.kind, where))
+                kind = None
+                if lt is not None and lt.birth.contains(text):
+                    kind = BIRTH_DATE
+                else:
+                    for span in m.find(text):
+                        if span.kind == DATE and not dates_count:
+                            continue
+                        kind = span.kind
+                        break
+                if kind:
+                    leaks.append(Leak(kind, where))
                     break
 
     visit(ds, "")
@@ -70,3 +124,97 @@ def find_leaks(ds: Dataset, matcher: TermMatcher, *, include_dates: bool = False
     if meta is not None:
         visit(meta, "meta:")
     return leaks
+
+
+@dataclass
+class PixelVerifyStats:
+    """How much pixel verification did (for timing reports; no content)."""
+
+    frames: int = 0
+    frames_screened: int = 0
+    frames_ocr: int = 0
+
+
+def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
+                     stats: PixelVerifyStats | None = None) -> list[Leak]:
+    """OCR every frame of ``ds`` that the pre-screen cannot prove text-free; leaks per frame.
+
+    Matching is exact (flexible separators) on each OCR line plus tolerant per word (edit
+    distance, digit/letter confusions), for every kind of term including every original date:
+    nothing shifts dates burned into pixels.
+    """
+    from deid_core.pixels import _ocr_crop, get_engine, has_pixels
+    from deid_core.pixels.decode import iter_gray_frames
+    from deid_core.pixels.match import build_lines
+    from deid_core.pixels.ocr import OcrEngine, OcrWord
+    from deid_core.pixels.prescreen import merge_regions, polar_regions
+
+    st = stats if stats is not None else PixelVerifyStats()
+    if not has_pixels(ds) or "PixelData" not in ds:
+        return []
+    eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
+    leaks: list[Leak] = []
+    cache: dict[bytes, list[OcrWord]] = {}
+    for f, gray in enumerate(iter_gray_frames(ds)):
+        st.frames += 1
+        polar = polar_regions(gray)
+        st.frames_screened += 1
+        if not polar:
+            continue
+        st.frames_ocr += 1
+        rows, cols = gray.shape
+        words: list[OcrWord] = []
+        for bright in (True, False):
+            group = [r for r, b in polar if b == bright]
+            for region in merge_regions(group, cols, rows):
+                inside = [r.h for r in group if r.x >= region.x and r.y >= region.y and
+                          r.x + r.w <= region.x + region.w and r.y + r.h <= region.y + region.h]
+                words += _ocr_crop(gray, region, min(inside) if inside else region.h, eng, cache, bright)
+        kind = _line_leak(build_lines(words), lt)
+        if kind:
+            leaks.append(Leak(kind, f"frame {f}"))
+    return leaks
+
+
+def _line_leak(lines: list, lt: LeakTerms) -> str | None:  # type: ignore[type-arg]
+    for line in lines:
+        if lt.birth.contains(line.text):
+            return BIRTH_DATE
+        spans = lt.matcher.find(line.text)
+        if spans:
+            return spans[0].kind
+        for w in line.words:  # tolerant matching only where OCR is fairly sure it read a word
+            if w.conf < FUZZY_MIN_CONF or sum(c.isalnum() for c in w.text) < 4:
+                continue
+            k = lt.matcher.fuzzy_token_kind(w.text)
+            if k:
+                return k
+    return None
+
+
+@dataclass
+class VerifyResult:
+    """Verification of one written output: leaks (class + place) and its conformance record."""
+
+    leaks: list[Leak]
+    conformance: str
+    pixel: PixelVerifyStats
+
+
+def verify_written(path: Path, lt: LeakTerms, engine: object | None = None, *,
+                   pixels_text_free: bool = False, use_dciodvfy: bool = True) -> VerifyResult:
+    """Read the written file back and search it (elements, then pixels) for the captured identifiers.
+
+    ``pixels_text_free`` is True when the pixel stage's pre-screen proved every input frame
+    text-free and nothing was masked: the output pixels are the input's, so OCR is not repeated.
+    Raises ``UnreadableOutputError`` when the file does not read back.
+    """
+    from deid_core.conformance import check_file, read_back
+
+    ds = read_back(path)
+    leaks = find_leaks(ds, lt)
+    stats = PixelVerifyStats()
+    if not leaks and not pixels_text_free:
+        leaks += find_pixel_leaks(ds, lt, engine, stats)
+    conf = check_file(path, ds, use_dciodvfy=use_dciodvfy)
+    return VerifyResult(leaks, conf.to_json(), stats)
