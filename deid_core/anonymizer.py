@@ -95,6 +95,12 @@ class Anonymizer:
                 del ds[tag]
                 self.actions["group_length_removed"] += 1
                 continue
+            if tag.group in (0x0000, 0x0002):
+                # Command set (DIMSE) elements never belong in a stored instance, and file meta elements
+                # in the body would make the output unwritable: the file meta is rebuilt separately.
+                del ds[tag]
+                self.actions["command_removed"] += 1
+                continue
             if tag.is_private:
                 if not tag.is_private_creator:
                     self._private(ds, elem, path)

@@ -248,7 +248,11 @@ def capture_terms(ds: Dataset) -> PhiTerms:
     terms = PhiTerms()
 
     def visit(d: Dataset) -> None:
-        for elem in d:
+        for tag in list(d.keys()):
+            try:
+                elem = d[tag]
+            except Exception:  # an element that cannot be decoded: nothing to capture, scrub removes it
+                continue
             if elem.VR == "SQ":
                 for item in elem.value or []:
                     visit(item)

@@ -33,7 +33,7 @@ _DUMMY: dict[str, object] = {
     "UC": "DEIDENTIFIED",
     "UL": 0,
     "UN": b"",
-    "UR": "",
+    "UR": "http://deidentified.invalid/",
     "US": 0,
     "UT": "DEIDENTIFIED",
     "UV": 0,

@@ -23,7 +23,10 @@ class CleanTextHandler:
         self.cleaner = cleaner
 
     def clean(self, text: str, vr: str) -> str:
-        return self.cleaner.clean_for_vr(text, vr)
+        cleaned = self.cleaner.clean_for_vr(text, vr)
+        if vr == "CS" and cleaned != text:
+            return ""  # a code string cannot hold the placeholder: a changed code is emptied
+        return cleaned
 
     def __call__(self, dataset: Dataset, element: DataElement, path: ElementPath) -> bool:
         value = element.value
