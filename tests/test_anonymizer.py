@@ -196,7 +196,8 @@ def test_action_on_vr(profile: str, action: str, vr: str, keyword: str, depth: i
         if vr == "TM":
             assert value == original
         else:
-            assert value != original and str(value).startswith("2020") and len(str(value)) == len(str(original))
+            assert value != original and str(value).startswith("2020")
+            assert len(str(value)) == len(str(original))
     elif action == "D":
         if vr == "UI":
             assert value == new_uid(KEY, str(original), ROOT)
@@ -360,7 +361,8 @@ def _private(ds: Dataset, group: int, creator: str, block: int, offset: int, vr:
     return tag
 
 
-def _priv_case(spec: tuple, block: int, creator_case: str = "same", depth: int = 0) -> tuple[Dataset, Tag, list]:
+def _priv_case(spec: tuple, block: int, creator_case: str = "same", depth: int = 0
+               ) -> tuple[Dataset, Tag, list]:
     group, creator, offset, vr, value = spec
     creator = {"same": creator, "lower": creator.lower(), "upper": creator.upper()}[creator_case]
     ds = base_ds()
