@@ -113,6 +113,7 @@ def test_full_disk_or_permission_error_then_rerun(tmp_path: Path, monkeypatch: p
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 4
 
 
+@pytest.mark.slow
 def test_input_tree_of_synthetic_cohort_unchanged(tmp_path: Path) -> None:
     from deid_core.synth import generate_cohort
 
