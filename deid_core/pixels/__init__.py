@@ -234,6 +234,34 @@ def join_rows(lines: list[tuple[Rect, bool]]) -> list[tuple[Rect, bool]]:
     return sorted(items, key=lambda t: (t[0].y, t[0].x, t[1]))
 
 
+def _extend_line(gray: np.ndarray, line: Rect, bright: bool) -> Rect:
+    """Grow a text line sideways while pixels at its ink level continue along its rows (gaps < height).
+
+    Burned-in text is drawn in one value; over speckle or anatomy its strokes merge with the background's
+    own thin structures and the screen sees only the part of the line over a flat background.
+    """
+    rows, cols = gray.shape
+    band = gray[line.y:line.y + line.h]
+    core = gray[line.y:line.y + line.h, line.x:line.x + line.w]
+    level = int(core.max()) if bright else int(core.min())
+    ink_cols = np.flatnonzero((np.abs(band.astype(np.int16) - level) <= 12).any(axis=0))
+    if ink_cols.size == 0:
+        return line
+    x0, x1 = line.x, line.x + line.w
+    gap = max(line.h, 4)
+    right = ink_cols[ink_cols >= x1]
+    for c in right:
+        if c - x1 > gap:
+            break
+        x1 = int(c) + 1
+    left = ink_cols[ink_cols < x0][::-1]
+    for c in left:
+        if x0 - c > gap:
+            break
+        x0 = int(c)
+    return Rect(x0, line.y, min(cols, x1) - x0, line.h)
+
+
 def _union(line: Rect, words: list[OcrWord]) -> tuple[int, int, int, int]:
     x0, y0 = min([line.x] + [w.x for w in words]), min([line.y] + [w.y for w in words])
     x1 = max([line.x + line.w] + [w.x + w.w for w in words])
@@ -260,6 +288,11 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         n_chars = sum(sum(c.isalnum() for c in w.text) for w in read)
         if n_chars < MIN_LINE_CHARS:
             continue  # nothing (or one stray glyph) legible in any variant: a structure, not text
+        longer = _extend_line(gray, line, bright)
+        if longer != line:  # the line runs on over a busy background the stroke screen could not separate
+            line = longer
+            read = [w for w in _read_line(gray, line, bright, engine, cache) if is_text(w)] or read
+            conf = _line_conf(read)
         if policy == ALL_TEXT:
             kind = "text"
         else:
