@@ -14,6 +14,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_core.freetext import TextCleaner
 from deid_core.handlers import (
@@ -34,6 +35,7 @@ PATIENT_NAME = 0x00100010
 _DATE_VRS = ("DA", "DT")
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _OVERLAY_DATA = 0x60003000
+_NATIVE_TS = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC", "PN"})
 _FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
 
@@ -76,8 +78,9 @@ class Anonymizer:
         """Scrub ``ds`` (and its file meta), add the de-identification markers, return action counts."""
         self._walk(ds, ())
         self._markers(ds, pixels_clean)
-        if getattr(ds, "file_meta", None) is not None:
-            self._file_meta(ds)
+        if getattr(ds, "file_meta", None) is None:
+            ds.file_meta = FileMetaDataset()
+        self._file_meta(ds)
         return self.actions
 
     # ---------------------------------------------------------------- walk
@@ -275,6 +278,16 @@ class Anonymizer:
             if meta[tag].VR == "UI" and tag not in (Tag(0x00020010), Tag(0x00020012), Tag(0x00020002)):
                 if not self.retain_uids:
                     self.uids(meta, meta[tag], ())
+        implicit, little = getattr(ds, "original_encoding", (None, None))
+        ts = meta.get("TransferSyntaxUID")
+        if ts is None or (little is not None and ts in _NATIVE_TS and ts.is_little_endian != little):
+            # A file without file meta (no preamble), or one whose meta was completed with a guessed
+            # syntax: record the encoding it was read in, so the output is written in that encoding
+            # (pydicom refuses to switch endianness on write).
+            if implicit is None:
+                implicit, little = False, True
+            meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
         if "SOPInstanceUID" in ds:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         if "SOPClassUID" in ds:
