@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provenance", metavar="DIR", required=True, help="provenance directory")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
+    p = sub.add_parser("report", help="write the visual QA report of a run (HTML, into the provenance dir)",
+                       description="Write PROV/reports/RUN.html: run summary, status and action counts, and "
+                                   "before/after thumbnails of every pixel redaction, riskiest first. It shows "
+                                   "original burned-in text: keep it in the secure zone.")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run id (default: the latest run)")
+    p.add_argument("--provenance", metavar="DIR", required=True, help="provenance directory of the run")
+    p.add_argument("--output", metavar="DIR", help="output folder of the run (default: from the run record)")
+
     p = sub.add_parser("compact", help="merge small provenance Parquet files")
     p.add_argument("--provenance", metavar="DIR", required=True)
     p.add_argument("--run", metavar="RUN")
@@ -286,6 +294,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from deid_core.report import write_report
+
+    path = write_report(Path(args.provenance), args.run, args.output)
+    print(f"QA report: {path}")
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from deid_core.provenance import compact
 
@@ -313,7 +329,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit, "compact": cmd_compact,
+COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit, "report": cmd_report,
+            "compact": cmd_compact,
             "explain": cmd_explain}
 
 

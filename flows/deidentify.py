@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -158,6 +159,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
         _PLANS.pop(plan.run_id, None)
     summary = finish_run(plan, summaries)
     _artifacts(summary)
+    _report_artifact(plan.provenance_dir, summary.run_id)
     logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts, summary.wall_s,
                 summary.files_per_s)
     return summary.to_dict()
@@ -187,7 +189,8 @@ def _artifacts(summary: RunSummary) -> None:
     rows = [{"metric": "files", "value": summary.files}]
     rows += [{"metric": f"status: {k}", "value": v} for k, v in summary.counts.items()]
     rows += [{"metric": f"reason: {k}", "value": v} for k, v in summary.reasons.items()]
-    rows += [{"metric": "pixel boxes masked", "value": summary.boxes},
+    rows += [{"metric": "leaks found (quarantined)", "value": summary.reasons.get("leak_found", 0)},
+             {"metric": "pixel boxes masked", "value": summary.boxes},
              {"metric": "wall seconds", "value": summary.wall_s},
              {"metric": "files per second", "value": summary.files_per_s},
              {"metric": "unmapped patients (pseudonymized)", "value": len(summary.unmapped_patients)}]
@@ -198,6 +201,19 @@ def _artifacts(summary: RunSummary) -> None:
     lines += [f"| {k} | {v} |" for k, v in summary.stage_ms.items()]
     create_markdown_artifact(markdown="\n".join(lines), key="deidflow-actions",
                              description=f"Actions of run {summary.run_id}")
+
+
+def _report_artifact(prov_dir: Path, run_id: str) -> None:
+    """Write the visual QA report (secure zone) and link it: the link holds the report path only."""
+    from deid_core.report import write_report
+
+    try:
+        path = write_report(prov_dir, run_id)
+    except Exception as exc:  # the run's outputs stand without a report; say so (no values)
+        get_run_logger().warning("QA report not written (%s)", type(exc).__name__)
+        return
+    create_link_artifact(link=path.resolve().as_uri(), link_text=f"QA report of run {run_id}",
+                         key="deidflow-qa-report", description="Before/after pixel redactions (secure zone)")
 
 
 def run_summary_path(summary: dict[str, object]) -> Path:
