@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write the visual QA report of a run (HTML, into the provenance dir)",
                        description="Write PROV/reports/RUN.html: run summary, status and action counts, and "
-                                   "before/after thumbnails of every pixel redaction, riskiest first. It shows "
-                                   "original burned-in text: keep it in the secure zone.")
+                                   "before/after thumbnails of every pixel redaction, riskiest first. "
+                                   "It shows original burned-in text: keep it in the secure zone.")
     p.add_argument("run", nargs="?", metavar="RUN", help="run id (default: the latest run)")
     p.add_argument("--provenance", metavar="DIR", required=True, help="provenance directory of the run")
     p.add_argument("--output", metavar="DIR", help="output folder of the run (default: from the run record)")
@@ -329,8 +329,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit, "report": cmd_report,
-            "compact": cmd_compact,
+COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit,
+            "report": cmd_report, "compact": cmd_compact,
             "explain": cmd_explain}
 
 
