@@ -122,6 +122,7 @@ def collect(prov_dir: Path, run_id: str | None = None) -> tuple[str, dict[str, A
 def pairs_for(records: list[dict[str, Any]], output_dir: Path | None) -> list[Pair]:
     """Before/after pairs of every written image with masked boxes, riskiest first."""
     out: list[Pair] = []
+    sources: dict[int, tuple[str, list[dict[str, Any]]]] = {}
     for r in records:
         if r.get("status") != "written" or not r.get("n_boxes"):
             continue
@@ -131,15 +132,18 @@ def pairs_for(records: list[dict[str, Any]], output_dir: Path | None) -> list[Pa
         confs = [float(b.get("confidence", 0.0)) for b in boxes]
         p = Pair(str(r.get("output_path") or ""), str(r.get("modality") or ""),
                  str(r.get("pixel_policy") or ""), len(boxes), min(confs) if confs else 0.0, frame)
-        shown = [b for b in boxes if int(b["frame"]) == frame]
+        out.append(p)
+        sources[id(p)] = (str(r["input_path"]), [b for b in boxes if int(b["frame"]) == frame])
+    out.sort(key=lambda p: p.risk_key)
+    for p in out[:MAX_PAIRS]:  # thumbnails only for the pairs shown
+        src, shown = sources[id(p)]
         try:
-            p.before = thumbnail(_frame_gray(Path(str(r["input_path"])), frame), shown)
+            p.before = thumbnail(_frame_gray(Path(src), p.frame), shown)
             if output_dir is not None:
-                p.after = thumbnail(_frame_gray(Path(output_dir) / p.output_path, frame), shown)
+                p.after = thumbnail(_frame_gray(Path(output_dir) / p.output_path, p.frame), shown)
         except Exception as exc:  # a moved/removed file: show the row, say what failed (no values)
             p.error = f"thumbnail unavailable ({type(exc).__name__})"
-        out.append(p)
-    return sorted(out, key=lambda p: p.risk_key)
+    return out
 
 
 def render(run_id: str, run: dict[str, Any], records: list[dict[str, Any]], pairs: list[Pair]) -> str:
