@@ -11,6 +11,7 @@ Terms live in memory only: they are never logged, written to provenance or put i
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -334,25 +335,31 @@ def _term_pattern(text: str) -> str:
     return r"[\s^,]*".join(tokens)
 
 
+@functools.lru_cache(maxsize=64)
+def _compile_terms(ordered: tuple[Term, ...]) -> tuple[dict[str, str], re.Pattern[str] | None, dict[str, str]]:
+    kind_of = {t.text.casefold(): t.kind for t in ordered}
+    regex: re.Pattern[str] | None = None
+    if ordered:
+        alternation = "|".join(f"(?:{_term_pattern(t.text)})" for t in ordered)
+        regex = re.compile(rf"(?<![0-9A-Za-z])(?:{alternation})(?![0-9A-Za-z])", re.IGNORECASE)
+    tokens: dict[str, str] = {}
+    for t in ordered:
+        for tok in re.split(r"[\s^,]+", t.text):
+            if len(tok) >= 3 and tok.upper() not in _NAME_STOPWORDS:
+                tokens.setdefault(tok.casefold(), t.kind)
+    return kind_of, regex, tokens
+
+
 class TermMatcher:
     """Finds a file's identifiers in text: one compiled regex for exact-but-flexible matching,
     plus a tolerant token comparison for OCR output."""
 
     def __init__(self, terms: PhiTerms) -> None:
         self.terms = terms
-        ordered = [t for t in terms if len(t.text) >= 2]
-        self._kind_of = {t.text.casefold(): t.kind for t in ordered}
-        if ordered:
-            alternation = "|".join(f"(?:{_term_pattern(t.text)})" for t in ordered)
-            self._regex: re.Pattern[str] | None = re.compile(
-                rf"(?<![0-9A-Za-z])(?:{alternation})(?![0-9A-Za-z])", re.IGNORECASE)
-        else:
-            self._regex = None
-        self._tokens: dict[str, str] = {}
-        for t in ordered:
-            for tok in re.split(r"[\s^,]+", t.text):
-                if len(tok) >= 3 and tok.upper() not in _NAME_STOPWORDS:
-                    self._tokens.setdefault(tok.casefold(), t.kind)
+        # Files of one patient share their terms: the compiled form is cached by the ordered terms
+        # (built per file it cost ~1.5 ms, three times per file). The cached dicts are read-only.
+        ordered = tuple(t for t in terms if len(t.text) >= 2)
+        self._kind_of, self._regex, self._tokens = _compile_terms(ordered)
 
     def find(self, text: str) -> list[Span]:
         """Non-overlapping exact matches (case-insensitive, flexible separators)."""
