@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 EPILOG = """\
 examples:
@@ -54,9 +55,7 @@ def prefect_api() -> Iterator[None]:
     if os.environ.get("PREFECT_API_URL"):
         yield
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _server_dying_with_us()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")))
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
@@ -71,6 +70,47 @@ def prefect_api() -> Iterator[None]:
             APILogHandler.flush()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):  # not Linux: the server is still stopped on a normal exit
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _server_dying_with_us() -> Any:
+    """Prefect's ephemeral API server, started so it cannot outlive this process.
+
+    ``SubprocessASGIServer`` stops its uvicorn child on a normal exit, but a SIGKILLed ``deidflow
+    run`` (OOM killer, ``kill -9`` of the main process only) left it running forever (measured:
+    the Dask workers died within 2 s, the server never). The child gets ``PR_SET_PDEATHSIG``.
+    """
+    import subprocess
+    import types
+
+    from prefect.server.api import server as srv
+
+    class _Popen(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("preexec_fn", _die_with_parent)
+            super().__init__(*args, **kwargs)
+
+    class _Server(srv.SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess)
+                                            if not k.startswith("__")})
+            shim.Popen = _Popen
+            real = srv.subprocess
+            srv.subprocess = shim  # type: ignore[assignment]  # only this module's name, only here
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                srv.subprocess = real
+
+    return _Server()
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
