@@ -36,6 +36,8 @@ BIRTH_DATE = "birth_date"
 #: OCR confidence below which a word is noise (speckle, masked-box edges) for tolerant matching;
 #: exact matches count at any confidence.
 FUZZY_MIN_CONF = 50.0
+#: Exact OCR matches at least this long count at any confidence.
+EXACT_ANY_CONF_LEN = 6
 
 
 @dataclass(frozen=True)
@@ -177,12 +179,17 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
 
 
 def _line_leak(lines: list, lt: LeakTerms) -> str | None:  # type: ignore[type-arg]
+    """Kind of the first identifier found in OCR lines (birth date, exact, then tolerant)."""
     for line in lines:
         if lt.birth.contains(line.text):
             return BIRTH_DATE
-        spans = lt.matcher.find(line.text)
-        if spans:
-            return spans[0].kind
+        for span in lt.matcher.find(line.text):
+            # a long exact match is not chance; a short one counts only where OCR is fairly sure
+            # (speckle read as "ana" at confidence 21 matched a 3-letter given name)
+            confs = [w.conf for w, (a, b) in zip(line.words, line.offsets, strict=True)
+                     if a < span.end and span.start < b]
+            if span.end - span.start >= EXACT_ANY_CONF_LEN or (confs and min(confs) >= FUZZY_MIN_CONF):
+                return span.kind
         for w in line.words:  # tolerant matching only where OCR is fairly sure it read a word
             if w.conf < FUZZY_MIN_CONF or sum(c.isalnum() for c in w.text) < 4:
                 continue
