@@ -67,7 +67,7 @@ def prefect_api() -> Iterator[None]:
         with contextlib.suppress(Exception):  # deliver buffered run logs before the API goes away
             from prefect.logging.handlers import APILogHandler
 
-            APILogHandler.flush()
+            APILogHandler.flush()  # type: ignore[call-arg]
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
 
@@ -117,7 +117,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provenance", metavar="DIR", help="provenance directory (default: OUTPUT-provenance)")
     p.add_argument("--patient-map", metavar="CSV",
                    help="CSV with header original_patient_id,new_patient_id,new_patient_name")
-    p.add_argument("--key-file", metavar="F", help="file whose bytes (>= 16) are the key (else $DEIDFLOW_KEY, "
+    p.add_argument("--key-file", metavar="F",
+                   help="file whose bytes (>= 16) are the key (else $DEIDFLOW_KEY, "
                                                    "--key-secret, or a key created in the provenance dir)")
     p.add_argument("--key-secret", metavar="NAME", help="name of a Prefect Secret block holding the key")
     p.add_argument("--new-key", action="store_true",
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deidflow", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="De-identify DICOM cohorts (PS3.15 Basic Profile + TCIA options): tags scrubbed, "
-                    "identities pseudonymized, burned-in text masked, every file accounted for in provenance.")
+                    "identities pseudonymized, burned-in text masked, every file accounted for in "
+                    "provenance.")
     from deid_core import __version__
 
     parser.add_argument("--version", action="version", version=f"deidflow {__version__}")
@@ -186,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N")
 
     p = sub.add_parser("audit", help="query provenance with DuckDB",
-                       description="Query the provenance store. Commands: runs | failures [RUN] | file PATH | "
+                       description="Query the provenance store. Commands: runs | failures [RUN] | "
+                                   "file PATH | "
                                    "actions RUN | sql \"SELECT ... FROM records\"")
     p.add_argument("what", choices=["runs", "failures", "file", "actions", "sql"])
     p.add_argument("arg", nargs="?", help="RUN id, input PATH, or SQL text")
@@ -207,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="show the action applied to an element and the rule behind it",
                        description="QUERY: a tag (0010,0010), a keyword PatientName, or a private element "
-                                   "'(0019,\"SIEMENS MR HEADER\",0c)'. --all writes the whole effective table.")
+                                   "'(0019,\"SIEMENS MR HEADER\",0c)'. --all writes the whole effective "
+                                   "table.")
     p.add_argument("query", nargs="?")
     p.add_argument("--profile", default="tcia")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="NAME")
@@ -222,7 +226,7 @@ def _print_summary(summary: dict[str, object], as_json: bool) -> None:
         return
     counts = summary["counts"]
     print(f"run {summary['run_id']}: {summary['files']} files — " +
-          ", ".join(f"{v} {k}" for k, v in counts.items()))  # type: ignore[union-attr]
+          ", ".join(f"{v} {k}" for k, v in counts.items()))  # type: ignore[union-attr,attr-defined]
     if summary["reasons"]:
         print("  reasons: " + ", ".join(f"{k}={v}" for k, v in summary["reasons"].items()))  # type: ignore
     print(f"  wall {summary['wall_s']:.1f} s, {summary['files_per_s']:.2f} files/s, "
@@ -241,10 +245,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = CohortParameters(
         input_dir=str(Path(args.input).resolve()), output_dir=str(Path(args.output).resolve()),
         provenance_dir=str(Path(args.provenance).resolve()) if args.provenance else None,
-        patient_map=args.patient_map, key_file=args.key_file, key_secret=args.key_secret, new_key=args.new_key,
+        patient_map=args.patient_map, key_file=args.key_file, key_secret=args.key_secret,
+        new_key=args.new_key,
         profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy,
         linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
-        batch_size=args.batch_size, incremental=args.incremental, allow_lossy_reencode=args.allow_lossy_reencode)
+        batch_size=args.batch_size, incremental=args.incremental,
+        allow_lossy_reencode=args.allow_lossy_reencode, retry_of=None)
     with prefect_api():
         summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
@@ -263,7 +269,7 @@ def _exit_code(summary: dict[str, object]) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     from deid_core.run import plan_retry
-    from flows.deidentify import CohortParameters, deidentify_cohort
+    from flows.deidentify import deidentify_cohort, retry_parameters
 
     prov = Path(args.provenance).resolve()
     retry = plan_retry(prov, args.run)
@@ -271,12 +277,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"run {retry.run_id}: nothing to retry ({retry.not_retryable} failure(s) not retryable: "
               f"deidflow audit failures {retry.run_id} --provenance {args.provenance})")
         return 0
-    stored = {k: v for k, v in retry.parameters.items() if k in CohortParameters.model_fields}
-    params = CohortParameters.model_validate(stored | {
-        "provenance_dir": str(prov), "retry_of": retry.run_id, "key_file": args.key_file,
-        "key_secret": args.key_secret, "incremental": True,
-        "workers": args.workers or stored.get("workers"),
-        "dask_address": args.dask_address or stored.get("dask_address")})
+    params = retry_parameters(retry, prov, key_file=args.key_file, key_secret=args.key_secret,
+                              workers=args.workers, dask_address=args.dask_address)
     print(f"retrying {len(retry.paths)} file(s) of run {retry.run_id} (attempt {retry.attempt})")
     with prefect_api():
         summary = deidentify_cohort(params)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -28,6 +30,7 @@ from deid_core.batch import BatchSummary
 from deid_core.errors import ConfigError
 from deid_core.inventory import InventoryRecord, batch_records, find_files
 from deid_core.run import (
+    RetryPlan,
     RunPlan,
     RunSummary,
     bad_outcomes,
@@ -46,38 +49,49 @@ INVENTORY_CHUNK = 256
 class CohortParameters(BaseModel):
     """Parameters of a de-identification run (shown as a form in the Prefect UI)."""
 
-    input_dir: str = Field(description="Folder of DICOM files to de-identify, searched recursively. Never modified.")
-    output_dir: str = Field(description="Where de-identified files go, as <PatientID>/<Study>/<Series>/<SOP>.dcm "
-                                        "built from new identifiers only.")
-    provenance_dir: str | None = Field(None, description="Provenance (Parquet), run summaries and the rule "
-                                                         "table applied. Holds input paths: keep it in the secure "
-                                                         "zone. Default: <output_dir>-provenance.")
-    patient_map: str | None = Field(None, description="CSV original_patient_id,new_patient_id,new_patient_name. "
-                                                      "Unmapped patients get deterministic pseudonyms.")
-    key_file: str | None = Field(None, description="File whose bytes (>= 16) are the pseudonymization key. "
-                                                   "Else $DEIDFLOW_KEY, a Prefect Secret (key_secret), or a key "
-                                                   "created once in the provenance directory.")
-    key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the key.")
-    new_key: bool = Field(False, description="Accept a key different from the one earlier runs into this "
-                                             "provenance directory used (pseudonyms will not match theirs).")
-    profile: str = Field("tcia", description="Rule profile: 'tcia' (Basic + TCIA options) or 'basic'.")
-    options: list[str] = Field(default_factory=list, description="Extra PS3.15 options to apply on top of "
-                                                                 "the profile (see `deidflow explain --options`).")
-    uid_root: str = Field("2.25.", description="Root of new UIDs (2.25. + 128-bit decimal, or your org root).")
-    pixel_policy: str | None = Field(None, description="Burned-in text policy: 'phi', 'all-text', or per "
-                                                       "modality 'US=all-text,CT=phi'. Default: all-text for US "
-                                                       "and SC, phi elsewhere.")
-    linkage_dir: str | None = Field(None, description="Write uid_map.csv and patient_map.csv (old→new) here "
-                                                      "for the honest broker. Refused inside the output tree.")
-    workers: int | None = Field(None, ge=1, description="Dask worker processes of the local cluster "
-                                                        "(default: one per core).")
-    dask_address: str | None = Field(None, description="Run on an existing Dask cluster, e.g. "
-                                                       "tcp://10.0.0.5:8786, instead of a local one.")
-    batch_size: int = Field(32, ge=1, le=2000, description="Files per Prefect task (a series stays together).")
-    incremental: bool = Field(True, description="Skip inputs already written with the same input hash, rules, "
-                                                "key and version whose outputs still exist unchanged.")
-    allow_lossy_reencode: bool = Field(False, description="Allow masking lossy-compressed images (written "
-                                                          "decompressed, LossyImageCompression kept '01').")
+    input_dir: str = Field(description=(
+        "Folder of DICOM files to de-identify, searched recursively. Never modified."))
+    output_dir: str = Field(description=(
+        "Where de-identified files go, as <PatientID>/<Study>/<Series>/<SOP>.dcm built from new "
+        "identifiers only."))
+    provenance_dir: str | None = Field(None, description=(
+        "Provenance (Parquet), run summaries and the rule table applied. Holds input paths: keep it "
+        "in the secure zone. Default: <output_dir>-provenance."))
+    patient_map: str | None = Field(None, description=(
+        "CSV original_patient_id,new_patient_id,new_patient_name. Unmapped patients get deterministic "
+        "pseudonyms."))
+    key_file: str | None = Field(None, description=(
+        "File whose bytes (>= 16) are the pseudonymization key. Else $DEIDFLOW_KEY, a Prefect Secret "
+        "(key_secret), or a key created once in the provenance directory."))
+    key_secret: str | None = Field(None, description=(
+        "Name of a Prefect Secret block holding the key."))
+    new_key: bool = Field(False, description=(
+        "Accept a key different from the one earlier runs into this provenance directory used "
+        "(pseudonyms will not match theirs)."))
+    profile: str = Field("tcia", description=(
+        "Rule profile: 'tcia' (Basic + TCIA options) or 'basic'."))
+    options: list[str] = Field(default_factory=list, description=(
+        "Extra PS3.15 options to apply on top of the profile (see `deidflow explain --options`)."))
+    uid_root: str = Field("2.25.", description=(
+        "Root of new UIDs (2.25. + 128-bit decimal, or your org root)."))
+    pixel_policy: str | None = Field(None, description=(
+        "Burned-in text policy: 'phi', 'all-text', or per modality 'US=all-text,CT=phi'. Default: "
+        "all-text for US and SC, phi elsewhere."))
+    linkage_dir: str | None = Field(None, description=(
+        "Write uid_map.csv and patient_map.csv (old→new) here for the honest broker. Refused inside "
+        "the output tree."))
+    workers: int | None = Field(None, ge=1, description=(
+        "Dask worker processes of the local cluster (default: one per core)."))
+    dask_address: str | None = Field(None, description=(
+        "Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786, instead of a local one."))
+    batch_size: int = Field(32, ge=1, le=2000, description=(
+        "Files per Prefect task (a series stays together)."))
+    incremental: bool = Field(True, description=(
+        "Skip inputs already written with the same input hash, rules, key and version whose outputs "
+        "still exist unchanged."))
+    allow_lossy_reencode: bool = Field(False, description=(
+        "Allow masking lossy-compressed images (written decompressed, LossyImageCompression kept "
+        "'01')."))
     retry_of: str | None = Field(None, description=(
         "Run id: reprocess only the inputs that run left failed or quarantined for a retryable reason "
         "(write_error, internal_error, worker_lost, batch_failed). Needs the same key as that run."))
@@ -124,7 +138,7 @@ def process_cohort(run_id: str, batch_size: int, incremental: bool,
         summaries.append(summary)
         done += summary.files
         if progress_id:
-            update_progress_artifact(progress_id, progress=round(100.0 * done / total, 1))
+            update_progress_artifact(UUID(progress_id), progress=round(100.0 * done / total, 1))
     return summaries
 
 
@@ -153,14 +167,15 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
     runner = make_task_runner(params)
     _PLANS[plan.run_id] = (plan, paths)
     try:
-        summaries = process_cohort.with_options(task_runner=runner)(
+        summaries = process_cohort.with_options(task_runner=runner)(  # type: ignore[arg-type]
             plan.run_id, params.batch_size, params.incremental, str(progress_id) if progress_id else None)
     finally:
         _PLANS.pop(plan.run_id, None)
     summary = finish_run(plan, summaries)
     _artifacts(summary)
     _report_artifact(plan.provenance_dir, summary.run_id)
-    logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts, summary.wall_s,
+    logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts,
+                summary.wall_s,
                 summary.files_per_s)
     return summary.to_dict()
 
@@ -181,7 +196,7 @@ def _record_failed(plan: RunPlan, batch: list[InventoryRecord], exc: BaseExcepti
 def _load_secret(name: str) -> str:
     from prefect.blocks.system import Secret
 
-    return str(Secret.load(name).get())
+    return str(Secret.load(name).get())  # type: ignore[union-attr]
 
 
 def _artifacts(summary: RunSummary) -> None:
@@ -218,3 +233,31 @@ def _report_artifact(prov_dir: Path, run_id: str) -> None:
 
 def run_summary_path(summary: dict[str, object]) -> Path:
     return Path(str(summary["summary_path"]))
+
+
+def retry_parameters(retry: RetryPlan, provenance_dir: str | Path, *, key_file: str | None = None,
+                     key_secret: str | None = None, workers: int | None = None,
+                     dask_address: str | None = None) -> CohortParameters:
+    """The parameters of a retry run: the original run's, restricted to its retryable failures."""
+    stored = {k: v for k, v in retry.parameters.items() if k in CohortParameters.model_fields}
+    return CohortParameters.model_validate(stored | {
+        "provenance_dir": str(Path(provenance_dir).resolve()), "retry_of": retry.run_id, "key_file": key_file,
+        "key_secret": key_secret, "incremental": True, "workers": workers or stored.get("workers"),
+        "dask_address": dask_address or stored.get("dask_address")})
+
+
+@flow(name="retry-failed", log_prints=False)
+def retry_failed(
+    provenance_dir: Annotated[str, Field(description="Provenance directory of the run to retry.")],
+    run_id: Annotated[str | None, Field(description="Run to retry (default: the latest run).")] = None,
+    key_secret: Annotated[str | None, Field(description="Prefect Secret block holding the key (else "
+                                                        "$DEIDFLOW_KEY or the provenance key).")] = None,
+    workers: Annotated[int | None, Field(ge=1, description="Local Dask worker processes.")] = None,
+) -> dict[str, object]:
+    """Reprocess the inputs a run left failed or quarantined for a retryable reason (attempt + 1)."""
+    retry = plan_retry(Path(provenance_dir), run_id)
+    if not retry.paths:
+        get_run_logger().info("run %s: nothing to retry (%d failures not retryable)", retry.run_id,
+                              retry.not_retryable)
+        return {"run_id": retry.run_id, "retried": 0, "not_retryable": retry.not_retryable}
+    return deidentify_cohort(retry_parameters(retry, provenance_dir, key_secret=key_secret, workers=workers))
