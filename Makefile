@@ -43,10 +43,12 @@ demo: setup
 test: setup test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# Headless Chromium renders the QA report in its test.
+# Headless Chromium renders the QA report in its test; dciodvfy (dicom3tools) checks conformance.
 test-deps:
-	@command -v chromium >/dev/null || { echo "installing chromium"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: setup
 	$(BIN)/ruff check deid_core flows tasks tests bench data

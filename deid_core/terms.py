@@ -51,6 +51,13 @@ _ID_KEYWORDS = (
     "PatientInsurancePlanCodeSequence",
     "MilitaryRank",
     "PatientTransportArrangements",
+    "ServiceEpisodeID",
+    "PatientAccountNumber",
+    "ReferencedPatientAliasSequence",
+    "IssuerOfAccessionNumberSequence",
+    "OrderPlacerIdentifierSequence",
+    "OrderFillerIdentifierSequence",
+    "PrescriptionNumber",
 )
 _ADDRESS_KEYWORDS = ("PatientAddress", "InstitutionAddress", "ReferringPhysicianAddress", "CountryOfResidence",
                      "RegionOfResidence")
@@ -278,8 +285,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                     terms.dates.add(v.strip()[:8])
                     for dv in date_variants(v.strip()[:8]):
                         terms.add(dv, DATE)
-                elif kw in _ID_KEYWORDS or (kw.endswith("ID") and elem.VR in ("LO", "SH", "CS") and
-                                            kw not in _SAFE_ID_KEYWORDS):
+                elif kw in _ID_KEYWORDS:
                     for iv in id_variants(v):
                         if len(iv) >= 3:
                             terms.add(iv, ID)

@@ -32,6 +32,10 @@ _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 # Elements whose values are ours (markers) or legitimately retained and cannot be a patient's.
 _SKIP = frozenset({0x00120063, 0x00120062, 0x00280301})
+#: Device identity, retained by the profile (Retain Device Identity): a maker's or model's name may
+#: coincide with an institution's ("TOSHIBA" / "TOSHIBA_MEC") without being a patient identifier.
+_DEVICE = frozenset({0x00080070, 0x00081090, 0x00181020, 0x00181000, 0x00081010, 0x00181030})
+_DEVICE_TOLERATED = frozenset({"institution", "other"})
 BIRTH_DATE = "birth_date"
 #: OCR confidence below which a word is noise (speckle, masked-box edges) for tolerant matching;
 #: exact matches count at any confidence.
@@ -114,6 +118,10 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
                 else:
                     for span in m.find(text):
                         if span.kind == DATE and not dates_count:
+                            continue
+                        if int(elem.tag) in _DEVICE and span.kind in _DEVICE_TOLERATED:
+                            continue
+                        if span.end - span.start < 3:  # two letters ("OB") match too much to mean a leak
                             continue
                         kind = span.kind
                         break
