@@ -219,27 +219,26 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
             raise LeakError("identifier found after scrub: " + "; ".join(sorted({lk.describe() for lk in leaks})))
     out.verify_ms = _ms(t0)
 
+    # Write to a temporary file, verify the file as written (read back: elements + OCR of the frames
+    # that may carry text), and only then rename it into the output tree (fail closed).
+    verify_ms = 0.0
+
+    def verify_tmp(tmp: Path) -> None:
+        nonlocal verify_ms
+        t_v = time.perf_counter()
+        res = verify_written(tmp, leak_terms, ctx.engine if not pixels_text_free else None,
+                             pixels_text_free=pixels_text_free)
+        if res.leaks:
+            raise LeakError("identifier found in written output: "
+                            + "; ".join(sorted({lk.describe() for lk in res.leaks})))
+        out.conformance = res.conformance
+        verify_ms = _ms(t_v)
+
     t0 = time.perf_counter()
     data = encode(ds)
     rel = output_relpath(ds)
-    out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data)
+    out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data, check=verify_tmp if cfg.verify else None)
     out.output_path = rel
     out.transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
-    out.write_ms = _ms(t0)
-
-    # Verify the file as written (read back: elements + OCR of frames that may carry text) before it
-    # counts as written; a leak or an unreadable output removes it (fail closed).
-    if cfg.verify:
-        t0 = time.perf_counter()
-        final = Path(cfg.output_dir) / rel
-        try:
-            res = verify_written(final, leak_terms, ctx.engine if not pixels_text_free else None,
-                                 pixels_text_free=pixels_text_free)
-            if res.leaks:
-                raise LeakError("identifier found in written output: "
-                                + "; ".join(sorted({lk.describe() for lk in res.leaks})))
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
-        out.conformance = res.conformance
-        out.verify_ms = round(out.verify_ms + _ms(t0), 3)
+    out.write_ms = round(_ms(t0) - verify_ms, 3)
+    out.verify_ms = round(out.verify_ms + verify_ms, 3)

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -81,10 +82,13 @@ def _makedirs(path: Path, mode: int) -> None:
         os.chmod(d, mode)
 
 
-def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None = None) -> str:
+def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None = None,
+                 check: Callable[[Path], None] | None = None) -> str:
     """Write ``data`` to ``output_dir/relpath`` atomically; returns the SHA-256 of the bytes.
 
-    ``mode`` defaults to ``0o666 & ~output_umask()``; it is applied with fchmod, whatever the umask."""
+    ``mode`` defaults to ``0o666 & ~output_umask()``; it is applied with fchmod, whatever the umask.
+    ``check(tmp_path)`` runs on the complete temporary file before it is renamed into place (the
+    verification of the file as written): if it raises, nothing reaches the output tree."""
     umask = output_umask()
     fmode = (0o666 & ~umask) if mode is None else mode
     final = output_dir / relpath
@@ -100,6 +104,8 @@ def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None =
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if check is not None:
+                check(tmp)
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
