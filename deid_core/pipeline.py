@@ -61,7 +61,7 @@ class Outcome:
     pixel_policy: str = ""
     frames_ocr: int = 0
     prescreen_skipped: bool = False
-    boxes: list[dict[str, object]] = field(default_factory=list)
+    boxes: list[dict[str, int | float | str]] = field(default_factory=list)
     actions: dict[str, int] = field(default_factory=dict)
     patient_mapped: bool = False
     #: (old, new) pairs for the optional linkage export; empty unless the run asked for linkage.

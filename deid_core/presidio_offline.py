@@ -17,11 +17,11 @@ def _patch_tldextract() -> None:
     import tldextract
 
     offline = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-    tldextract.extract = offline  # type: ignore[assignment]
+    setattr(tldextract, "extract", offline)  # noqa: B010  (module attribute swapped on purpose)
     try:
         from presidio_analyzer.predefined_recognizers.generic import email_recognizer
 
-        email_recognizer.tldextract.extract = offline  # type: ignore[attr-defined]
+        setattr(email_recognizer.tldextract, "extract", offline)  # noqa: B010
     except ImportError:  # older Presidio layouts
         pass
 

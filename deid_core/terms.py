@@ -15,6 +15,7 @@ import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -113,11 +114,11 @@ class PhiTerms:
         return {"terms": [[t.text, t.kind] for t in self], "dates": sorted(self.dates)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> PhiTerms:
+    def from_dict(cls, data: dict[str, Any]) -> PhiTerms:
         out = cls()
-        for text, kind in data.get("terms", []):  # type: ignore[union-attr]
-            out.terms.add(Term(text, kind))
-        out.dates = set(data.get("dates", []))  # type: ignore[arg-type]
+        for text, kind in data.get("terms", []):
+            out.terms.add(Term(str(text), str(kind)))
+        out.dates = {str(d) for d in data.get("dates", [])}
         return out
 
 
