@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pydicom
+
 from deid_core import __version__
 from deid_core.batch import BatchSummary, outcome_for_bad_input, summarise
 from deid_core.config import DeidConfig
@@ -26,7 +28,7 @@ from deid_core.pipeline import Outcome
 from deid_core.provenance import ProvenanceWriter, done_outputs, write_run_record
 from deid_core.pseudonyms import PatientMap
 from deid_core.rules import load_rule_table
-from deid_core.writer import clean_tmp
+from deid_core.writer import _makedirs, clean_tmp, output_umask
 
 
 @dataclass
@@ -84,8 +86,11 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     link = Path(linkage_dir) if linkage_dir else None
     if link is not None and _inside(link, out):
         raise ConfigError("the linkage directory must not be inside the output tree")
+    umask = output_umask()  # a bad DEIDFLOW_UMASK stops the run here, not in every worker
     for d, what in ((out, "output"), (prov, "provenance")):
         try:
+            if what == "output":
+                _makedirs(d, 0o777 & ~umask)  # folders this run creates get the restrictive mode
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700) if what == "provenance" else None
         except OSError as exc:
@@ -120,7 +125,11 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
 
 def split_done(plan: RunPlan, records: list[InventoryRecord]) -> tuple[list[InventoryRecord], list[Outcome]]:
     """Incremental runs: inputs already written with this input hash, rule table, key and version,
-    whose output still exists with its recorded hash, are skipped; the rest is returned to do."""
+    whose output still exists with its recorded hash, are skipped; the rest is returned to do.
+
+    The second list also holds inputs refused because an earlier run's output has the same
+    SOPInstanceUID from a different input (``quarantined``/``duplicate_sop_instance``): writing them
+    would silently replace that output (see ``sop_collisions``)."""
     good = [r for r in records if r.status == "ok"]
     done = done_outputs(plan.provenance_dir, [r.sha256 for r in good]) if good else {}
     todo: list[InventoryRecord] = []
@@ -139,7 +148,56 @@ def split_done(plan: RunPlan, records: list[InventoryRecord]) -> tuple[list[Inve
                                        modality=r.modality, sop_class_uid=r.sop_class_uid))
                 continue
         todo.append(r)
+    clash = sop_collisions(plan, todo)
+    if clash:
+        now = datetime.now(UTC)
+        for r in todo:
+            if r.path in clash:
+                skipped.append(Outcome(input_path=r.path, input_sha256=r.sha256, input_size=r.size,
+                                       status="quarantined", reason="duplicate_sop_instance",
+                                       error="an output of an earlier run has the same SOPInstanceUID "
+                                             "(written from a different input)", started_at=now,
+                                       finished_at=now, modality=r.modality, sop_class_uid=r.sop_class_uid,
+                                       transfer_syntax=r.transfer_syntax))
+        todo = [r for r in todo if r.path not in clash]
     return todo, skipped
+
+
+def sop_collisions(plan: RunPlan, records: list[InventoryRecord]) -> set[str]:
+    """Paths of ``records`` whose output would replace an existing output of an earlier run written
+    from a different input (another path and another content) with the same SOPInstanceUID.
+
+    The output name derives from the new SOP UID only, so file B sharing A's SOPInstanceUID would
+    overwrite A's output in a later run (``mark_duplicates`` only sees one run). The same input path
+    with new content is an update of that object and may replace its output. Costs nothing on a
+    first run; otherwise one header read per input still to do."""
+    from deid_core.provenance import connect
+    from deid_core.pseudonyms import new_uid
+    from deid_core.writer import safe_component
+
+    if not records or not (plan.provenance_dir / "records").is_dir():
+        return set()
+    with connect(plan.provenance_dir) as con:
+        rows = con.execute(
+            "SELECT output_path, input_path, input_sha256 FROM records WHERE status = 'written' "
+            "AND output_path IS NOT NULL QUALIFY row_number() OVER (PARTITION BY output_path "
+            "ORDER BY finished_at DESC NULLS LAST, run_id DESC, input_path) = 1").fetchall()
+    earlier: dict[str, list[tuple[str, str, str]]] = {}
+    for out_path, in_path, in_sha in rows:
+        if (plan.cfg.output_dir / out_path).is_file():
+            earlier.setdefault(Path(out_path).name, []).append((str(in_path), str(in_sha or ""), out_path))
+    if not earlier:
+        return set()
+    clash: set[str] = set()
+    for r in records:
+        try:
+            ds = pydicom.dcmread(r.path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+            name = safe_component(new_uid(plan.cfg.key, str(ds.SOPInstanceUID), plan.cfg.uid_root)) + ".dcm"
+        except Exception:  # unreadable now: the per-file stage decides and records why
+            continue
+        if any(p != r.path and sha != r.sha256 for p, sha, _ in earlier.get(name, ())):
+            clash.add(r.path)
+    return clash
 
 
 def record_outcomes(plan: RunPlan, outcomes: list[Outcome], batch_id: str) -> BatchSummary:

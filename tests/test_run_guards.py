@@ -1,0 +1,82 @@
+"""Run-level guards: a SOPInstanceUID reused across incremental runs never replaces the earlier output,
+and the output umask is checked (and applied to the output root) before any file is written."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from deid_core.batch import process_batch
+from deid_core.errors import ConfigError
+from deid_core.inventory import batch_records, find_files, inspect_file, sha256_file
+from deid_core.provenance import audit_sql
+from deid_core.run import bad_outcomes, finish_run, prepare_run, record_outcomes, split_done
+from tests.badinputs import base_dataset, save
+from tests.conftest import TEST_KEY
+
+
+def _incremental_run(inp: Path, out: Path, prov: Path, key: str) -> dict[str, tuple[str, str]]:
+    """The flow's order on the library path: inventory, split_done, batches; returns this run's rows."""
+    plan = prepare_run(inp, out, provenance_dir=prov, key_file=key)
+    records = [inspect_file(p, plan.cfg.key) for p in find_files(inp)]
+    summaries = [record_outcomes(plan, bad_outcomes(records), "inventory")]
+    todo, decided = split_done(plan, [r for r in records if r.status == "ok"])
+    summaries.append(record_outcomes(plan, decided, "skipped"))
+    for batch in batch_records(todo, 16):
+        summaries.append(process_batch(batch, plan.cfg, plan.provenance_dir, plan.run_id, plan.run_date))
+    finish_run(plan, summaries)
+    _, rows = audit_sql(prov, f"SELECT input_path, status, reason FROM records WHERE run_id = '{plan.run_id}'")
+    return {Path(str(r[0])).name: (str(r[1]), str(r[2] or "")) for r in rows}
+
+
+def test_same_sop_instance_in_a_later_run_does_not_replace_the_output(tmp_path: Path) -> None:
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    key = str(tmp_path / "key.bin")
+    inp, out, prov = tmp_path / "in", tmp_path / "out", tmp_path / "prov"
+    save(base_dataset(1, name="Panza^Sancho", pid="SP112233"), inp / "a.dcm")
+    first = _incremental_run(inp, out, prov, key)
+    assert first == {"a.dcm": ("written", "")}
+    outputs = sorted(out.rglob("*.dcm"))
+    assert len(outputs) == 1
+    kept = sha256_file(outputs[0])
+
+    # Run 2: a different object (other content) carrying A's SOPInstanceUID arrives.
+    b = base_dataset(1, name="Panza^Sancho", pid="SP112233")
+    b.SeriesDescription = "a different object with the same SOP instance UID"
+    save(b, inp / "b.dcm")
+    second = _incremental_run(inp, out, prov, key)
+    assert second == {"a.dcm": ("skipped", "already_done"), "b.dcm": ("quarantined", "duplicate_sop_instance")}
+    assert sorted(out.rglob("*.dcm")) == outputs and sha256_file(outputs[0]) == kept  # A's output intact
+
+    # The same input path with new content is an update of that object: it may replace its output.
+    (inp / "b.dcm").unlink()
+    a2 = base_dataset(1, name="Panza^Sancho", pid="SP112233")
+    a2.SeriesDescription = "corrected"
+    save(a2, inp / "a.dcm")
+    third = _incremental_run(inp, out, prov, key)
+    assert third == {"a.dcm": ("written", "")}
+    assert sorted(out.rglob("*.dcm")) == outputs and sha256_file(outputs[0]) != kept
+
+
+def test_bad_umask_stops_the_run_before_anything_is_created(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    save(base_dataset(2), tmp_path / "in" / "x.dcm")
+    monkeypatch.setenv("DEIDFLOW_UMASK", "rw-r-----")
+    with pytest.raises(ConfigError, match="DEIDFLOW_UMASK must be an octal umask"):
+        prepare_run(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov",
+                    key_file=str(tmp_path / "key.bin"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "prov").exists()
+
+
+def test_output_root_is_created_with_the_restrictive_mode(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    save(base_dataset(3), tmp_path / "in" / "x.dcm")
+    monkeypatch.setenv("DEIDFLOW_UMASK", "077")
+    prepare_run(tmp_path / "in", tmp_path / "deep" / "out", provenance_dir=tmp_path / "prov",
+                key_file=str(tmp_path / "key.bin"))
+    assert stat.S_IMODE((tmp_path / "deep").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "deep" / "out").stat().st_mode) == 0o700
