@@ -14,6 +14,9 @@ from pathlib import Path
 
 from deid_core import __version__
 
+#: Values of ``DeidConfig.conformance`` (how many outputs dciodvfy checks).
+CONFORMANCE_MODES = ("full", "sample", "off")
+
 
 @dataclass(frozen=True)
 class DeidConfig:
@@ -33,6 +36,15 @@ class DeidConfig:
     allow_lossy_reencode: bool = False
     verify: bool = True
     collect_linkage: bool = False
+    #: dciodvfy coverage of outputs: "full" (every file), "sample" (first file of each series per
+    #: batch) or "off". Does not change output bytes (the pydicom-level checks run on every file).
+    conformance: str = "sample"
+
+    def __post_init__(self) -> None:
+        if self.conformance not in CONFORMANCE_MODES:
+            from deid_core.errors import ConfigError
+
+            raise ConfigError(f"conformance must be one of {', '.join(CONFORMANCE_MODES)}")
 
     def fingerprint_dict(self) -> dict[str, object]:
         """The configuration minus the key, for provenance and output-identity hashing."""
@@ -48,6 +60,7 @@ class DeidConfig:
         data = self.fingerprint_dict()
         data.pop("output_dir")
         data.pop("collect_linkage")
+        data.pop("conformance")  # a QA choice: the output bytes are the same
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     @property
