@@ -51,6 +51,17 @@ def tessdata_dir() -> str:
     raise PixelError("tesseract language data (eng.traineddata) not found; set TESSDATA_PREFIX")
 
 
+#: Tesseract variables that make each call independent of the calls before it (see TesseractEngine).
+STATELESS_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("load_system_dawg", "F"),
+    ("load_freq_dawg", "F"),
+    ("classify_enable_learning", "F"),
+    ("classify_enable_adaptive_matcher", "F"),
+    ("classify_save_adapted_templates", "F"),
+    ("tessedit_enable_doc_dict", "F"),
+)
+
+
 class TesseractEngine:
     """tesserocr wrapper; sparse-text segmentation suits scattered annotation words."""
 
@@ -60,10 +71,15 @@ class TesseractEngine:
         import tesserocr
 
         self._lock = threading.Lock()  # the C++ API is not re-entrant; Dask threads share it
-        self._api: Any = tesserocr.PyTessBaseAPI(path=tessdata_dir(), lang="eng", psm=psm)
-        # Annotation text is not dictionary prose: do not bend IDs and names towards words.
-        self._api.SetVariable("load_system_dawg", "F")
-        self._api.SetVariable("load_freq_dawg", "F")
+        # Init-time variables (set before the model loads, so they take effect):
+        # - no dictionaries: annotation text is not prose, do not bend IDs and names towards words;
+        # - no learning across images: the legacy adaptive classifier adapts to what a process read
+        #   before, so a word's reading (and thus a mask, and the output bytes) would depend on which
+        #   files a worker happened to process first. LSTM mode does not use it, but a config or
+        #   engine-mode change must not bring that state back.
+        self._api: Any = tesserocr.PyTessBaseAPI(
+            path=tessdata_dir(), lang="eng", psm=psm, oem=tesserocr.OEM.LSTM_ONLY,
+            variables=dict(STATELESS_VARIABLES))
         self._ril = tesserocr.RIL.WORD
         self._psm = psm
 
@@ -84,6 +100,7 @@ class TesseractEngine:
             self._api.Recognize()
             it = self._api.GetIterator()
             if it is None:
+                self._reset()
                 return out
             while True:
                 try:
@@ -97,7 +114,14 @@ class TesseractEngine:
                     out.append(OcrWord(text.strip(), x0, y0, x1 - x0, y1 - y0, conf))
                 if not it.Next(self._ril):
                     break
+            self._reset()
         return out
+
+    def _reset(self) -> None:
+        """Forget everything learnt from the last image (page results, adaptive classifier, document
+        dictionary): each call's reading depends on its own pixels only."""
+        self._api.Clear()
+        self._api.ClearAdaptiveClassifier()
 
 
 _ENGINES: dict[str, OcrEngine] = {}
