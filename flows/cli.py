@@ -64,12 +64,25 @@ def prefect_api() -> Iterator[None]:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield
     finally:
-        with contextlib.suppress(Exception):  # deliver buffered run logs before the API goes away
-            from prefect.logging.handlers import APILogHandler
-
-            APILogHandler.flush()  # type: ignore[call-arg]
+        _drain_api_workers()  # deliver buffered run logs and events before the API goes away
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _drain_api_workers(timeout: float = 10.0) -> None:
+    """Send what Prefect's background log and event workers still hold, then stop them.
+
+    Left running, they retried against the stopped ephemeral API at interpreter exit: with DEBUG
+    logging a finished run hung ~2 min. (``APILogHandler.flush`` is an instance method: calling it on
+    the class raised TypeError, silently suppressed, so nothing was flushed.)"""
+    with contextlib.suppress(Exception):
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=timeout)
+    with contextlib.suppress(Exception):
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=timeout)
 
 
 def _die_with_parent() -> None:
@@ -149,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     from deid_core import __version__
 
     parser.add_argument("--version", action="version", version=f"deidflow {__version__}")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        default=os.environ.get("DEIDFLOW_LOG_LEVEL") or None,
+                        help="log level of deidflow, Prefect and libraries (default: $DEIDFLOW_LOG_LEVEL, "
+                             "else warnings only); logs never carry identifying values")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -376,9 +393,28 @@ COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_
             "explain": cmd_explain}
 
 
+def _apply_log_level(level: str | None) -> None:
+    """``--log-level`` / ``$DEIDFLOW_LOG_LEVEL``: Prefect's loggers and the root logger (deidflow.*,
+    libraries) at that level, here and in Dask workers (they inherit the environment). Must run
+    before Prefect is imported: it reads these settings when it configures logging."""
+    if not level:
+        return
+    level = level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SystemExit("deidflow: error: DEIDFLOW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    os.environ["PREFECT_LOGGING_LEVEL"] = level
+    os.environ["PREFECT_LOGGING_ROOT_LEVEL"] = level
+    os.environ["DEIDFLOW_LOG_LEVEL"] = level
+    import logging
+
+    logging.getLogger().setLevel(level)
+    logging.getLogger("deidflow").setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _runtime_defaults()
     args = build_parser().parse_args(argv)
+    _apply_log_level(args.log_level)
     from deid_core.errors import ConfigError
 
     try:
