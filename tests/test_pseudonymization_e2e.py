@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -193,8 +193,10 @@ def _deidentify_all(datasets: list[Dataset], base: Path, tag: str) -> dict[str, 
     return results
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+# No shrink phase: each example de-identifies 8 files, shrinking a failure would take minutes, and the
+# failing example (two small studies) is readable as it is.
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(studies())
 def test_dataset_properties_uids_dates_privates(scratch: Path, datasets: list[Dataset]) -> None:
     base = Path(tempfile.mkdtemp(dir=scratch))
