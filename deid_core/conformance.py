@@ -12,6 +12,7 @@ its error lines are recorded too, with values redacted: messages name attributes
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -76,7 +77,10 @@ class ConformanceResult:
 
     iod: str = ""
     issues: list[str] = field(default_factory=list)
-    dciodvfy: list[str] | None = None  # None: dciodvfy not installed
+    dciodvfy: list[str] | None = None  # None: dciodvfy not run (see dciodvfy_mode)
+    #: "run", "not_installed", "not_sampled" (conformance "sample": another file of the series in
+    #: this batch was checked) or "off"; empty for results that never considered dciodvfy.
+    dciodvfy_mode: str = ""
 
     @property
     def ok(self) -> bool:
@@ -87,6 +91,8 @@ class ConformanceResult:
         data: dict[str, object] = {"iod": self.iod, "issues": self.issues[:_MAX_ISSUES], "ok": self.ok}
         if self.dciodvfy is not None:
             data["dciodvfy"] = self.dciodvfy[:_MAX_ISSUES]
+        if self.dciodvfy_mode:
+            data["dciodvfy_mode"] = self.dciodvfy_mode
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -186,10 +192,11 @@ def dciodvfy_errors(path: Path) -> list[str] | None:
     return sorted({_redact(ln.strip()) for ln in lines if ln.strip().startswith("Error")})
 
 
-def read_back(path: Path) -> Dataset:
-    """Read a written output fully (pixels included); UnreadableOutputError when it cannot be."""
+def read_back(path: Path | bytes) -> Dataset:
+    """Read a written output (a path, or the exact bytes about to be written) fully, pixels
+    included; UnreadableOutputError when it cannot be."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(path) if isinstance(path, bytes) else path)
         ds.PixelData if "PixelData" in ds else None  # noqa: B018  force the value to load
         return ds
     except Exception as exc:
@@ -200,5 +207,12 @@ def check_file(path: Path, ds: Dataset | None = None, *, use_dciodvfy: bool = Tr
     """Conformance of the written file at ``path`` (``ds`` is its read-back dataset, if already read)."""
     res = check_dataset(ds if ds is not None else read_back(path))
     if use_dciodvfy:
-        res.dciodvfy = dciodvfy_errors(path)
+        add_dciodvfy(res, path)
+    return res
+
+
+def add_dciodvfy(res: ConformanceResult, path: Path) -> ConformanceResult:
+    """Run dciodvfy on the file at ``path`` and record its errors (or that it is not installed) in ``res``."""
+    res.dciodvfy = dciodvfy_errors(path)
+    res.dciodvfy_mode = "not_installed" if res.dciodvfy is None else "run"
     return res

@@ -20,6 +20,7 @@ from pathlib import Path
 from deid_core import __version__
 from deid_core.anonymizer import Anonymizer, PatientPseudonyms
 from deid_core.config import DeidConfig
+from deid_core.conformance import add_dciodvfy
 from deid_core.errors import BadInputError, DeidError, LeakError, PixelError
 from deid_core.freetext import TextCleaner
 from deid_core.handlers import UidHandler
@@ -28,7 +29,7 @@ from deid_core.keys import key_fingerprint
 from deid_core.pseudonyms import PatientMap, date_offset_days
 from deid_core.rules import RuleTable, load_rule_table
 from deid_core.terms import capture_terms
-from deid_core.verify import LeakTerms, find_leaks, verify_written
+from deid_core.verify import LeakTerms, verify_encoded
 from deid_core.writer import encode, output_relpath, write_atomic
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
@@ -96,6 +97,19 @@ class Context:
         self.uids = UidHandler(cfg.key, cfg.uid_root, collect_pairs=cfg.collect_linkage)
         self.key_fp = key_fingerprint(cfg.key)
         self._engine: object | None = None
+        self._sampled_series: set[str] = set()
+
+    def wants_dciodvfy(self, record: InventoryRecord | None) -> bool:
+        """Outside a batch: "full" checks every file, "sample" the first file of each series seen by this
+        process (a lone file without an inventory record is its own sample), "off" none."""
+        if self.cfg.conformance != "sample":
+            return self.cfg.conformance == "full"
+        if record is None or not record.series_key:
+            return True
+        if record.series_key in self._sampled_series:
+            return False
+        self._sampled_series.add(record.series_key)
+        return True
 
     @property
     def engine(self) -> object:
@@ -122,16 +136,21 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
 
 
-def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord | None = None) -> Outcome:
-    """De-identify one input file and write it; never raises for a per-file problem."""
+def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord | None = None, *,
+                    dciodvfy: bool | None = None) -> Outcome:
+    """De-identify one input file and write it; never raises for a per-file problem.
+
+    ``dciodvfy`` says whether this output is one the conformance sample checks with dciodvfy;
+    None decides from ``cfg.conformance`` (``process_batch`` passes it explicitly per batch)."""
     ctx = get_context(cfg)
+    run_dciodvfy = ctx.wants_dciodvfy(record) if dciodvfy is None else dciodvfy and cfg.conformance != "off"
     out = Outcome(input_path=str(path), started_at=datetime.now(UTC))
     if record is not None:
         out.input_sha256, out.input_size = record.sha256, record.size
         out.modality, out.sop_class_uid = record.modality, record.sop_class_uid
         out.transfer_syntax, out.frames = record.transfer_syntax, record.frames
     try:
-        _deidentify(Path(path), cfg, ctx, out)
+        _deidentify(Path(path), cfg, ctx, out, run_dciodvfy)
         out.status, out.reason = "written", ""
     except DeidError as exc:
         # A retryable problem (disk full, permission denied on output) is not the input's fault: failed,
@@ -149,7 +168,7 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
     return out
 
 
-def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None:
+def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dciodvfy: bool) -> None:
     t0 = time.perf_counter()
     try:
         ds = read_dataset(path)  # same acceptance as the inventory; damaged elements refused by tag
@@ -211,34 +230,39 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome) -> None
         out.uid_pairs = dict(ctx.uids.pairs)
         ctx.uids.pairs.clear()
 
-    # Verify the in-memory result before anything touches the output tree.
-    t0 = time.perf_counter()
-    if cfg.verify:
-        leaks = find_leaks(ds, leak_terms)
-        if leaks:
-            raise LeakError("identifier found after scrub: " + "; ".join(sorted({lk.describe() for lk in leaks})))
-    out.verify_ms = _ms(t0)
-
-    # Write to a temporary file, verify the file as written (read back: elements + OCR of the frames
-    # that may carry text), and only then rename it into the output tree (fail closed).
-    verify_ms = 0.0
-
-    def verify_tmp(tmp: Path) -> None:
-        nonlocal verify_ms
-        t_v = time.perf_counter()
-        res = verify_written(tmp, leak_terms, ctx.engine if not pixels_text_free else None,
-                             pixels_text_free=pixels_text_free)
-        if res.leaks:
-            raise LeakError("identifier found in written output: "
-                            + "; ".join(sorted({lk.describe() for lk in res.leaks})))
-        out.conformance = res.conformance
-        verify_ms = _ms(t_v)
-
+    # Verify the exact bytes of the output before anything touches the disk: they are parsed back as a
+    # reader would (one pass over every element at every depth and the file meta, OCR of the frames that
+    # may carry text unless the pre-screen proved them text-free) and checked for conformance. Then the
+    # same bytes are written atomically; dciodvfy (when this file is sampled) runs on the temporary file
+    # before the rename. Fail closed: a leak or unreadable output never reaches the output tree.
     t0 = time.perf_counter()
     data = encode(ds)
     rel = output_relpath(ds)
-    out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data, check=verify_tmp if cfg.verify else None)
+    encode_ms = _ms(t0)
+    t0 = time.perf_counter()
+    conf = None
+    if cfg.verify:
+        res, conf = verify_encoded(data, leak_terms, ctx.engine if not pixels_text_free else None,
+                                   pixels_text_free=pixels_text_free)
+        if res.leaks:
+            raise LeakError("identifier found in output: " + "; ".join(sorted({lk.describe() for lk in res.leaks})))
+        conf.dciodvfy_mode = "run" if run_dciodvfy else ("off" if cfg.conformance == "off" else "not_sampled")
+    out.verify_ms = _ms(t0)
+    dciodvfy_ms = 0.0
+
+    def dciodvfy_tmp(tmp: Path) -> None:
+        nonlocal dciodvfy_ms
+        t_v = time.perf_counter()
+        assert conf is not None
+        add_dciodvfy(conf, tmp)
+        dciodvfy_ms = _ms(t_v)
+
+    t0 = time.perf_counter()
+    check = dciodvfy_tmp if conf is not None and run_dciodvfy else None
+    out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data, check=check)
     out.output_path = rel
+    if conf is not None:
+        out.conformance = conf.to_json()
     out.transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
-    out.write_ms = round(_ms(t0) - verify_ms, 3)
-    out.verify_ms = round(out.verify_ms + verify_ms, 3)
+    out.write_ms = round(encode_ms + _ms(t0) - dciodvfy_ms, 3)
+    out.verify_ms = round(out.verify_ms + dciodvfy_ms, 3)

@@ -24,6 +24,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from deid_core.conformance import ConformanceResult
 from deid_core.terms import DATE, PhiTerms, TermMatcher, date_variants
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
@@ -224,12 +225,33 @@ def verify_written(path: Path, lt: LeakTerms, engine: object | None = None, *,
     text-free and nothing was masked: the output pixels are the input's, so OCR is not repeated.
     Raises ``UnreadableOutputError`` when the file does not read back.
     """
-    from deid_core.conformance import check_file, read_back
+    from deid_core.conformance import add_dciodvfy
 
-    ds = read_back(path)
+    res, conf = _verify(path.read_bytes(), lt, engine, pixels_text_free)
+    if use_dciodvfy:
+        add_dciodvfy(conf, path)
+    res.conformance = conf.to_json()
+    return res
+
+
+def verify_encoded(data: bytes, lt: LeakTerms, engine: object | None = None, *,
+                   pixels_text_free: bool = False) -> tuple[VerifyResult, ConformanceResult]:
+    """Verify the exact bytes of an output *before* they are written: parse them as a reader would
+    (one pass over every element, then pixels unless proven text-free) and check conformance at the
+    pydicom level. Nothing leaky reaches the disk; the caller writes these same bytes, and may add
+    dciodvfy on the written file to the returned ``ConformanceResult``.
+    Raises ``UnreadableOutputError`` when the bytes do not read back."""
+    return _verify(data, lt, engine, pixels_text_free)
+
+
+def _verify(data: bytes, lt: LeakTerms, engine: object | None, pixels_text_free: bool
+            ) -> tuple[VerifyResult, ConformanceResult]:
+    from deid_core.conformance import check_dataset, read_back
+
+    ds = read_back(data)
     leaks = find_leaks(ds, lt)
     stats = PixelVerifyStats()
     if not leaks and not pixels_text_free:
         leaks += find_pixel_leaks(ds, lt, engine, stats)
-    conf = check_file(path, ds, use_dciodvfy=use_dciodvfy)
-    return VerifyResult(leaks, conf.to_json(), stats)
+    conf = check_dataset(ds)
+    return VerifyResult(leaks, conf.to_json(), stats), conf
