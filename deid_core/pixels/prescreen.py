@@ -103,6 +103,20 @@ def _group_lines(chars: np.ndarray) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
 
 
+def _char_count(comps: np.ndarray) -> int:
+    """Characters in a line's components. A component wider than 1.5 heights is touching letters and
+    counts as several; a 1-px-wide sliver (the seam between two anatomy regions) counts as none, so a
+    lone blob beside a seam is not a two-character line. Thin glyphs of real text ("l", "1") sit among
+    other letters, which keep their line a candidate."""
+    n = 0
+    for c in comps:
+        w, h = int(c[2]), int(c[3])
+        if w <= 1:
+            continue
+        n += max(1, int(w / (0.75 * h)))
+    return n
+
+
 def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
     """Every line candidate of both polarities: character count, ink contrast, ink uniformity.
 
@@ -134,8 +148,7 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
                   x0 - max(0, x0 - m):x0 - max(0, x0 - m) + (x1 - x0)] = True
             around = ring[~inner]
             contrast = float(abs(ref - np.median(around))) if around.size else 255.0
-            # a wide single component (touching letters) counts as several characters
-            n = sum(max(1, round(int(c[2]) / max(1.0, 0.6 * int(c[3])))) for c in xs)
+            n = _char_count(xs)
             out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright))
     out.sort(key=lambda t: (t[0].y, t[0].x, t[4]))
     return out
