@@ -89,7 +89,12 @@ def load_key(
     """The pseudonymization key, from the first source given: ``key_file``, ``$DEIDFLOW_KEY``,
     ``secret_loader(secret_name)`` (e.g. a Prefect Secret block, passed in by the CLI), else a
     random key created once as ``provenance_dir/deidflow.key`` (0600) and reused afterwards.
-    A source that is given but unusable is an error, never a silent fall-through."""
+    A source that is given but unusable is an error, never a silent fall-through; so is naming a
+    key secret while a key file or ``$DEIDFLOW_KEY`` is also present (a stale exported variable
+    would otherwise silently replace the secret the operator asked for)."""
+    if secret_name is not None and (key_file is not None or ENV_VAR in env):
+        other = "a key file" if key_file is not None else f"${ENV_VAR}"
+        raise ConfigError(f"both a key secret and {other} are given: choose one key source")
     if key_file is not None:
         return _read_key_file(Path(key_file), "key file")
     if ENV_VAR in env:

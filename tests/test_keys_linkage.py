@@ -41,9 +41,14 @@ def test_precedence_file_env_secret_auto(tmp_path: Path, key_file: Path) -> None
         return SECRET_KEY
 
     prov = tmp_path / "prov"
-    assert load_key(key_file, env, prov, loader, "blk") == FILE_KEY
-    assert load_key(str(key_file), env, prov, loader, "blk") == FILE_KEY
-    assert load_key(None, env, prov, loader, "blk") == ENV_KEY.encode()
+    assert load_key(key_file, env, prov, loader, None) == FILE_KEY
+    assert load_key(str(key_file), env, prov, loader, None) == FILE_KEY
+    assert load_key(None, env, prov, loader, None) == ENV_KEY.encode()
+    # A named secret beside another source is ambiguous: refused, never silently overridden.
+    with pytest.raises(ConfigError, match=r"both a key secret and \$DEIDFLOW_KEY are given"):
+        load_key(None, env, prov, loader, "blk")
+    with pytest.raises(ConfigError, match="both a key secret and a key file are given"):
+        load_key(key_file, {}, prov, loader, "blk")
     assert calls == []
     assert load_key(None, {}, prov, loader, "blk") == SECRET_KEY
     assert calls == ["blk"]

@@ -534,6 +534,10 @@ def test_cli_map_linkage_and_keys(cohort: CohortRun, tmp_path: Path, prefect_api
     rc, so, se = cli("run", str(tmp_path / "in1"), str(tmp_path / "o3"), "--key-secret", "deid-key", *common)
     assert rc == 0, se[-2000:]
     assert set(_sops(tmp_path / "o3")) == {new_uid(secret.encode(), f["sop_instance_uid"]) for f in f0}
+    # A stale exported $DEIDFLOW_KEY must not silently win over the secret the operator named.
+    rc, _, se = cli("run", str(tmp_path / "in1"), str(tmp_path / "o3b"), "--key-secret", "deid-key", *common,
+                    key_env=other)
+    assert rc == 2 and "choose one key source" in se and not list((tmp_path / "o3b").rglob("*.dcm"))
 
     # No source at all: a random key is created once, 0600, in the provenance dir, and used.
     rc, so, se = cli("run", str(tmp_path / "in1"), str(tmp_path / "o4"), *common)
