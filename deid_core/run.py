@@ -70,7 +70,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                 patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
                 uid_root: str = "2.25.", pixel_policy: str | None = None, pixel_engine: str = "tesseract",
                 linkage_dir: str | None = None, allow_lossy_reencode: bool = False,
-                date_shift_days: tuple[int, int] = (1, 365), pseudonym_prefix: str = "DEID",
+                conformance: str = "sample", date_shift_days: tuple[int, int] = (1, 365),
+                pseudonym_prefix: str = "DEID",
                 parameters: dict[str, object] | None = None) -> RunPlan:
     """Validate everything run-level and return the plan; raises ConfigError with a clear reason."""
     inp = Path(input_dir)
@@ -110,7 +111,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                      date_shift_min_days=lo, date_shift_max_days=hi,
                      patient_map=str(Path(patient_map).resolve()) if patient_map else None,
                      pseudonym_prefix=pseudonym_prefix, pixel_policy=pixel_policy, pixel_engine=pixel_engine,
-                     allow_lossy_reencode=allow_lossy_reencode, collect_linkage=link is not None)
+                     allow_lossy_reencode=allow_lossy_reencode, collect_linkage=link is not None,
+                     conformance=conformance)
     table = load_rule_table(profile, list(options) or None)
     table_dir = prov / "rules"
     table_dir.mkdir(parents=True, exist_ok=True)

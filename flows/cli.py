@@ -150,6 +150,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="reprocess inputs already written with the same rules and key")
     p.add_argument("--allow-lossy-reencode", action="store_true",
                    help="allow masking lossy-compressed images (written decompressed)")
+    p.add_argument("--conformance", choices=("full", "sample", "off"), default="sample",
+                   help="dciodvfy on every output (full), the first of each series per batch (sample, "
+                        "default) or none (off); the pydicom-level checks run on every output")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
 
@@ -267,7 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy,
         linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
         batch_size=args.batch_size, incremental=args.incremental,
-        allow_lossy_reencode=args.allow_lossy_reencode, retry_of=None)
+        allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance, retry_of=None)
     with prefect_api():
         summary = deidentify_cohort(params)
     _print_summary(summary, args.json)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -92,6 +92,9 @@ class CohortParameters(BaseModel):
     allow_lossy_reencode: bool = Field(False, description=(
         "Allow masking lossy-compressed images (written decompressed, LossyImageCompression kept "
         "'01')."))
+    conformance: Literal["full", "sample", "off"] = Field("sample", description=(
+        "dciodvfy coverage of outputs: 'sample' (first file of each series per batch), 'full' (every "
+        "file) or 'off'. Read-back, leak search and type 1/VR checks run on every file regardless."))
     retry_of: str | None = Field(None, description=(
         "Run id: reprocess only the inputs that run left failed or quarantined for a retryable reason "
         "(write_error, internal_error, worker_lost, batch_failed). Needs the same key as that run."))
@@ -151,6 +154,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
                        new_key=params.new_key, patient_map=params.patient_map, profile=params.profile,
                        options=params.options, uid_root=params.uid_root, pixel_policy=params.pixel_policy,
                        linkage_dir=params.linkage_dir, allow_lossy_reencode=params.allow_lossy_reencode,
+                       conformance=params.conformance,
                        parameters=params.model_dump(exclude={"key_secret", "key_file", "new_key"}))
     if params.retry_of:
         retry = plan_retry(plan.provenance_dir, params.retry_of)
