@@ -7,11 +7,13 @@ and element offset (never by raw tag), at every nesting level. File I/O stays ou
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -29,6 +31,7 @@ from deid_core.handlers import (
 from deid_core.handlers.base import ElementPath
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, RuleTable
+from deid_core.terms import TermMatcher
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -71,6 +74,7 @@ class Anonymizer:
         self.keep = KeepHandler()
         self.dates = DateShiftHandler(patient.date_offset_days)
         self.text = CleanTextHandler(cleaner)
+        self._phi = TermMatcher(cleaner.terms)
         self.actions: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- public
@@ -220,6 +224,11 @@ class Anonymizer:
             return
         rule = self.table.private_rule(tag.group, creator, tag.element & 0xFF, path, vr=elem.VR)
         disposition = rule.disposition if rule is not None else None
+        if disposition == "k" and elem.VR != "SQ" and rule is not None \
+                and not _safe_private_value(elem.value, rule.vr, self._phi):
+            del ds[tag]  # "safe" by the KB, but this value is not what the KB vouched for
+            self.actions["private_removed_unsafe"] += 1
+            return
         if disposition == "k":
             if elem.VR == "SQ":
                 self._recurse(elem, path)
@@ -300,6 +309,25 @@ def _as_text(value: object) -> str:
     if isinstance(value, list):
         return str(value[0]) if value else ""
     return str(value)
+
+
+_NUMBER_TEXT = re.compile(r"[0-9+\-.eE\\ \x00]*")
+
+
+def _safe_private_value(value: object, kb_vr: str, phi: TermMatcher) -> bool:
+    """Whether a private element the KB keeps may really be kept: the KB vouches for an element of a
+    known meaning (e.g. a decimal string), not for whatever bytes stand there. A value carrying one of
+    the file's captured identifiers (3+ characters, any VR, raw bytes read as Latin-1), or a numeric-
+    text VR (DS/IS) holding anything but a number, is not safe: the caller removes it."""
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("latin-1")
+    elif isinstance(value, list | tuple | MultiValue):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = "" if value is None else str(value)
+    if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(text):
+        return False
+    return not any(s.end - s.start >= 3 for s in phi.find(text))
 
 
 def private_creator_of(ds: Dataset, tag: BaseTag) -> str | None:

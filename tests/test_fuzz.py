@@ -212,6 +212,50 @@ def check_case(case: Planted, workdir: Path, n: int) -> str:
     return out.status
 
 
+def _kept_private_case(value: bytes, creator: str = "GEMS_ACQU_01", offset: int = 0x03) -> Planted:
+    ds = Dataset()
+    ds.SOPClassUID = WELL_KNOWN[0]
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.39282928852167407386186318063386850739"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.70735926772604148842578986570189273200"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.28327451121330849745558770077613284571"
+    ds.StudyDate, ds.Modality = "20000101", "CT"
+    ds.PatientName, ds.PatientID = "Qxbbbb^Zvbbbb", "AA000000"
+    ds.private_block(0x0019, creator, create=True).add_new(offset, "UN", value)
+    return Planted(ds, ExplicitVRLittleEndian, ["AA000000", "Qxbbbb", "Zvbbbb"])
+
+
+def test_shrunk_case_kept_private_element_carrying_identifiers(tmp_path: Path) -> None:
+    """Hypothesis' minimal failure: (0019,"GEMS_ACQU_01",03) is kept by the TCIA KB as a decimal
+    string, but here it is UN bytes holding the patient id and name; it was kept verbatim (read back
+    as DS, which verification did not search). It must go, and a genuine decimal must stay."""
+    case = _kept_private_case(b"AA000000 Qxbbbb Zvbbbb".ljust(32, b" "))
+    assert check_case(case, tmp_path, 1) == "written"  # every invariant, identifiers included
+    out = pydicom.dcmread(_write(case, tmp_path))
+    assert (0x0019, 0x1003) not in out
+    good = _kept_private_case(b"1.25\\-3.5e-02 ")
+    kept = pydicom.dcmread(_write(good, tmp_path))
+    assert kept[0x0019, 0x1003].value == [1.25, -0.035]
+
+
+def test_kept_private_numeric_text_that_is_not_a_number_is_removed(tmp_path: Path) -> None:
+    # No planted identifier at all: the KB vouches for a decimal string, free text is not one.
+    out = pydicom.dcmread(_write(_kept_private_case(b"see report of Dr Who  "), tmp_path))
+    assert (0x0019, 0x1003) not in out
+
+
+def _write(case: Planted, workdir: Path) -> Path:
+    """De-identify one case and return its output path (asserting it was written)."""
+    src = workdir / "one.dcm"
+    case.ds.file_meta = FileMetaDataset()
+    case.ds.file_meta.TransferSyntaxUID = case.ts
+    case.ds.file_meta.MediaStorageSOPClassUID = case.ds.SOPClassUID
+    case.ds.file_meta.MediaStorageSOPInstanceUID = case.ds.SOPInstanceUID
+    case.ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=workdir / "out1"))
+    assert out.status == "written", (out.reason, out.error)
+    return workdir / "out1" / out.output_path
+
+
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 
 
