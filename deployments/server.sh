@@ -25,16 +25,32 @@ export DEIDFLOW_OUTPUT_DIR=${DEIDFLOW_OUTPUT_DIR:-$ROOT/watch/deidentified}
 export DEIDFLOW_PROVENANCE_DIR=${DEIDFLOW_PROVENANCE_DIR:-$ROOT/watch/deidentified-provenance}
 mkdir -p "$PREFECT_HOME" "$DEIDFLOW_WATCH_DIR"
 
+# Run a command with SIGINT at its default even if this script was started with SIGINT ignored (as a
+# background job, by nohup...): `prefect worker` stops on SIGINT only if it can receive it.
+with_sigint() {
+  exec "$BIN/python" -c \
+    'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' "$@"
+}
+
 server="" worker=""
+# Stop one process with a signal; if it is still there after $3 seconds, send $4 (then wait for it).
+stop_one() {
+  local pid=$1 first=$2 grace=$3 then=$4
+  [ -n "$pid" ] || return 0
+  kill "-$first" "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 "$grace"); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill -0 "$pid" 2>/dev/null && kill "-$then" "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
 stop() {
   trap - EXIT INT TERM
-  if [ -n "$worker" ]; then kill -INT "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true; fi
-  if [ -n "$server" ]; then kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_one "$worker" INT 30 INT   # a second SIGINT makes `prefect worker` kill itself
+  stop_one "$server" TERM 20 KILL
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-"$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$PREFECT_HOME/server.log" 2>&1 &
+with_sigint "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$PREFECT_HOME/server.log" 2>&1 &
 server=$!
 echo "prefect server starting on http://127.0.0.1:$PORT (log: $PREFECT_HOME/server.log)"
 for _ in $(seq 1 180); do
@@ -46,7 +62,7 @@ done
 
 "$BIN/prefect" work-pool create deidflow-pool --type process --overwrite >/dev/null
 "$BIN/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml
-"$BIN/prefect" worker start --pool deidflow-pool &
+with_sigint "$BIN/prefect" worker start --pool deidflow-pool &
 worker=$!
 echo "UI: http://127.0.0.1:$PORT  (deployments: deidentify-cohort/deidentify-cohort, deidentify-cohort/incremental,"
 echo "    retry-failed/retry-failed)"
