@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.dataelem import DataElement
@@ -59,9 +60,10 @@ class Anonymizer:
     """
 
     def __init__(self, table: RuleTable, uid_handler: UidHandler, patient: PatientPseudonyms,
-                 cleaner: TextCleaner) -> None:
+                 cleaner: TextCleaner, resolve_patient_id: Callable[[str], str] | None = None) -> None:
         self.table = table
         self.patient = patient
+        self._resolve_patient_id = resolve_patient_id
         self.uids = uid_handler
         self.retain_uids = "rtnUIDs" in table.options
         # Full dates retained: dates outside the table stay as they are (no silent shifting).
@@ -201,8 +203,11 @@ class Anonymizer:
         self.actions["patient_id"] += 1
 
     def patient_id_for(self, original: str) -> str:
-        """Pseudonym for a PatientID met inside a sequence (hook set by the pipeline)."""
-        return self.patient.entry.new_id
+        """Pseudonym for a PatientID met inside a sequence: another patient (a source patient, an
+        alias) gets its own pseudonym through the same map/keyed rule; the file's own keeps its."""
+        if self._resolve_patient_id is None or not original.strip():
+            return self.patient.entry.new_id
+        return self._resolve_patient_id(original)
 
     def _recurse(self, elem: DataElement, path: ElementPath) -> None:
         seq = elem.value

@@ -30,7 +30,7 @@ from deid_core.pseudonyms import PatientMap, date_offset_days
 from deid_core.rules import RuleTable, load_rule_table
 from deid_core.terms import capture_terms
 from deid_core.verify import LeakTerms, verify_encoded
-from deid_core.writer import encode, output_relpath, write_atomic
+from deid_core.writer import StagedWrite, encode, output_relpath, stage_atomic, write_atomic
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
@@ -72,12 +72,14 @@ class Outcome:
     unmapped_new_id: str = ""
     #: Conformance of the written output (JSON, no values; see deid_core.conformance).
     conformance: str = ""
+    #: With ``defer_commit``: the verified output waiting in the temporary directory (status "staged").
+    staged: StagedWrite | None = field(default=None, repr=False)
 
     def to_record(self, run_id: str, run_date: str, table_sha: str, key_fp: str, attempt: int = 1
                   ) -> dict[str, object]:
         """The provenance row (``deid_core.provenance.SCHEMA``)."""
         row = asdict(self)
-        for k in ("uid_pairs", "patient_pair", "unmapped_new_id"):
+        for k in ("uid_pairs", "patient_pair", "unmapped_new_id", "staged"):
             row.pop(k)
         row["boxes"] = json.dumps(self.boxes, sort_keys=True)
         row["n_boxes"] = len(self.boxes)
@@ -137,11 +139,13 @@ def _ms(t0: float) -> float:
 
 
 def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord | None = None, *,
-                    dciodvfy: bool | None = None) -> Outcome:
+                    dciodvfy: bool | None = None, defer_commit: bool = False) -> Outcome:
     """De-identify one input file and write it; never raises for a per-file problem.
 
     ``dciodvfy`` says whether this output is one the conformance sample checks with dciodvfy;
-    None decides from ``cfg.conformance`` (``process_batch`` passes it explicitly per batch)."""
+    None decides from ``cfg.conformance`` (``process_batch`` passes it explicitly per batch).
+    ``defer_commit`` leaves the verified output staged (status "staged", ``Outcome.staged``) for the
+    caller to make durable and rename with ``writer.commit_staged`` (one sync per batch)."""
     ctx = get_context(cfg)
     run_dciodvfy = ctx.wants_dciodvfy(record) if dciodvfy is None else dciodvfy and cfg.conformance != "off"
     out = Outcome(input_path=str(path), started_at=datetime.now(UTC))
@@ -150,8 +154,8 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
         out.modality, out.sop_class_uid = record.modality, record.sop_class_uid
         out.transfer_syntax, out.frames = record.transfer_syntax, record.frames
     try:
-        _deidentify(Path(path), cfg, ctx, out, run_dciodvfy)
-        out.status, out.reason = "written", ""
+        _deidentify(Path(path), cfg, ctx, out, run_dciodvfy, defer_commit)
+        out.status, out.reason = ("staged" if out.staged is not None else "written"), ""
     except DeidError as exc:
         # A retryable problem (disk full, permission denied on output) is not the input's fault: failed,
         # so a rerun redoes it; everything else about the input is a quarantine.
@@ -162,13 +166,14 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
         where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
         out.status, out.reason, out.error = "quarantined", "internal_error", f"{type(exc).__name__} at {where}"
     out.finished_at = datetime.now(UTC)
-    if out.status != "written":
+    if out.status not in ("written", "staged"):
         out.output_path = out.output_sha256 = ""
         out.uid_pairs, out.patient_pair = {}, None
     return out
 
 
-def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dciodvfy: bool) -> None:
+def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dciodvfy: bool,
+                defer_commit: bool = False) -> None:
     t0 = time.perf_counter()
     try:
         ds = read_dataset(path)  # same acceptance as the inventory; damaged elements refused by tag
@@ -216,7 +221,8 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     # Tags: one walk applies scrub and pseudonyms (UIDs, dates, patient identity).
     t0 = time.perf_counter()
     patient = PatientPseudonyms(entry, offset)
-    anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms))
+    anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms),
+                            lambda pid: ctx.patient_map.resolve(cfg.key, pid, cfg.pseudonym_prefix)[0].new_id)
     actions = anonymizer.anonymize(ds, pixels_clean=pixels_clean)
     walk_ms = _ms(t0)
     pseudo_names = ("uid", "date_shift", "patient_id", "patient_name")
@@ -259,7 +265,11 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
 
     t0 = time.perf_counter()
     check = dciodvfy_tmp if conf is not None and run_dciodvfy else None
-    out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data, check=check)
+    if defer_commit:
+        out.staged = stage_atomic(Path(cfg.output_dir), rel, data, check=check)
+        out.output_sha256 = out.staged.sha256
+    else:
+        out.output_sha256 = write_atomic(Path(cfg.output_dir), rel, data, check=check)
     out.output_path = rel
     if conf is not None:
         out.conformance = conf.to_json()
