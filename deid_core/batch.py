@@ -18,6 +18,7 @@ from deid_core.config import DeidConfig
 from deid_core.inventory import InventoryRecord
 from deid_core.pipeline import Outcome, deidentify_file, get_context
 from deid_core.provenance import ProvenanceWriter
+from deid_core.writer import commit_staged, discard_staged
 
 
 @dataclass
@@ -95,7 +96,21 @@ def process_batch(records: list[InventoryRecord], cfg: DeidConfig, prov_dir: Pat
         first = r.series_key not in sampled
         sampled.add(r.series_key)
         want = cfg.conformance == "full" or (cfg.conformance == "sample" and first)
-        outcomes.append(deidentify_file(r.path, cfg, r, dciodvfy=want))
+        outcomes.append(deidentify_file(r.path, cfg, r, dciodvfy=want, defer_commit=True))
+    staged = [o for o in outcomes if o.staged is not None]
+    try:
+        errors = commit_staged([o.staged for o in staged if o.staged is not None])
+    except BaseException:
+        discard_staged([o.staged for o in staged if o.staged is not None])
+        raise
+    for o, err in zip(staged, errors, strict=True):
+        o.staged = None
+        if err is None:
+            o.status = "written"
+        else:  # retryable: the input is fine, the output could not be made durable or renamed
+            o.status, o.reason, o.error = "failed", err.reason, str(err)
+            o.output_path = o.output_sha256 = o.conformance = ""
+            o.uid_pairs, o.patient_pair = {}, None
     bid = batch_id_for(records)
     rows = [o.to_record(run_id, run_date, ctx.table.sha256, ctx.key_fp, attempt) for o in outcomes]
     ProvenanceWriter(Path(prov_dir), run_id, run_date).write_batch(rows, bid)

@@ -1,7 +1,8 @@
 """Atomic writes into the output tree.
 
-A file is written to a temporary name inside ``OUTPUT/.deidflow-tmp`` (same filesystem), fsynced,
-then renamed to its final name, so a reader or a crash never sees half a file; ``clean_tmp``
+A file is written to a temporary name inside ``OUTPUT/.deidflow-tmp`` (same filesystem), made
+durable (fsync per file, or one syncfs per batch with ``stage_atomic``/``commit_staged``), then
+renamed to its final name, so a reader or a crash never sees half a file; ``clean_tmp``
 removes leftovers of a killed run before the next one starts. Output names are built only from
 new identifiers: nothing of the input's names survives in the output tree.
 
@@ -12,6 +13,7 @@ worker and a service): files ``0o666 & ~umask``, directories ``0o777 & ~umask`` 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
@@ -19,6 +21,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -82,13 +85,22 @@ def _makedirs(path: Path, mode: int) -> None:
         os.chmod(d, mode)
 
 
-def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None = None,
-                 check: Callable[[Path], None] | None = None) -> str:
-    """Write ``data`` to ``output_dir/relpath`` atomically; returns the SHA-256 of the bytes.
+@dataclass
+class StagedWrite:
+    """A complete, checked output in ``OUTPUT/.deidflow-tmp`` waiting for its batch's commit."""
+
+    tmp: Path
+    final: Path
+    sha256: str
+
+
+def stage_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None = None,
+                 check: Callable[[Path], None] | None = None, *, sync: bool = False) -> StagedWrite:
+    """Write ``data`` to a temporary file of ``output_dir`` (not yet visible under ``relpath``).
 
     ``mode`` defaults to ``0o666 & ~output_umask()``; it is applied with fchmod, whatever the umask.
-    ``check(tmp_path)`` runs on the complete temporary file before it is renamed into place (the
-    verification of the file as written): if it raises, nothing reaches the output tree."""
+    ``check(tmp_path)`` runs on the complete temporary file; if it raises, the file is removed.
+    ``sync`` fsyncs the file now; otherwise ``commit_staged`` makes a whole batch durable at once."""
     umask = output_umask()
     fmode = (0o666 & ~umask) if mode is None else mode
     final = output_dir / relpath
@@ -103,16 +115,93 @@ def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None =
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
-                os.fsync(fh.fileno())
+                if sync:
+                    os.fsync(fh.fileno())
             if check is not None:
                 check(tmp)
-            os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise WriteError(f"cannot write output ({exc.strerror or type(exc).__name__})") from None
-    return hashlib.sha256(data).hexdigest()
+    return StagedWrite(tmp, final, hashlib.sha256(data).hexdigest())
+
+
+def write_atomic(output_dir: Path, relpath: str, data: bytes, mode: int | None = None,
+                 check: Callable[[Path], None] | None = None) -> str:
+    """Write ``data`` to ``output_dir/relpath`` atomically and durably; returns the SHA-256 of the bytes.
+
+    ``check(tmp_path)`` runs on the complete temporary file before it is renamed into place (the
+    verification of the file as written): if it raises, nothing reaches the output tree."""
+    staged = stage_atomic(output_dir, relpath, data, mode, check, sync=True)
+    try:
+        os.replace(staged.tmp, staged.final)
+    except OSError as exc:
+        staged.tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write output ({exc.strerror or type(exc).__name__})") from None
+    return staged.sha256
+
+
+def _syncfs(path: Path) -> bool:
+    """One ``syncfs(2)`` for the filesystem holding ``path`` (Linux); False when unavailable or failed."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return bool(fn(fd) == 0)
+    finally:
+        os.close(fd)
+
+
+def commit_staged(staged: list[StagedWrite]) -> list[WriteError | None]:
+    """Make a batch of staged outputs durable, then rename each into place (atomic per file).
+
+    Durability is paid once per batch: one ``syncfs`` of the output filesystem instead of one fsync
+    per file (falls back to fsync per file when syncfs is unavailable or reports an error); the
+    directories that received files are fsynced after the renames. Returns, per staged write, None
+    or the WriteError that kept it out of the output tree (its temporary file is removed)."""
+    errors: list[WriteError | None] = [None] * len(staged)
+    if not staged:
+        return errors
+    if not _syncfs(staged[0].tmp.parent):
+        for i, st in enumerate(staged):
+            try:
+                fd = os.open(st.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                errors[i] = WriteError(f"cannot write output ({exc.strerror or type(exc).__name__})")
+    dirs: set[Path] = set()
+    for i, st in enumerate(staged):
+        if errors[i] is None:
+            try:
+                os.replace(st.tmp, st.final)
+                dirs.add(st.final.parent)
+                continue
+            except OSError as exc:
+                errors[i] = WriteError(f"cannot write output ({exc.strerror or type(exc).__name__})")
+        st.tmp.unlink(missing_ok=True)
+    for d in sorted(dirs):
+        try:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # the files are renamed and their data durable; a directory fsync is best effort
+    return errors
+
+
+def discard_staged(staged: list[StagedWrite]) -> None:
+    """Remove staged temporary files of a batch that will not be committed."""
+    for st in staged:
+        st.tmp.unlink(missing_ok=True)
 
 
 def clean_tmp(output_dir: Path) -> int:

@@ -83,3 +83,28 @@ def test_lone_file_is_its_own_sample_and_outputs_identical_across_modes(tmp_path
         assert o.status == "written", o.error
         outs[mode] = (tmp_path / mode / o.output_path).read_bytes()
     assert outs["full"] == outs["off"]
+
+
+def test_batch_commits_staged_outputs_once_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    cfg = DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out")
+    recs = [inspect_file(p, TEST_KEY) for p in _series(tmp_path, 3)]
+    summary = process_batch(recs, cfg, tmp_path / "prov", "run1", "2026-01-01")
+    assert summary.counts == {"written": 3}
+    outs = [p for p in (tmp_path / "out").rglob("*.dcm") if ".deidflow-tmp" not in p.parts]
+    assert len(outs) == 3 and all(pydicom.dcmread(p).PatientIdentityRemoved == "YES" for p in outs)
+    assert list((tmp_path / "out" / ".deidflow-tmp").iterdir()) == []
+
+
+def test_commit_staged_reports_a_file_it_could_not_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deid_core import writer
+
+    staged = [writer.stage_atomic(tmp_path, f"a/{i}.dcm", b"x" * (i + 1)) for i in range(3)]
+    assert not (tmp_path / "a" / "0.dcm").exists()  # staged: not visible before the commit
+    staged[1].tmp.unlink()  # lost before commit (disk trouble)
+    monkeypatch.setattr(writer, "_syncfs", lambda path: False)  # the per-file fsync fallback
+    errors = writer.commit_staged(staged)
+    assert errors[0] is None and errors[2] is None
+    assert errors[1] is not None and errors[1].reason == "write_error"
+    assert (tmp_path / "a" / "0.dcm").read_bytes() == b"x" and (tmp_path / "a" / "2.dcm").read_bytes() == b"xxx"
+    assert not (tmp_path / "a" / "1.dcm").exists()
+    assert list((tmp_path / ".deidflow-tmp").iterdir()) == []
