@@ -21,7 +21,7 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_frames
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import Rect, polar_regions
+from deid_core.pixels.prescreen import Rect, scored_regions
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -277,11 +277,18 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     text (policy all-text), or when OCR is unsure what it says (a missed identifier is a breach, an
     extra mask costs little). Only a line read with confidence as non-identifying text stays.
     """
-    polar = join_rows(polar_regions(gray))
+    scored = scored_regions(gray)
+    polar = join_rows([(r, b) for r, b, _s in scored])
     if not polar:
         return [], False
     boxes: list[Box] = []
     for line, bright in polar:
+        if policy == ALL_TEXT and _all_strong(line, scored):
+            # all-text masks every text line whatever it says: OCR would only confirm what the screen
+            # already knows (many uniform strokes at near-extreme contrast), so mask the line directly
+            line = _extend_line(gray, line, bright)
+            boxes.append(Box(frame, line.x, line.y, line.w, line.h, "text", 100.0))
+            continue
         words = _read_line(gray, line, bright, engine, cache)
         read = [w for w in words if is_text(w)]
         conf = _line_conf(read)
@@ -308,6 +315,13 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         x, y, w, h = _union(line, read)
         boxes.append(Box(frame, x, y, w, h, kind, conf))
     return boxes, True
+
+
+def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool]]) -> bool:
+    """Whether every pre-screen candidate that makes up a (joined) line is strong."""
+    parts = [s for r, _b, s in scored if r.x >= line.x and r.y >= line.y and r.x + r.w <= line.x + line.w
+             and r.y + r.h <= line.y + line.h]
+    return bool(parts) and all(parts)
 
 
 def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,

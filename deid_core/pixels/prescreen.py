@@ -162,18 +162,29 @@ def candidate_regions(gray: np.ndarray) -> list[Rect]:
     return [r for r, _bright in polar_regions(gray)]
 
 
+#: A line this distinct from its surroundings, with this many characters of uniform ink, is text beyond
+#: doubt (burned-in annotation is drawn near the extreme value; speckle and anatomy seams stay far below).
+STRONG_CONTRAST, STRONG_CHARS, STRONG_UNIFORMITY = 150, 3, 0.5
+
+
 def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
     """Candidate lines with their polarity (True = bright text on darker background)."""
+    return [(r, b) for r, b, _strong in scored_regions(gray)]
+
+
+def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
+    """Candidate lines with their polarity and whether they are strong (text without OCR's opinion)."""
     if gray.ndim != 2 or gray.size == 0:
         return []
-    cands = [(r, b, (c, u)) for r, n, c, u, b in line_stats(gray)
+    cands = [(r, b, (c, u), n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY)
+             for r, n, c, u, b in line_stats(gray)
              if n >= 2 and u >= MIN_INK_UNIFORMITY and c >= MIN_RING_CONTRAST]
     out = []
-    for r, b, score in cands:
+    for r, b, score, strong in cands:
         # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
         # opposite polarity cover the same place keep the one whose ink stands out from its ring
         shadowed = False
-        for r2, b2, score2 in cands:
+        for r2, b2, score2, _s2 in cands:
             if b2 == b or (score2, b2) <= (score, b):
                 continue
             ix = min(r.x + r.w, r2.x + r2.w) - max(r.x, r2.x)
@@ -182,7 +193,7 @@ def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
                 shadowed = True
                 break
         if not shadowed:
-            out.append((r, b))
+            out.append((r, b, strong))
     return out
 
 
