@@ -8,6 +8,7 @@ and element offset (never by raw tag), at every nesting level. File I/O stays ou
 from __future__ import annotations
 
 import re
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -230,7 +231,7 @@ class Anonymizer:
         rule = self.table.private_rule(tag.group, creator, tag.element & 0xFF, path, vr=elem.VR)
         disposition = rule.disposition if rule is not None else None
         if disposition == "k" and elem.VR != "SQ" and rule is not None \
-                and not _safe_private_value(elem.value, rule.vr, self._phi):
+                and not _safe_private_value(elem.value, elem.VR, rule.vr, self._phi):
             del ds[tag]  # "safe" by the KB, but this value is not what the KB vouched for
             self.actions["private_removed_unsafe"] += 1
             return
@@ -319,20 +320,41 @@ def _as_text(value: object) -> str:
 _NUMBER_TEXT = re.compile(r"[0-9+\-.eE\\ \x00]*")
 
 
-def _safe_private_value(value: object, kb_vr: str, phi: TermMatcher) -> bool:
+_UNPACKABLE = "\x00unpackable"
+_BINARY_NUMBERS = {"SS": "h", "US": "H", "SL": "l", "UL": "L", "SV": "q", "UV": "Q", "FL": "f", "FD": "d",
+                   "OW": "H", "OL": "L", "OV": "Q", "OF": "f", "OD": "d"}
+
+
+def _value_texts(value: object, vr: str) -> list[str]:
+    """What a value can show a reader: its text, or its raw bytes read as Latin-1. Binary numbers
+    (e.g. UN bytes the private dictionary turned into SS) are re-packed in both byte orders: the
+    bytes written are the same ones, and a name survives in them."""
+    items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
+    if isinstance(value, bytes | bytearray):
+        return [bytes(value).decode("latin-1")]
+    texts = ["\\".join("" if v is None else str(v) for v in items)]
+    code = _BINARY_NUMBERS.get(vr)
+    if code and items and all(isinstance(v, int | float) for v in items):
+        for order in "<>":
+            try:
+                texts.append(struct.pack(f"{order}{len(items)}{code}", *items).decode("latin-1"))
+            except struct.error:
+                texts.append(_UNPACKABLE)  # cannot be proven safe
+    return texts
+
+
+def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) -> bool:
     """Whether a private element the KB keeps may really be kept: the KB vouches for an element of a
     known meaning (e.g. a decimal string), not for whatever bytes stand there. A value carrying one of
-    the file's captured identifiers (3+ characters, any VR, raw bytes read as Latin-1), or a numeric-
-    text VR (DS/IS) holding anything but a number, is not safe: the caller removes it."""
-    if isinstance(value, bytes | bytearray):
-        text = bytes(value).decode("latin-1")
-    elif isinstance(value, list | tuple | MultiValue):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = "" if value is None else str(value)
-    if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(text):
+    the file's captured identifiers (3+ characters; text, raw bytes or re-packed binary numbers read
+    as Latin-1), or a numeric-text VR (DS/IS) holding anything but a number, is not safe: the caller
+    removes it."""
+    texts = _value_texts(value, vr)
+    if _UNPACKABLE in texts:
         return False
-    return not any(s.end - s.start >= 3 for s in phi.find(text))
+    if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(texts[0]):
+        return False
+    return not any(s.end - s.start >= 3 for t in texts for s in phi.find(t))
 
 
 def private_creator_of(ds: Dataset, tag: BaseTag) -> str | None:

@@ -237,6 +237,18 @@ def test_shrunk_case_kept_private_element_carrying_identifiers(tmp_path: Path) -
     assert kept[0x0019, 0x1003].value == [1.25, -0.035]
 
 
+def test_kept_private_binary_numbers_carrying_identifiers_are_removed(tmp_path: Path) -> None:
+    """Second fuzz find (bench seed 1): in Implicit VR the private dictionary reads these UN bytes as
+    SS numbers, so the text check saw integers while the written bytes still spelt the id and name."""
+    case = _kept_private_case(b"AA000000 Qxbbbb Zvbbbb".ljust(32, b" "), offset=0x81)
+    case.ts = ImplicitVRLittleEndian
+    assert check_case(case, tmp_path, 2) == "written"
+    assert (0x0019, 0x1081) not in pydicom.dcmread(_write(case, tmp_path))
+    numbers = _kept_private_case(bytes(range(2, 34)), offset=0x81)  # genuine SS values stay
+    numbers.ts = ImplicitVRLittleEndian
+    assert pydicom.dcmread(_write(numbers, tmp_path))[0x0019, 0x1081].VM == 16
+
+
 def test_kept_private_numeric_text_that_is_not_a_number_is_removed(tmp_path: Path) -> None:
     # No planted identifier at all: the KB vouches for a decimal string, free text is not one.
     out = pydicom.dcmread(_write(_kept_private_case(b"see report of Dr Who  "), tmp_path))
