@@ -1,6 +1,8 @@
 """Leak verification: search a de-identified output for the identifiers captured at the start.
 
-Two checks, both run on the file *as written* (read back from disk) before it counts as written:
+Two checks, both run on the output *as written* — its exact encoded bytes parsed back as a reader
+would, before they reach the disk (``verify_encoded``), or a file already on disk
+(``verify_written``) — before it counts as written:
 
 * **Elements** — every element at every depth (top level, sequences, private blocks, file meta,
   free text) is searched with the same flexible matcher used for cleaning (case, order and
