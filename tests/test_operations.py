@@ -121,7 +121,10 @@ def test_on_failure_hook_records_the_failed_batch(one_patient: Path) -> None:
                                                         plan.run_date, 2, return_state=True)
         return state.type.value
 
-    assert probe() == "FAILED"
+    from flows.cli import prefect_api
+
+    with prefect_api():  # one API for this test, stopped at the end (not at interpreter exit)
+        assert probe() == "FAILED"
     rows = _status(plan.provenance_dir, plan.run_id)
     assert [r[0] for r in rows] == sorted(r.path for r in recs)
     assert {r[1:] for r in rows} == {("failed", "batch_failed", 2)}
