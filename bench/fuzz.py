@@ -50,9 +50,11 @@ def main() -> int:
 
         try:
             run()
-        except Exception as exc:  # a falsified invariant: hypothesis printed the minimal case
+        except Exception as exc:  # a falsified invariant: show it with Hypothesis' minimal case
             print(f"invariant broken in round seed {round_seed} after {counts['tried']} cases: "
-                  f"{type(exc).__name__}")
+                  f"{type(exc).__name__}: {str(exc)[:2000]}")
+            for note in getattr(exc, "__notes__", []):
+                print(note)
             print(dict(counts))
             return 1
         rounds += 1
