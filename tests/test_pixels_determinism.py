@@ -37,6 +37,7 @@ def test_engine_is_configured_stateless() -> None:
     engine = TesseractEngine()
     for name, value in STATELESS_VARIABLES:
         assert engine._api.GetVariableAsString(name) in ("0", "F", value.lower(), value), name
+    assert engine._lstm_only  # the legacy (adaptive, learning) classifier is not loaded at all
 
 
 def test_same_image_reads_identically_after_different_histories() -> None:

@@ -189,6 +189,9 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
 
     Variants, cheapest first, stop at the first sure one: Otsu (polarity from the crop border), the
     stroke map of the pre-screen polarity (busy/coloured backgrounds vanish), the opposite polarity.
+    The opposite polarity is only tried when the first two read some letter or digit: Otsu already
+    reads either polarity, and where neither reads a single glyph the candidate is speckle (on the
+    synthetic cohort the third reading then only ever turned speckle into "text").
     """
     rows, cols = gray.shape
     region = line.pad(max(3, line.h // 3), cols, rows)
@@ -198,9 +201,13 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     if key not in cache:
         best: list[OcrWord] = []
         best_conf = -1.0
-        for make in (lambda: _otsu_text_dark(crop), lambda: _binarize(crop, bright),
-                     lambda: _binarize(crop, not bright)):
+        glyphs = 0
+        for i, make in enumerate((lambda: _otsu_text_dark(crop), lambda: _binarize(crop, bright),
+                                  lambda: _binarize(crop, not bright))):
+            if i == 2 and glyphs == 0:
+                break
             words = _read_variant(make(), line.h, engine)
+            glyphs += sum(c.isalnum() for w in words for c in w.text)
             conf = _line_conf(words)
             if conf > best_conf:
                 best, best_conf = words, conf

@@ -80,6 +80,8 @@ class TesseractEngine:
         self._api: Any = tesserocr.PyTessBaseAPI(
             path=tessdata_dir(), lang="eng", psm=psm, oem=tesserocr.OEM.LSTM_ONLY,
             variables=dict(STATELESS_VARIABLES))
+        self._lstm_only = self._api.GetVariableAsString("tessedit_ocr_engine_mode") == str(
+            int(tesserocr.OEM.LSTM_ONLY))
         self._ril = tesserocr.RIL.WORD
         self._psm = psm
 
@@ -118,10 +120,14 @@ class TesseractEngine:
         return out
 
     def _reset(self) -> None:
-        """Forget everything learnt from the last image (page results, adaptive classifier, document
-        dictionary): each call's reading depends on its own pixels only."""
+        """Forget the last image's page results: each call's reading depends on its own pixels only.
+
+        The adaptive classifier and document dictionary (the state that learns across images) are off
+        (STATELESS_VARIABLES) and the legacy classifier is not even loaded in LSTM-only mode; clearing
+        them costs ~0.7 ms a call, so it is done only if another engine mode was configured."""
         self._api.Clear()
-        self._api.ClearAdaptiveClassifier()
+        if not self._lstm_only:
+            self._api.ClearAdaptiveClassifier()
 
 
 _ENGINES: dict[str, OcrEngine] = {}
