@@ -320,12 +320,12 @@ def _as_text(value: object) -> str:
 _NUMBER_TEXT = re.compile(r"[0-9+\-.eE\\ \x00]*")
 
 
-_UNPACKABLE = "\x00unpackable"
+UNPACKABLE = "\x00unpackable"
 _BINARY_NUMBERS = {"SS": "h", "US": "H", "SL": "l", "UL": "L", "SV": "q", "UV": "Q", "FL": "f", "FD": "d",
                    "OW": "H", "OL": "L", "OV": "Q", "OF": "f", "OD": "d"}
 
 
-def _value_texts(value: object, vr: str) -> list[str]:
+def value_texts(value: object, vr: str) -> list[str]:
     """What a value can show a reader: its text, or its raw bytes read as Latin-1. Binary numbers
     (e.g. UN bytes the private dictionary turned into SS) are re-packed in both byte orders: the
     bytes written are the same ones, and a name survives in them."""
@@ -339,7 +339,7 @@ def _value_texts(value: object, vr: str) -> list[str]:
             try:
                 texts.append(struct.pack(f"{order}{len(items)}{code}", *items).decode("latin-1"))
             except struct.error:
-                texts.append(_UNPACKABLE)  # cannot be proven safe
+                texts.append(UNPACKABLE)  # cannot be proven safe
     return texts
 
 
@@ -349,8 +349,8 @@ def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) ->
     the file's captured identifiers (3+ characters; text, raw bytes or re-packed binary numbers read
     as Latin-1), or a numeric-text VR (DS/IS) holding anything but a number, is not safe: the caller
     removes it."""
-    texts = _value_texts(value, vr)
-    if _UNPACKABLE in texts:
+    texts = value_texts(value, vr)
+    if UNPACKABLE in texts:
         return False
     if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(texts[0]):
         return False

@@ -88,6 +88,14 @@ def _texts(value: object) -> list[str]:
     return [str(value)] if value is not None else []
 
 
+def _private_number_texts(value: object, vr: str) -> list[str]:
+    from deid_core.anonymizer import UNPACKABLE, value_texts
+
+    if isinstance(value, bytes) and len(value) > 4096:
+        return []
+    return [t for t in value_texts(value, vr) if t != UNPACKABLE]
+
+
 def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: bool = False) -> list[Leak]:
     """Leaks of the captured terms in ``ds`` and its file meta (at most one per element).
 
@@ -106,10 +114,14 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
                 for i, item in enumerate(elem.value or []):
                     visit(item, f"{where}[{i}]>")
                 continue
-            if int(elem.tag) in _SKIP or elem.VR not in _TEXT_VRS or elem.tag == 0x7FE00010:
+            # Private numbers are searched too, as the bytes they are written as: a kept private
+            # element can hold text that reads back as DS or SS (fuzz find).
+            private_number = elem.tag.is_private and elem.VR not in _TEXT_VRS
+            if int(elem.tag) in _SKIP or (elem.VR not in _TEXT_VRS and not private_number) \
+                    or elem.tag == 0x7FE00010:
                 continue
             try:
-                texts = _texts(elem.value)
+                texts = _private_number_texts(elem.value, elem.VR) if private_number else _texts(elem.value)
             except Exception:  # an undecodable value cannot be searched: report it, fail closed
                 leaks.append(Leak("undecodable", where))
                 continue

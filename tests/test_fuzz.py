@@ -252,6 +252,24 @@ def test_kept_private_binary_numbers_carrying_identifiers_are_removed(tmp_path: 
     assert pydicom.dcmread(_write(numbers, tmp_path))[0x0019, 0x1081].VM == 16
 
 
+def test_verification_searches_private_numbers_as_written_bytes() -> None:
+    """Second layer: had the anonymizer kept such an element, verification must see the id and name
+    in the bytes of private SS numbers (it searched text VRs only)."""
+    import struct
+
+    from deid_core.terms import capture_terms
+    from deid_core.verify import LeakTerms, find_leaks
+
+    original = _kept_private_case(b"1.5 ").ds
+    lt = LeakTerms.capture(original, capture_terms(original))
+    out = Dataset()
+    block = out.private_block(0x0019, "GEMS_ACQU_01", create=True)
+    block.add_new(0x81, "SS", list(struct.unpack("<16h", b"AA000000 Qxbbbb Zvbbbb".ljust(32, b" "))))
+    assert [lk.describe() for lk in find_leaks(out, lt)] == ["id in (0019,1081)"]
+    block.add_new(0x81, "SS", list(range(16)))
+    assert find_leaks(out, lt) == []
+
+
 def test_kept_private_numeric_text_that_is_not_a_number_is_removed(tmp_path: Path) -> None:
     # No planted identifier at all: the KB vouches for a decimal string, free text is not one.
     out = pydicom.dcmread(_write(_kept_private_case(b"see report of Dr Who  "), tmp_path))

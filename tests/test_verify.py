@@ -77,6 +77,9 @@ def test_private_name_kept_by_test_rule_is_caught(tmp_path: Path, monkeypatch: p
         return real(self, group, creator, offset, path, vr)
 
     monkeypatch.setattr(RuleTable, "private_rule", keep_acme)
+    # The anonymizer's own check of kept private values would remove it: switch it off too, so this
+    # is the leak an earlier stage missed.
+    monkeypatch.setattr("deid_core.anonymizer._safe_private_value", lambda *a: True)
     plan = _plan(tmp_path)
     out = deidentify_file(src, plan.cfg)
     assert out.status == "quarantined" and out.reason == "leak_found"
