@@ -303,7 +303,9 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         if n_chars < MIN_LINE_CHARS:
             continue  # nothing (or one stray glyph) legible in any variant: a structure, not text
         longer = _extend_line(gray, line, bright)
-        if longer != line:  # the line runs on over a busy background the stroke screen could not separate
+        if longer != line and policy == ALL_TEXT:
+            line = longer  # all-text masks the whole line whatever the rest says: no need to read it
+        elif longer != line:  # the line runs on over a busy background the stroke screen could not separate
             line = longer
             read = [w for w in _read_line(gray, line, bright, engine, cache) if is_text(w)] or read
             conf = _line_conf(read)

@@ -114,6 +114,8 @@ def _char_count(comps: np.ndarray) -> int:
         if w <= 1:
             continue
         n += max(1, int(w / (0.75 * h)))
+    if len(comps) == 1 and n < 3:
+        return 1  # one blob 1.5-2.25 heights wide: a speckle grain far more often than two touching glyphs
     return n
 
 
