@@ -404,7 +404,8 @@ def _apply_log_level(level: str | None) -> None:
         return
     level = level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise SystemExit("deidflow: error: DEIDFLOW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        print("deidflow: error: DEIDFLOW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, like argparse's
     os.environ["PREFECT_LOGGING_LEVEL"] = level
     os.environ["PREFECT_LOGGING_ROOT_LEVEL"] = level
     os.environ["DEIDFLOW_LOG_LEVEL"] = level
