@@ -108,3 +108,23 @@ def test_commit_staged_reports_a_file_it_could_not_commit(tmp_path: Path, monkey
     assert (tmp_path / "a" / "0.dcm").read_bytes() == b"x" and (tmp_path / "a" / "2.dcm").read_bytes() == b"xxx"
     assert not (tmp_path / "a" / "1.dcm").exists()
     assert list((tmp_path / ".deidflow-tmp").iterdir()) == []
+
+
+def test_leak_is_caught_on_encoded_bytes_before_anything_is_written(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import deid_core.pipeline as pipeline_mod
+
+    def no_scrub(self, ds, pixels_clean=False):  # type: ignore[no-untyped-def]
+        return {}
+
+    def must_not_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a leaky output reached the writer")
+
+    monkeypatch.setattr(pipeline_mod.Anonymizer, "anonymize", no_scrub)
+    monkeypatch.setattr(pipeline_mod, "stage_atomic", must_not_write)
+    monkeypatch.setattr(pipeline_mod, "write_atomic", must_not_write)
+    cfg = DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out")
+    recs = [inspect_file(p, TEST_KEY) for p in _series(tmp_path, 2)]
+    summary = process_batch(recs, cfg, tmp_path / "prov", "run1", "2026-01-01")
+    assert summary.counts == {"quarantined": 2} and summary.reasons == {"leak_found": 2}
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
