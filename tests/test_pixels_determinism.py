@@ -78,3 +78,13 @@ def test_cohort_boxes_identical_in_any_file_order(tmp_path: Path) -> None:
     backward = run(engine_b, files[::-1])
     assert sum(len(v) for v in forward.values()) > 0
     assert json.dumps(forward, sort_keys=True) == json.dumps(backward, sort_keys=True)
+
+
+def test_screen_quantile_matches_numpy_exactly() -> None:
+    from deid_core.pixels.prescreen import _quantile
+
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        a = rng.integers(-300, 300, size=int(rng.integers(1, 200))).astype(np.int16)
+        for q in (0.1, 0.5, 0.9):
+            assert _quantile(a, q) == float(np.percentile(a, q * 100))

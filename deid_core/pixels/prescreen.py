@@ -103,6 +103,19 @@ def _group_lines(chars: np.ndarray) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
 
 
+def _quantile(values: np.ndarray, q: float) -> float:
+    """Linear-interpolated quantile (numpy's default method) of a small array via one partition: the
+    screen takes two per candidate line and ``np.percentile``'s overhead was 10 % of its time."""
+    flat = values.ravel()
+    pos = q * (flat.size - 1)
+    lo = int(pos)
+    hi = min(lo + 1, flat.size - 1)
+    part = np.partition(flat, (lo, hi))
+    a, b = float(part[lo]), float(part[hi])
+    t = pos - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t  # numpy's _lerp, bit for bit
+
+
 def _char_count(comps: np.ndarray) -> int:
     """Characters in a line's components. A component wider than 1.5 heights is touching letters and
     counts as several; a 1-px-wide sliver (the seam between two anatomy regions) counts as none, so a
@@ -141,7 +154,7 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
             crop = gray[y0:y1, x0:x1]
             h_crop = hat[y0:y1, x0:x1]
             core = crop[h_crop >= max(STROKE_CONTRAST, int(h_crop.max()) // 2)].astype(np.int16)
-            ref = int(np.percentile(core, 90 if bright else 10)) if core.size else 0
+            ref = int(_quantile(core, 0.9 if bright else 0.1)) if core.size else 0
             uniform = float(np.mean(np.abs(core - ref) <= INK_TOLERANCE)) if core.size else 0.0
             m = 3
             ring = gray[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m].astype(np.int16)
@@ -149,7 +162,7 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
             inner[y0 - max(0, y0 - m):y0 - max(0, y0 - m) + (y1 - y0),
                   x0 - max(0, x0 - m):x0 - max(0, x0 - m) + (x1 - x0)] = True
             around = ring[~inner]
-            contrast = float(abs(ref - np.median(around))) if around.size else 255.0
+            contrast = float(abs(ref - _quantile(around, 0.5))) if around.size else 255.0
             n = _char_count(xs)
             out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright))
     out.sort(key=lambda t: (t[0].y, t[0].x, t[4]))
