@@ -64,16 +64,9 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or child.is_relative_to(parent)
 
 
-def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
-                key_file: str | None = None, key_secret: str | None = None,
-                secret_loader: Callable[[str], bytes | str] | None = None, new_key: bool = False,
-                patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
-                uid_root: str = "2.25.", pixel_policy: str | None = None, pixel_engine: str = "tesseract",
-                linkage_dir: str | None = None, allow_lossy_reencode: bool = False,
-                conformance: str = "sample", date_shift_days: tuple[int, int] = (1, 365),
-                pseudonym_prefix: str = "DEID",
-                parameters: dict[str, object] | None = None) -> RunPlan:
-    """Validate everything run-level and return the plan; raises ConfigError with a clear reason."""
+def check_paths(input_dir: str | Path, output_dir: str | Path, provenance_dir: str | Path | None = None,
+                linkage_dir: str | Path | None = None) -> tuple[Path, Path, Path, Path | None]:
+    """The run's directories, refused when they overlap in a way that would leak or loop."""
     inp = Path(input_dir)
     out = Path(output_dir)
     if not inp.exists():
@@ -87,6 +80,35 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     link = Path(linkage_dir) if linkage_dir else None
     if link is not None and _inside(link, out):
         raise ConfigError("the linkage directory must not be inside the output tree")
+    return inp, out, prov, link
+
+
+def precheck(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
+             linkage_dir: str | Path | None = None, key_file: str | None = None, key_secret: str | None = None,
+             patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = ()) -> None:
+    """Usage errors found in milliseconds, before Prefect and Dask start; creates nothing.
+
+    ``prepare_run`` repeats these checks inside the flow (deployments skip this function)."""
+    check_paths(input_dir, output_dir, provenance_dir, linkage_dir)
+    output_umask()
+    if key_file is not None or (key_secret is None and "DEIDFLOW_KEY" in os.environ):
+        load_key(key_file, secret_name=key_secret)
+    if patient_map:
+        PatientMap.load(patient_map)
+    load_rule_table(profile, list(options) or None)
+
+
+def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
+                key_file: str | None = None, key_secret: str | None = None,
+                secret_loader: Callable[[str], bytes | str] | None = None, new_key: bool = False,
+                patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
+                uid_root: str = "2.25.", pixel_policy: str | None = None, pixel_engine: str = "tesseract",
+                linkage_dir: str | None = None, allow_lossy_reencode: bool = False,
+                conformance: str = "sample", date_shift_days: tuple[int, int] = (1, 365),
+                pseudonym_prefix: str = "DEID",
+                parameters: dict[str, object] | None = None) -> RunPlan:
+    """Validate everything run-level and return the plan; raises ConfigError with a clear reason."""
+    inp, out, prov, link = check_paths(input_dir, output_dir, provenance_dir, linkage_dir)
     umask = output_umask()  # a bad DEIDFLOW_UMASK stops the run here, not in every worker
     for d, what in ((out, "output"), (prov, "provenance")):
         try:

@@ -271,6 +271,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
         batch_size=args.batch_size, incremental=args.incremental,
         allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance, retry_of=None)
+    from deid_core.run import precheck
+
+    precheck(params.input_dir, params.output_dir, provenance_dir=params.provenance_dir,
+             linkage_dir=params.linkage_dir, key_file=params.key_file, key_secret=params.key_secret,
+             patient_map=params.patient_map, profile=params.profile, options=params.options)
     with prefect_api():
         summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
