@@ -9,6 +9,7 @@ the linkage export.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,13 +99,16 @@ def process_batch(records: list[InventoryRecord], cfg: DeidConfig, prov_dir: Pat
         want = cfg.conformance == "full" or (cfg.conformance == "sample" and first)
         outcomes.append(deidentify_file(r.path, cfg, r, dciodvfy=want, defer_commit=True))
     staged = [o for o in outcomes if o.staged is not None]
+    t0 = time.perf_counter()
     try:
         errors = commit_staged([o.staged for o in staged if o.staged is not None])
     except BaseException:
         discard_staged([o.staged for o in staged if o.staged is not None])
         raise
+    commit_ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(staged))
     for o, err in zip(staged, errors, strict=True):
         o.staged = None
+        o.write_ms = round(o.write_ms + commit_ms, 3)  # the batch's sync + renames, shared by its files
         if err is None:
             o.status = "written"
         else:  # retryable: the input is fine, the output could not be made durable or renamed
