@@ -42,7 +42,7 @@ class Outcome:
     input_path: str
     input_sha256: str = ""
     input_size: int = 0
-    status: str = "quarantined"  # written | quarantined | skipped | failed
+    status: str = "quarantined"  # written | quarantined | skipped | failed (| staged, inside a batch only)
     reason: str = ""
     error: str = ""
     output_path: str = ""
