@@ -147,15 +147,19 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                    linkage_dir=link, parameters=dict(parameters or {}))
 
 
-def split_done(plan: RunPlan, records: list[InventoryRecord]) -> tuple[list[InventoryRecord], list[Outcome]]:
+def split_done(plan: RunPlan, records: list[InventoryRecord], skip_done: bool = True
+               ) -> tuple[list[InventoryRecord], list[Outcome]]:
     """Incremental runs: inputs already written with this input hash, rule table, key and version,
     whose output still exists with its recorded hash, are skipped; the rest is returned to do.
+    With ``skip_done`` False — or when the run exports the linkage, which needs every input's pairs —
+    nothing is skipped (outputs are rewritten byte-identically).
 
     The second list also holds inputs refused because an earlier run's output has the same
     SOPInstanceUID from a different input (``quarantined``/``duplicate_sop_instance``): writing them
     would silently replace that output (see ``sop_collisions``)."""
     good = [r for r in records if r.status == "ok"]
-    done = done_outputs(plan.provenance_dir, [r.sha256 for r in good]) if good else {}
+    skip_done = skip_done and plan.linkage_dir is None
+    done = done_outputs(plan.provenance_dir, [r.sha256 for r in good]) if good and skip_done else {}
     todo: list[InventoryRecord] = []
     skipped: list[Outcome] = []
     from deid_core.inventory import sha256_file

@@ -124,9 +124,9 @@ def process_cohort(run_id: str, batch_size: int, incremental: bool,
     records: list[InventoryRecord] = [r for f in inv_futures for r in f.result()]
     summaries: list[BatchSummary] = [record_outcomes(plan, bad_outcomes(records), "inventory")]
     todo = [r for r in records if r.status == "ok"]
-    if incremental:
-        todo, skipped = split_done(plan, todo)
-        summaries.append(record_outcomes(plan, skipped, "skipped"))
+    # Skips what is already done (incremental) and always refuses SOP UID collisions with earlier outputs.
+    todo, skipped = split_done(plan, todo, skip_done=incremental)
+    summaries.append(record_outcomes(plan, skipped, "skipped"))
     batches = batch_records(todo, batch_size)
     total = max(1, len(records))
     done = total - len(todo)

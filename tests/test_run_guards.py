@@ -80,3 +80,44 @@ def test_output_root_is_created_with_the_restrictive_mode(tmp_path: Path,
                 key_file=str(tmp_path / "key.bin"))
     assert stat.S_IMODE((tmp_path / "deep").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "deep" / "out").stat().st_mode) == 0o700
+
+
+def test_linkage_given_on_a_rerun_is_complete(tmp_path: Path) -> None:
+    """--linkage on an incremental rerun must still map every input (skipping would leave gaps)."""
+    import csv
+
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    key = str(tmp_path / "key.bin")
+    inp, out, prov, link = tmp_path / "in", tmp_path / "out", tmp_path / "prov", tmp_path / "link"
+    save(base_dataset(1, name="Panza^Sancho", pid="SP112233"), inp / "a.dcm")
+    save(base_dataset(2, name="Quixote^Alonso", pid="AQ445566"), inp / "b.dcm")
+    assert set(_incremental_run(inp, out, prov, key).values()) == {("written", "")}
+
+    plan = prepare_run(inp, out, provenance_dir=prov, key_file=key, linkage_dir=str(link))
+    records = [inspect_file(p, plan.cfg.key) for p in find_files(inp)]
+    todo, decided = split_done(plan, records)
+    assert len(todo) == 2 and not decided  # nothing skipped when the linkage is exported
+    summaries = [process_batch(todo, plan.cfg, plan.provenance_dir, plan.run_id, plan.run_date)]
+    finish_run(plan, summaries)
+    with open(link / "patient_map.csv", newline="") as fh:
+        pairs = {row["id_old"] for row in csv.DictReader(fh)}
+    assert pairs == {"SP112233", "AQ445566"}
+    with open(link / "uid_map.csv", newline="") as fh:
+        old_uids = {row["id_old"] for row in csv.DictReader(fh)}
+    assert {str(base_dataset(i, name="x", pid="y").SOPInstanceUID) for i in (1, 2)} <= old_uids
+
+
+def test_no_incremental_still_refuses_sop_collisions(tmp_path: Path) -> None:
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    key = str(tmp_path / "key.bin")
+    inp, out, prov = tmp_path / "in", tmp_path / "out", tmp_path / "prov"
+    save(base_dataset(1, name="Panza^Sancho", pid="SP112233"), inp / "a.dcm")
+    _incremental_run(inp, out, prov, key)
+    b = base_dataset(1, name="Panza^Sancho", pid="SP112233")
+    b.SeriesDescription = "another object, same SOP instance UID"
+    save(b, inp / "b.dcm")
+    plan = prepare_run(inp, out, provenance_dir=prov, key_file=key)
+    records = [inspect_file(p, plan.cfg.key) for p in find_files(inp)]
+    todo, decided = split_done(plan, records, skip_done=False)
+    assert [Path(r.path).name for r in todo] == ["a.dcm"]
+    assert [(Path(o.input_path).name, o.reason) for o in decided] == [("b.dcm", "duplicate_sop_instance")]
