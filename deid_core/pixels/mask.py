@@ -57,8 +57,13 @@ def is_lossy(ds: Dataset) -> bool:
     return True
 
 
-def _native_view(ds: Dataset, buf: bytearray) -> np.ndarray:
-    """A writable view of native PixelData shaped (frames, rows, cols[, samples]) in stored order."""
+def _native_layout(ds: Dataset) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """dtype, shape of one frame in stored order, bytes per frame, frame count of native PixelData.
+
+    Frames are contiguous in native data (PS3.5 8.1.1), whatever the planar configuration; native
+    YBR_FULL_422 stores two bytes-per-sample units per pixel (pairs share chroma). BitsAllocated 1
+    (packed bits) is refused: a frame may start mid-byte.
+    """
     bits = int(ds.BitsAllocated)
     if bits not in (8, 16, 32, 64):
         raise PixelError("BitsAllocated not supported for masking")
@@ -70,19 +75,26 @@ def _native_view(ds: Dataset, buf: bytearray) -> np.ndarray:
     spp = int(ds.get("SamplesPerPixel", 1))
     pi = str(ds.PhotometricInterpretation).strip()
     if pi == "YBR_FULL_422":
-        n = frames * rows * cols * 2 * (bits // 8)
-        shape: tuple[int, ...] = (frames, rows, cols // 2, 4)
+        per_frame = rows * cols * 2 * (bits // 8)
+        shape: tuple[int, ...] = (rows, cols // 2, 4)
     else:
-        n = frames * rows * cols * spp * (bits // 8)
+        per_frame = rows * cols * spp * (bits // 8)
         if spp == 1:
-            shape = (frames, rows, cols)
+            shape = (rows, cols)
         elif int(ds.get("PlanarConfiguration", 0)) == 1:
-            shape = (frames, spp, rows, cols)
+            shape = (spp, rows, cols)
         else:
-            shape = (frames, rows, cols, spp)
+            shape = (rows, cols, spp)
+    return dtype, shape, per_frame, frames
+
+
+def _native_view(ds: Dataset, buf: bytes | bytearray | memoryview) -> np.ndarray:
+    """A view (no copy; writable when ``buf`` is) of native PixelData shaped (frames, *frame shape)."""
+    dtype, shape, per_frame, frames = _native_layout(ds)
+    n = per_frame * frames
     if len(buf) < n:
         raise PixelError("PixelData shorter than the image geometry")
-    return np.frombuffer(memoryview(buf)[:n], dtype=dtype).reshape(shape)
+    return np.frombuffer(memoryview(buf)[:n], dtype=dtype).reshape((frames, *shape))
 
 
 def _fill_value(ds: Dataset, view: np.ndarray) -> list[int]:
@@ -119,26 +131,50 @@ def _rects(ds: Dataset, boxes: Iterable[Box]) -> list[tuple[int, int, int, int, 
     return out
 
 
+def _mask_frame(frame: np.ndarray, rects: list[tuple[int, int, int, int]], fill: list[int], pi: str,
+                planar: bool) -> None:
+    """Fill ``rects`` (x0, y0, x1, y1) in one frame array in stored layout, in place."""
+    for x0, y0, x1, y1 in rects:
+        if pi == "YBR_FULL_422":  # pairs of pixels share chroma: widen to whole pairs
+            frame[y0:y1, x0 // 2:(x1 + 1) // 2] = [fill[0], fill[0], fill[1], fill[2]]
+        elif frame.ndim == 2:
+            frame[y0:y1, x0:x1] = fill[0]
+        elif planar:
+            for s in range(frame.shape[0]):
+                frame[s, y0:y1, x0:x1] = fill[s]
+        else:
+            frame[y0:y1, x0:x1] = fill
+
+
 def _mask_native(ds: Dataset, boxes: Iterable[Box]) -> None:
-    buf = bytearray(ds.PixelData)
-    view = _native_view(ds, buf)
-    fill = _fill_value(ds, view)
+    """Mask native PixelData frame by frame: only frames with boxes are copied (one frame at a time) and
+    the new value is joined from views of the original, so peak memory is the PixelData twice (old and
+    new value) plus one frame, never a decoded copy; every byte outside the boxes is unchanged."""
+    src = ds.PixelData
+    dtype, shape, per_frame, frames = _native_layout(ds)
+    fill = _fill_value(ds, _native_view(ds, src))  # view over the original bytes: no copy
     pi = str(ds.PhotometricInterpretation).strip()
     planar = int(ds.get("PlanarConfiguration", 0)) == 1 and int(ds.get("SamplesPerPixel", 1)) > 1
-    frames = view.shape[0]
+    by_frame: dict[int, list[tuple[int, int, int, int]]] = {}
     for f, x0, y0, x1, y1 in _rects(ds, boxes):
         if not 0 <= f < frames:
             raise PixelError("box frame index outside the image")
-        if pi == "YBR_FULL_422":  # pairs of pixels share chroma: widen to whole pairs
-            view[f, y0:y1, x0 // 2:(x1 + 1) // 2] = [fill[0], fill[0], fill[1], fill[2]]
-        elif view.ndim == 3:
-            view[f, y0:y1, x0:x1] = fill[0]
-        elif planar:
-            for s in range(view.shape[1]):
-                view[f, s, y0:y1, x0:x1] = fill[s]
-        else:
-            view[f, y0:y1, x0:x1] = fill
-    ds.PixelData = bytes(buf)
+        by_frame.setdefault(f, []).append((x0, y0, x1, y1))
+    if not by_frame:
+        return
+    mv = memoryview(src)
+    parts: list[bytes | memoryview] = []
+    pos = 0
+    for f in sorted(by_frame):
+        off = f * per_frame
+        frame = np.frombuffer(mv[off:off + per_frame], dtype=dtype).reshape(shape).copy()
+        _mask_frame(frame, by_frame[f], fill, pi, planar)
+        parts += [mv[pos:off], frame.tobytes()]
+        pos = off + per_frame
+    parts.append(mv[pos:])
+    new = b"".join(parts)
+    del parts, mv
+    ds.PixelData = new
 
 
 def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool = False) -> None:
