@@ -184,7 +184,7 @@ def _line_conf(words: list[OcrWord]) -> float:
 
 
 def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
-               cache: dict[bytes, list[OcrWord]]) -> list[OcrWord]:
+               cache: dict[bytes, list[OcrWord]], enough: int | None = None) -> list[OcrWord]:
     """Best reading of one candidate line, in frame coordinates.
 
     Variants, cheapest first, stop at the first sure one: Otsu (polarity from the crop border), the
@@ -192,11 +192,13 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     The opposite polarity is only tried when the first two read some letter or digit: Otsu already
     reads either polarity, and where neither reads a single glyph the candidate is speckle (on the
     synthetic cohort the third reading then only ever turned speckle into "text").
+    ``enough`` (policy all-text, which only asks "is this text?") also stops at the first reading with
+    that many letters/digits: a better reading of a line that is masked anyway changes nothing.
     """
     rows, cols = gray.shape
     region = line.pad(max(3, line.h // 3), cols, rows)
     crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
-    tag = repr((crop.shape, line.h, bright)).encode()
+    tag = repr((crop.shape, line.h, bright, enough)).encode()
     key = hashlib.blake2b(crop.tobytes() + tag, digest_size=16).digest()
     if key not in cache:
         best: list[OcrWord] = []
@@ -207,10 +209,14 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
             if i == 2 and glyphs == 0:
                 break
             words = _read_variant(make(), line.h, engine)
-            glyphs += sum(c.isalnum() for w in words for c in w.text)
+            read = sum(c.isalnum() for w in words for c in w.text)
+            glyphs += read
             conf = _line_conf(words)
             if conf > best_conf:
                 best, best_conf = words, conf
+            if enough is not None and read >= enough:
+                best = words
+                break
             if conf >= SURE_CONF:
                 break
         cache[key] = best
@@ -296,7 +302,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             line = _extend_line(gray, line, bright)
             boxes.append(Box(frame, line.x, line.y, line.w, line.h, "text", 100.0))
             continue
-        words = _read_line(gray, line, bright, engine, cache)
+        words = _read_line(gray, line, bright, engine, cache, MIN_LINE_CHARS if policy == ALL_TEXT else None)
         read = [w for w in words if is_text(w)]
         conf = _line_conf(read)
         n_chars = sum(sum(c.isalnum() for c in w.text) for w in read)
