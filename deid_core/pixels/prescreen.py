@@ -75,9 +75,23 @@ def _char_components(strokes: np.ndarray) -> np.ndarray:
 
 
 def _group_lines(chars: np.ndarray) -> list[list[int]]:
-    """Chain character boxes into lines: vertical overlap, similar height, small horizontal gap."""
-    order = sorted(range(len(chars)), key=lambda i: (int(chars[i][0]), int(chars[i][1])))
-    parent = list(range(len(chars)))
+    """Chain character boxes into lines: vertical overlap, similar height, small horizontal gap.
+
+    Pairs are compared all at once per offset in left-to-right order (US speckle gives thousands of
+    components; a pair loop in Python was a third of the screen's time). Two boxes chain when the right
+    one starts at most 1.5 heights (+2 px) after the left one ends, they overlap vertically by 40 % of
+    the smaller height and neither is over 3 times as high. Groups are the connected components of that
+    pair graph, so the result does not depend on the order pairs are visited.
+    """
+    n = len(chars)
+    if n == 0:
+        return []
+    xywh = chars[:, :4].astype(np.int64)
+    order = np.lexsort((xywh[:, 1], xywh[:, 0]))  # by x, then y (stable)
+    x, y, w, h = (xywh[order, k] for k in range(4))
+    right, bottom = x + w, y + h
+    reach = right + int(1.5 * MAX_CHAR_H + 2)  # no partner can start further right than this
+    parent = list(range(n))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -85,22 +99,24 @@ def _group_lines(chars: np.ndarray) -> list[list[int]]:
             i = parent[i]
         return i
 
-    boxes = [tuple(int(v) for v in chars[i][:4]) for i in range(len(chars))]
-    for a_pos, a in enumerate(order):
-        ax, ay, aw, ah = boxes[a]
-        for b in order[a_pos + 1:]:
-            bx, by, bw, bh = boxes[b]
-            if bx - (ax + aw) > 1.5 * max(ah, bh) + 2:
-                if bx - (ax + aw) > 1.5 * MAX_CHAR_H + 2:
-                    break
-                continue
-            overlap = min(ay + ah, by + bh) - max(ay, by)
-            if overlap >= 0.4 * min(ah, bh) and max(ah, bh) <= 3 * min(ah, bh):
-                parent[find(a)] = find(b)
+    for k in range(1, n):
+        a = np.arange(n - k)
+        b = a + k
+        live = x[b] <= reach[a]
+        if not live.any():
+            break  # x is sorted: beyond this offset every pair starts further right still
+        hmax, hmin = np.maximum(h[a], h[b]), np.minimum(h[a], h[b])
+        gap = x[b] - right[a]
+        overlap = np.minimum(bottom[a], bottom[b]) - np.maximum(y[a], y[b])
+        ok = live & (gap <= 1.5 * hmax + 2) & (overlap >= 0.4 * hmin) & (hmax <= 3 * hmin)
+        for i in np.flatnonzero(ok).tolist():
+            ra, rb = find(i), find(i + k)
+            if ra != rb:
+                parent[ra] = rb
     groups: dict[int, list[int]] = {}
-    for i in order:
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: (boxes[g[0]][1], boxes[g[0]][0]))
+    for pos in range(n):
+        groups.setdefault(find(pos), []).append(int(order[pos]))
+    return sorted(groups.values(), key=lambda g: (int(chars[g[0]][1]), int(chars[g[0]][0])))
 
 
 def _quantile(values: np.ndarray, q: float) -> float:
