@@ -149,7 +149,9 @@ def _mask_frame(frame: np.ndarray, rects: list[tuple[int, int, int, int]], fill:
 def _mask_native(ds: Dataset, boxes: Iterable[Box]) -> None:
     """Mask native PixelData frame by frame: only frames with boxes are copied (one frame at a time) and
     the new value is joined from views of the original, so peak memory is the PixelData twice (old and
-    new value) plus one frame, never a decoded copy; every byte outside the boxes is unchanged."""
+    new value) plus one frame, never a decoded copy; every byte outside the boxes is unchanged.
+    ``bytes`` from pydicom's reader are immutable (and pydicom does not take a bytearray as an OB/OW
+    value), so that one full copy is the floor for a file with boxes."""
     src = ds.PixelData
     dtype, shape, per_frame, frames = _native_layout(ds)
     fill = _fill_value(ds, _native_view(ds, src))  # view over the original bytes: no copy
