@@ -62,6 +62,16 @@ STATELESS_VARIABLES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Tesseract variables for speed. The pixel stage hands Tesseract crops already normalised to dark text on
+#: light (Otsu by border, stroke maps per polarity, the opposite polarity as its own reading), so
+#: Tesseract's own second LSTM pass over the inverted line whenever a reading is unsure
+#: (``tessedit_do_invert``, on by default) only repeats work: on US speckle, where almost every
+#: reading is unsure, it doubled the cost of a call.
+SPEED_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("tessedit_do_invert", "F"),
+)
+
+
 class TesseractEngine:
     """tesserocr wrapper; sparse-text segmentation suits scattered annotation words."""
 
@@ -79,7 +89,7 @@ class TesseractEngine:
         #   engine-mode change must not bring that state back.
         self._api: Any = tesserocr.PyTessBaseAPI(
             path=tessdata_dir(), lang="eng", psm=psm, oem=tesserocr.OEM.LSTM_ONLY,
-            variables=dict(STATELESS_VARIABLES))
+            variables=dict(STATELESS_VARIABLES + SPEED_VARIABLES))
         self._lstm_only = self._api.GetVariableAsString("tessedit_ocr_engine_mode") == str(
             int(tesserocr.OEM.LSTM_ONLY))
         self._ril = tesserocr.RIL.WORD
