@@ -148,8 +148,11 @@ def _char_count(comps: np.ndarray) -> int:
     return n
 
 
-def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
+def line_stats(gray: np.ndarray, candidates_only: bool = False) -> list[tuple[Rect, int, float, float, bool]]:
     """Every line candidate of both polarities: character count, ink contrast, ink uniformity.
+
+    ``candidates_only`` skips the measures of lines the screen drops anyway (fewer than 2 characters,
+    then uniformity below MIN_INK_UNIFORMITY): speckle yields dozens of such groups per frame.
 
     Uniformity is measured on the stroke cores (hat ≥ half its line maximum) so anti-aliased glyph
     edges do not count against it. Contrast compares the ink level with the median of a ring around
@@ -165,6 +168,9 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
             continue
         for g in _group_lines(chars):
             xs = chars[g]
+            n = _char_count(xs)
+            if candidates_only and n < 2:
+                continue
             x0, y0 = int(xs[:, 0].min()), int(xs[:, 1].min())
             x1, y1 = int((xs[:, 0] + xs[:, 2]).max()), int((xs[:, 1] + xs[:, 3]).max())
             crop = gray[y0:y1, x0:x1]
@@ -172,6 +178,8 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
             core = crop[h_crop >= max(STROKE_CONTRAST, int(h_crop.max()) // 2)].astype(np.int16)
             ref = int(_quantile(core, 0.9 if bright else 0.1)) if core.size else 0
             uniform = float(np.mean(np.abs(core - ref) <= INK_TOLERANCE)) if core.size else 0.0
+            if candidates_only and uniform < MIN_INK_UNIFORMITY:
+                continue
             m = 3
             ring = gray[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m].astype(np.int16)
             inner = np.zeros(ring.shape, dtype=bool)
@@ -179,7 +187,6 @@ def line_stats(gray: np.ndarray) -> list[tuple[Rect, int, float, float, bool]]:
                   x0 - max(0, x0 - m):x0 - max(0, x0 - m) + (x1 - x0)] = True
             around = ring[~inner]
             contrast = float(abs(ref - _quantile(around, 0.5))) if around.size else 255.0
-            n = _char_count(xs)
             out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright))
     out.sort(key=lambda t: (t[0].y, t[0].x, t[4]))
     return out
@@ -208,7 +215,7 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     if gray.ndim != 2 or gray.size == 0:
         return []
     cands = [(r, b, (c, u), n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY)
-             for r, n, c, u, b in line_stats(gray)
+             for r, n, c, u, b in line_stats(gray, candidates_only=True)
              if n >= 2 and u >= MIN_INK_UNIFORMITY and c >= MIN_RING_CONTRAST]
     out = []
     for r, b, score, strong in cands:
