@@ -319,9 +319,10 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             kind = "text"
         else:
             ocr_line = build_lines(read)
-            hits = sorted((i, k) for ln in ocr_line for i, k in phi_words(ln, matcher).items())
+            found = [phi_words(ln, matcher) for ln in ocr_line]  # once: each call runs Presidio
+            hits = sorted((i, k) for f in found for i, k in f.items())
             if hits:
-                kinds = [k for ln in ocr_line for k in phi_words(ln, matcher).values()]
+                kinds = [k for f in found for k in f.values()]
                 kind = min(kinds, key=lambda k: (-kinds.count(k), k))
             elif conf < SURE_CONF:
                 kind = "unsure"
