@@ -352,6 +352,10 @@ def _compile_terms(ordered: tuple[Term, ...]) -> tuple[dict[str, str], re.Patter
     tokens: dict[str, str] = {}
     for t in ordered:
         for tok in re.split(r"[\s^,]+", t.text):
+            # A word of an ID term without a digit ("STATE" of an issuer "STATE HIE") is a common
+            # word, not the identifier: tolerant matching on it turns speckle read as "tate" into a leak.
+            if t.kind == ID and not any(c.isdigit() for c in tok):
+                continue
             if len(tok) >= 3 and tok.upper() not in _NAME_STOPWORDS:
                 tokens.setdefault(tok.casefold(), t.kind)
     return kind_of, regex, tokens
