@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pydicom
 from pydicom.config import RAISE
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import validate_value
 
 from deid_core.errors import DeidError
@@ -68,6 +70,10 @@ IOD_TYPE1: dict[str, tuple[str, tuple[str, ...]]] = {
 #: Any other SOP class: the modules every composite IOD has.
 _DEFAULT = ("Composite", _GENERAL_STUDY + _GENERAL_SERIES + _SOP_COMMON)
 _MAX_ISSUES = 50
+#: Float Pixel Data, Double Float Pixel Data, Pixel Data: checked by decoding frames, not as values.
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+#: Values at least this long are left unread by ``read_back(..., defer_pixels=True)`` until accessed.
+DEFER_SIZE = 1 << 20
 _DCIODVFY_TIMEOUT_S = 60
 
 
@@ -126,13 +132,16 @@ def value_issues(ds: Dataset) -> list[str]:
     out: list[str] = []
 
     def visit(d: Dataset, prefix: str) -> None:
-        for elem in d:
+        for tag in sorted(d.keys()):
+            if int(tag) in PIXEL_TAGS:  # bulk pixel values (possibly deferred): never loaded for this
+                continue
+            elem = d[tag]
             where = prefix + _tag(int(elem.tag))
             if elem.VR == "SQ":
                 for i, item in enumerate(elem.value or []):
                     visit(item, f"{where}[{i}]>")
                 continue
-            if elem.tag == 0x7FE00010 or elem.VR in ("UN", "OB", "OW", "OF", "OD", "OL", "OV"):
+            if elem.VR in ("UN", "OB", "OW", "OF", "OD", "OL", "OV"):
                 continue
             try:
                 vals = elem.value if isinstance(elem.value, list | MultiValue) else [elem.value]
@@ -192,12 +201,30 @@ def dciodvfy_errors(path: Path) -> list[str] | None:
     return sorted({_redact(ln.strip()) for ln in lines if ln.strip().startswith("Error")})
 
 
-def read_back(path: Path | bytes) -> Dataset:
-    """Read a written output (a path, or the exact bytes about to be written) fully, pixels
-    included; UnreadableOutputError when it cannot be."""
+def read_back(path: Path | bytes, *, defer_pixels: bool = False) -> Dataset:
+    """Read a written output (a path, or the exact bytes about to be written); UnreadableOutputError
+    when it cannot be.
+
+    By default everything is loaded, pixels included. ``defer_pixels`` leaves values of 1 MiB or more
+    unread until accessed (a whole-file copy of a large multi-frame image is not needed to search its
+    elements; its frames are decoded one at a time from the same source): the pixel element is then
+    checked to lie entirely within the file, so a truncated output still does not read back."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(path) if isinstance(path, bytes) else path)
-        ds.PixelData if "PixelData" in ds else None  # noqa: B018  force the value to load
+        src = io.BytesIO(path) if isinstance(path, bytes) else path
+        size = len(path) if isinstance(path, bytes) else Path(path).stat().st_size
+        ds = pydicom.dcmread(src, defer_size=DEFER_SIZE if defer_pixels else None)
+        if defer_pixels and ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            # offsets of a deflated file are in its inflated stream: no deferred reads from the source
+            defer_pixels = False
+            ds = pydicom.dcmread(io.BytesIO(path) if isinstance(path, bytes) else path)
+        for tag in PIXEL_TAGS & set(ds.keys()):
+            raw = ds.get_item(tag, keep_deferred=True)
+            if defer_pixels and isinstance(raw, RawDataElement) and raw.value is None \
+                    and raw.length != 0xFFFFFFFF:
+                if raw.value_tell is None or raw.value_tell + raw.length > size:
+                    raise EOFError("pixel data runs past the end of the file")
+            elif not defer_pixels:
+                ds[tag].value  # noqa: B018  force the value to load
         return ds
     except Exception as exc:
         raise UnreadableOutputError(f"written output does not read back ({type(exc).__name__})") from None

@@ -244,6 +244,9 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     t0 = time.perf_counter()
     data = encode(ds)
     rel = output_relpath(ds)
+    for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010):
+        if tag in ds:  # the encoded bytes hold the pixels now: drop the dataset's copy (peak memory)
+            del ds[tag]
     encode_ms = _ms(t0)
     t0 = time.perf_counter()
     conf = None

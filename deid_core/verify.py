@@ -20,13 +20,17 @@ Only the leak's class and location (tag path or frame) are reported, never the v
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from deid_core.conformance import ConformanceResult
+from deid_core.conformance import PIXEL_TAGS, ConformanceResult
 from deid_core.terms import DATE, PhiTerms, TermMatcher, date_variants
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
@@ -108,7 +112,10 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     leaks: list[Leak] = []
 
     def visit(d: Dataset, prefix: str) -> None:
-        for elem in d:
+        for tag in sorted(d.keys()):
+            if int(tag) in PIXEL_TAGS:  # pixel values are not text (OCR'd separately); never loaded here
+                continue
+            elem = d[tag]
             where = f"{prefix}({elem.tag.group:04X},{elem.tag.element:04X})"
             if elem.VR == "SQ":
                 for i, item in enumerate(elem.value or []):
@@ -117,8 +124,7 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             # Private numbers are searched too, as the bytes they are written as: a kept private
             # element can hold text that reads back as DS or SS (fuzz find).
             private_number = elem.tag.is_private and elem.VR not in _TEXT_VRS
-            if int(elem.tag) in _SKIP or (elem.VR not in _TEXT_VRS and not private_number) \
-                    or elem.tag == 0x7FE00010:
+            if int(elem.tag) in _SKIP or (elem.VR not in _TEXT_VRS and not private_number):
                 continue
             try:
                 texts = _private_number_texts(elem.value, elem.VR) if private_number else _texts(elem.value)
@@ -160,16 +166,50 @@ class PixelVerifyStats:
     frames_ocr: int = 0
 
 
+def _gray_frames(ds: Dataset, src: BinaryIO | None) -> Iterator[np.ndarray]:
+    """Frames of ``ds`` as 8-bit gray, decoded one at a time from ``src`` (the file ``ds`` was read from,
+    so the whole PixelData value is never loaded) when given, else from ``ds`` itself."""
+    from pydicom.pixels import iter_pixels
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from deid_core.errors import PixelError
+    from deid_core.pixels.decode import frame_count, iter_gray_frames, to_gray8
+
+    tsyntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
+    if src is None or tsyntax == DeflatedExplicitVRLittleEndian or not tsyntax:
+        yield from iter_gray_frames(ds)  # a deflated stream cannot be read frame by frame
+        return
+    # As iter_gray_frames, from the source: same decoders, same conversion, same failure rules.
+    pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    n = frame_count(ds)
+    seen = 0
+    try:
+        for frame in iter_pixels(src):
+            if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] in (3, 4) and
+                                   int(ds.get("SamplesPerPixel", 1)) > 1):
+                yield to_gray8(frame, pi, ds)
+            else:
+                raise PixelError("unexpected decoded frame shape")
+            seen += 1
+    except PixelError:
+        raise
+    except Exception as exc:  # decoder plugins raise many types; never leak their messages (may echo data)
+        raise PixelError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
+    if seen != n:
+        raise PixelError("decoded frame count differs from NumberOfFrames")
+
+
 def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
-                     stats: PixelVerifyStats | None = None) -> list[Leak]:
+                     stats: PixelVerifyStats | None = None, src: BinaryIO | None = None) -> list[Leak]:
     """OCR every frame of ``ds`` that the pre-screen cannot prove text-free; leaks per frame.
 
+    ``src`` is the file-like ``ds`` was read from: frames are then decoded from it one at a time, so a
+    deferred PixelData value is never loaded whole.
     Matching is exact (flexible separators) on each OCR line plus tolerant per word (edit
     distance, digit/letter confusions), for every kind of term including every original date:
     nothing shifts dates burned into pixels.
     """
     from deid_core.pixels import _ocr_crop, get_engine, has_pixels
-    from deid_core.pixels.decode import iter_gray_frames
     from deid_core.pixels.match import build_lines
     from deid_core.pixels.ocr import OcrEngine, OcrWord
     from deid_core.pixels.prescreen import merge_regions, polar_regions
@@ -180,7 +220,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
     eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
     leaks: list[Leak] = []
     cache: dict[bytes, list[OcrWord]] = {}
-    for f, gray in enumerate(iter_gray_frames(ds)):
+    for f, gray in enumerate(_gray_frames(ds, src)):
         st.frames += 1
         polar = polar_regions(gray)
         st.frames_screened += 1
@@ -262,10 +302,12 @@ def _verify(data: bytes, lt: LeakTerms, engine: object | None, pixels_text_free:
             ) -> tuple[VerifyResult, ConformanceResult]:
     from deid_core.conformance import check_dataset, read_back
 
-    ds = read_back(data)
+    # Pixel values stay in ``data`` (deferred, bounds-checked): elements are searched from the parsed
+    # dataset and frames decoded one at a time from the same bytes, so no second copy of a large image.
+    ds = read_back(data, defer_pixels=True)
     leaks = find_leaks(ds, lt)
     stats = PixelVerifyStats()
     if not leaks and not pixels_text_free:
-        leaks += find_pixel_leaks(ds, lt, engine, stats)
+        leaks += find_pixel_leaks(ds, lt, engine, stats, src=io.BytesIO(data))
     conf = check_dataset(ds)
     return VerifyResult(leaks, conf.to_json(), stats), conf

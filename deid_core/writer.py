@@ -49,10 +49,33 @@ def output_relpath(ds: Dataset) -> str:
     return "/".join(safe_component(p or "NONE") for p in parts[:3]) + f"/{safe_component(parts[3])}.dcm"
 
 
+#: Pixel values at least this long are written from a buffer view (see ``encode``).
+_BUFFERED_MIN = 1 << 20
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+
+
 def encode(ds: Dataset) -> bytes:
-    """Serialise ``ds`` as a DICOM file (preamble, file meta) deterministically."""
+    """Serialise ``ds`` as a DICOM file (preamble, file meta) deterministically.
+
+    pydicom encodes each element into a temporary buffer before copying it to the output, which for a
+    large image means a third copy of the pixels at the peak; a large pixel value is therefore handed to
+    it as a buffered value (a view of the same bytes, written straight to the output: same bytes out),
+    and restored afterwards."""
     buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    swapped: list[tuple[int, bytes]] = []
+    try:
+        for tag in _PIXEL_TAGS:
+            elem = ds.get_item(tag, keep_deferred=True) if tag in ds else None
+            if elem is None or getattr(elem, "is_raw", False):
+                continue
+            value = elem.value
+            if isinstance(value, bytes) and len(value) >= _BUFFERED_MIN and len(value) % 2 == 0:
+                swapped.append((tag, value))
+                elem.value = io.BytesIO(value)  # shares the bytes until written (no copy)
+        ds.save_as(buf, enforce_file_format=True)
+    finally:
+        for tag, value in swapped:
+            ds[tag].value = value
     return buf.getvalue()
 
 
