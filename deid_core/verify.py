@@ -169,34 +169,15 @@ class PixelVerifyStats:
 def _gray_frames(ds: Dataset, src: BinaryIO | None) -> Iterator[np.ndarray]:
     """Frames of ``ds`` as 8-bit gray, decoded one at a time from ``src`` (the file ``ds`` was read from,
     so the whole PixelData value is never loaded) when given, else from ``ds`` itself."""
-    from pydicom.pixels import iter_pixels
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from deid_core.errors import PixelError
-    from deid_core.pixels.decode import frame_count, iter_gray_frames, to_gray8
+    from deid_core.pixels.decode import iter_gray_frames
 
     tsyntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
     if src is None or tsyntax == DeflatedExplicitVRLittleEndian or not tsyntax:
         yield from iter_gray_frames(ds)  # a deflated stream cannot be read frame by frame
         return
-    # As iter_gray_frames, from the source: same decoders, same conversion, same failure rules.
-    pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    n = frame_count(ds)
-    seen = 0
-    try:
-        for frame in iter_pixels(src):
-            if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] in (3, 4) and
-                                   int(ds.get("SamplesPerPixel", 1)) > 1):
-                yield to_gray8(frame, pi, ds)
-            else:
-                raise PixelError("unexpected decoded frame shape")
-            seen += 1
-    except PixelError:
-        raise
-    except Exception as exc:  # decoder plugins raise many types; never leak their messages (may echo data)
-        raise PixelError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
-    if seen != n:
-        raise PixelError("decoded frame count differs from NumberOfFrames")
+    yield from iter_gray_frames(ds, src)
 
 
 def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,

@@ -7,6 +7,7 @@ stored image, whatever the photometric interpretation, planar configuration or c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -68,19 +69,20 @@ def to_gray8(frame: np.ndarray, photometric: str, ds: Dataset | None = None) -> 
     return gray
 
 
-def iter_gray_frames(ds: Dataset) -> Iterator[np.ndarray]:
+def iter_gray_frames(ds: Dataset, src: BinaryIO | None = None) -> Iterator[np.ndarray]:
     """Yield every frame as 8-bit gray, decoding one frame at a time (large cine loops fit in memory).
 
-    Raises PixelError when the pixel data cannot be decoded: the caller must not publish a file
-    whose pixels were not examined.
+    ``src`` is the encoded file ``ds`` was read from with its pixels deferred: frames are then read
+    from it one by one, so the whole PixelData value is never loaded. Raises PixelError when the pixel
+    data cannot be decoded: the caller must not publish a file whose pixels were not examined.
     """
-    if "PixelData" not in ds:
+    if src is None and "PixelData" not in ds:
         raise PixelError("no PixelData to decode")
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     n = frame_count(ds)
     seen = 0
     try:
-        for frame in iter_pixels(ds):
+        for frame in iter_pixels(src if src is not None else ds):
             if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] in (3, 4) and
                                    int(ds.get("SamplesPerPixel", 1)) > 1):
                 yield to_gray8(frame, pi, ds)
