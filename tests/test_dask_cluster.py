@@ -68,7 +68,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.update({"PREFECT_HOME": str(base / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "OMP_THREAD_LIMIT": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                "OMP_THREAD_LIMIT": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                # task-run lines in the worker's log prove where the work ran (make test exports WARNING)
+                "PREFECT_LOGGING_LEVEL": "INFO"})
     sport, pport = _free_port(), _free_port()
     api = f"http://127.0.0.1:{pport}/api"
     env["PREFECT_API_URL"] = api
