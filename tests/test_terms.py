@@ -32,3 +32,153 @@ def test_ocr_misreads_match_but_common_words_of_id_terms_do_not() -> None:
 def test_date_variants_cover_common_formats() -> None:
     v = set(date_variants("19610304"))
     assert {"1961-03-04", "03/04/1961", "3/4/1961", "04.03.1961", "Mar 4, 1961", "04-Mar-1961"} <= v
+
+
+# --------------------------------------------------------------------------------------------
+# The trie-compiled matcher finds exactly what the former flat alternation found.
+
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from deid_core import terms as terms_mod  # noqa: E402
+from deid_core.terms import OTHER, Span, Term, _norm, _term_pattern  # noqa: E402
+
+_CORPUS = Path(__file__).parent / "corpus"
+_BUNDLED = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "rtstruct.dcm", "693_UNCR.dcm",
+            "image_dfl.dcm", "JPEG2000.dcm", "SC_rgb.dcm", "US1_UNCR.dcm", "emri_small.dcm",
+            "chr_ref.dcm", "chrH31.dcm", "chrJapMulti.dcm", "chrGreek.dcm", "chrRuss.dcm", "chrX1.dcm"]
+
+
+def _reference_find(ordered: tuple[Term, ...], text: str) -> list[Span]:
+    """The former implementation, kept verbatim: one flat alternation, kinds by a linear scan."""
+    if not ordered or not text:
+        return []
+    kind_of = {t.text.casefold(): t.kind for t in ordered}
+    alternation = "|".join(f"(?:{_term_pattern(t.text)})" for t in ordered)
+    regex = re.compile(rf"(?<![0-9A-Za-z])(?:{alternation})(?![0-9A-Za-z])", re.IGNORECASE)
+
+    def kind_for(matched: str) -> str:
+        key = matched.casefold()
+        if key in kind_of:
+            return kind_of[key]
+        norm = " ".join(re.split(r"[\s^,]+", key))
+        for t, kind in kind_of.items():
+            if " ".join(re.split(r"[\s^,]+", t)) == norm:
+                return kind
+        return OTHER
+
+    return [Span(m.start(), m.end(), kind_for(m.group(0))) for m in regex.finditer(text) if m.end() > m.start()]
+
+
+def _ocr_like(text: str, rng: random.Random) -> list[str]:
+    """Texts a matcher meets on OCR output or headers: re-cased, re-separated, misread, glued, cut."""
+    out = [text, text.upper(), text.lower(), text.title(), re.sub(r"[\s^,]+", "  ", text),
+           re.sub(r"[\s^,]+", ", ", text), re.sub(r"[\s^,]+", "^", text), re.sub(r"[\s^,]+", "", text),
+           terms_mod.ocr_digits(text), text.replace("0", "O").replace("1", "l"), f"x{text}", f"{text}7",
+           f"({text})", f"{text}-Jones", f"{text}.", f" ,^{text}^, ", text[: max(1, len(text) - 1)],
+           text[1:], text[: len(text) // 2]]
+    if len(text) > 3:
+        i = rng.randrange(len(text))
+        out.append(text[:i] + rng.choice("abcXYZ019 .-,^") + text[i + 1:])
+    return out
+
+
+def _texts_for(ordered: tuple[Term, ...], corpus: list[str], rng: random.Random) -> list[str]:
+    texts = list(corpus)
+    strings = [t.text for t in ordered]
+    for s in strings:
+        texts += _ocr_like(s, rng)
+    for _ in range(60):  # several identifiers on one line, as in overlays and descriptions
+        picks = rng.sample(strings, min(3, len(strings)))
+        texts.append(rng.choice([" ", ", ", "/", " - ", "^", ""]).join(picks))
+    return texts
+
+
+def _check_same(ordered: tuple[Term, ...], texts: list[str]) -> int:
+    m = TermMatcher(PhiTerms(set(ordered)))
+    assert m._ordered == ordered
+    found = 0
+    for text in texts:
+        got = m.find(text)
+        assert got == _reference_find(ordered, text), "trie matcher differs from the flat alternation"
+        found += len(got)
+    return found
+
+
+def _corpus() -> list[dict]:
+    rows = []
+    for p in sorted(_CORPUS.glob("*.jsonl")):
+        rows += [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows
+
+
+def test_trie_matcher_equals_flat_alternation_on_bundled_and_cohort_files(tmp_path: Path) -> None:
+    from deid_core.synth import generate_cohort
+
+    rows = _corpus()
+    corpus = [r["text"] for r in rows]
+    rng = random.Random(5)
+    sets: list[tuple[Term, ...]] = []
+    for name in _BUNDLED:
+        path = get_testdata_file(name)
+        if isinstance(path, str):
+            sets.append(tuple(capture_terms(pydicom.dcmread(path, force=True))))
+    answer = generate_cohort(tmp_path / "cohort", 2, 3)
+    for f in answer["files"]:
+        try:
+            ds = pydicom.dcmread(tmp_path / "cohort" / f["path"], stop_before_pixels=True)
+        except Exception:  # the cohort's deliberately broken inputs
+            continue
+        sets.append(tuple(capture_terms(ds)))
+    sets = list(dict.fromkeys(s for s in sets if s))
+    assert len(sets) >= 15
+    found = 0
+    for ordered in sets:
+        found += _check_same(ordered, _texts_for(ordered, corpus[::7], rng))
+    assert found > 1000  # the texts really exercise the matcher
+
+
+def test_trie_matcher_equals_flat_alternation_on_the_freetext_corpus() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from freetext_metrics import terms_from_dict
+
+    rng = random.Random(9)
+    found = 0
+    for row in _corpus():
+        ordered = tuple(terms_from_dict(row["terms"]))
+        texts = [row["text"], *_ocr_like(row["text"], rng)]
+        texts += [t for p in row.get("phi", []) for t in _ocr_like(p, rng)]
+        found += _check_same(ordered, texts)
+    assert found > 500
+
+
+@pytest.mark.parametrize("texts", [
+    ["Ab", "ab-cd", "AB-CD", "ab", "x"],  # a term that is a prefix of another, with punctuation
+    ["2021", "2021-03-04", "2021 03 04", "20210304", "03/04/2021"],
+    [",,", "^^ab", "a b", "ab", "A^B"],  # a term that is only separators
+    ["abzxxxxx", "ab z.q", "abz"],  # a separator branch between two same-letter branches
+    ["abc.d.e", "ab c.x", "abc", "ab.c", "abc.", "abc.d"],
+    ["Ålesund", "ålesund", "ſmith", "smith", "Kelvin", "\u212aelvin", "İstanbul", "istanbul"],
+])
+def test_trie_matcher_equals_flat_alternation_on_edge_terms(texts: list[str]) -> None:
+    t = PhiTerms()
+    for i, s in enumerate(texts):
+        t.add(s, [NAME, ID, OTHER][i % 3])
+    ordered = tuple(t)
+    probe = [*texts, " ".join(texts), "".join(texts), "-".join(texts), "ab cd", "ab-c", "2021-03", "smith ſmith",
+             "\u212aelvin kelvin", "İSTANBUL istanbul", "x,,y", ",,", "abz.q", "ab c.d.e"]
+    _check_same(ordered, probe + [p.upper() for p in probe] + [p.casefold() for p in probe])
+
+
+def test_kind_of_a_reseparated_match_comes_from_the_normalised_map() -> None:
+    t = PhiTerms()
+    t.add("Smith, John", NAME)
+    t.add("MRN 123", ID)
+    m = TermMatcher(t)
+    assert [s.kind for s in m.find("SMITH^^JOHN and mrn,123")] == [NAME, ID]
+    assert _norm("a,^ b") == "a b"
