@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -252,6 +254,33 @@ def _values(elem_value: object) -> Iterable[str]:
     return [str(elem_value)]
 
 
+# VRs that yield no term unless their keyword is listed above (not PN/DA/DT/SQ, not a text VR that may
+# hold an e-mail). UN is absent: pydicom may convert it to the dictionary VR.
+_NO_TERM_VRS = frozenset({"AE", "AS", "AT", "CS", "DS", "FD", "FL", "IS", "OB", "OD", "OF", "OL", "OV", "OW",
+                          "SL", "SS", "SV", "TM", "UI", "UL", "UR", "US", "UV"})
+_TERM_TAGS = frozenset(
+    tag for kw in (*_ID_KEYWORDS, *_ADDRESS_KEYWORDS, *_PHONE_KEYWORDS, *_INSTITUTION_KEYWORDS, *_OTHER_KEYWORDS,
+                   "OtherPatientIDsSequence")
+    if (tag := tag_for_keyword(kw)) is not None)
+
+
+def _yields_no_term(raw: object) -> bool:
+    """True for a still-raw element whose VR (as pydicom would convert it) can hold no identifier: its
+    value need not be decoded at all (decoding every number and UID was most of the capture time)."""
+    if not isinstance(raw, RawDataElement) or raw.tag in _TERM_TAGS:
+        return False
+    vr = raw.VR
+    if vr is None:  # implicit VR: pydicom takes the dictionary VR of a public tag
+        if raw.tag.is_private:
+            return False
+        try:
+            vr = dictionary_VR(raw.tag)
+        except KeyError:
+            return False
+        return all(v in _NO_TERM_VRS for v in vr.split(" or "))
+    return vr in _NO_TERM_VRS
+
+
 def capture_terms(ds: Dataset) -> PhiTerms:
     """Collect the identifiers of ``ds`` (top level and every sequence) with their variants."""
     terms = PhiTerms()
@@ -259,6 +288,8 @@ def capture_terms(ds: Dataset) -> PhiTerms:
     def visit(d: Dataset) -> None:
         for tag in list(d.keys()):
             try:
+                if _yields_no_term(d.get_item(tag, keep_deferred=True)):
+                    continue
                 elem = d[tag]
             except Exception:  # an element that cannot be decoded: nothing to capture, scrub removes it
                 continue

@@ -41,6 +41,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -110,6 +111,17 @@ def _check_same(ordered: tuple[Term, ...], texts: list[str]) -> int:
     return found
 
 
+def _capture_same(read: Callable[[], pydicom.Dataset]) -> tuple[Term, ...]:
+    """capture_terms, which skips decoding elements whose VR holds no identifier, captures exactly
+    what decoding every element captures (the former behaviour)."""
+    fast = capture_terms(read())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(terms_mod, "_yields_no_term", lambda raw: False)
+        full = capture_terms(read())
+    assert fast.terms == full.terms and fast.dates == full.dates
+    return tuple(fast)
+
+
 def _corpus() -> list[dict]:
     rows = []
     for p in sorted(_CORPUS.glob("*.jsonl")):
@@ -127,14 +139,14 @@ def test_trie_matcher_equals_flat_alternation_on_bundled_and_cohort_files(tmp_pa
     for name in _BUNDLED:
         path = get_testdata_file(name)
         if isinstance(path, str):
-            sets.append(tuple(capture_terms(pydicom.dcmread(path, force=True))))
+            sets.append(_capture_same(lambda p=path: pydicom.dcmread(p, force=True)))
     answer = generate_cohort(tmp_path / "cohort", 2, 3)
     for f in answer["files"]:
         try:
-            ds = pydicom.dcmread(tmp_path / "cohort" / f["path"], stop_before_pixels=True)
+            pydicom.dcmread(tmp_path / "cohort" / f["path"], stop_before_pixels=True)
         except Exception:  # the cohort's deliberately broken inputs
             continue
-        sets.append(tuple(capture_terms(ds)))
+        sets.append(_capture_same(lambda p=tmp_path / "cohort" / f["path"]: pydicom.dcmread(p)))
     sets = list(dict.fromkeys(s for s in sets if s))
     assert len(sets) >= 15
     found = 0
@@ -182,3 +194,22 @@ def test_kind_of_a_reseparated_match_comes_from_the_normalised_map() -> None:
     m = TermMatcher(t)
     assert [s.kind for s in m.find("SMITH^^JOHN and mrn,123")] == [NAME, ID]
     assert _norm("a,^ b") == "a b"
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_capture_skipping_undecoded_elements_keeps_emails_and_listed_keywords(implicit: bool) -> None:
+    from io import BytesIO
+
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyDescription = "ask jo.doe@clinic.org"
+    ds.AdmissionID = "ADM-77123"
+    ds.add_new(0x00291010, "LO", "mail x.y@z.net")  # private text
+    ds.add_new(0x00291011, "DS", "12.5")
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    got = _capture_same(lambda: pydicom.dcmread(BytesIO(buf.getvalue())))
+    texts = {t.text for t in got}
+    assert {"jo.doe@clinic.org", "ADM-77123", "ADM77123"} <= texts
