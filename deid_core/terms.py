@@ -258,6 +258,7 @@ def _values(elem_value: object) -> Iterable[str]:
 # hold an e-mail). UN is absent: pydicom may convert it to the dictionary VR.
 _NO_TERM_VRS = frozenset({"AE", "AS", "AT", "CS", "DS", "FD", "FL", "IS", "OB", "OD", "OF", "OL", "OV", "OW",
                           "SL", "SS", "SV", "TM", "UI", "UL", "UR", "US", "UV"})
+_EMAIL_VRS = frozenset({"LO", "LT", "ST", "UT", "SH", "UC"})
 _TERM_TAGS = frozenset(
     tag for kw in (*_ID_KEYWORDS, *_ADDRESS_KEYWORDS, *_PHONE_KEYWORDS, *_INSTITUTION_KEYWORDS, *_OTHER_KEYWORDS,
                    "OtherPatientIDsSequence")
@@ -277,8 +278,18 @@ def _yields_no_term(raw: object) -> bool:
             vr = dictionary_VR(raw.tag)
         except KeyError:
             return False
+        if vr in _EMAIL_VRS:
+            return _no_at_sign(raw.value)
         return all(v in _NO_TERM_VRS for v in vr.split(" or "))
+    if vr in _EMAIL_VRS:
+        return _no_at_sign(raw.value)
     return vr in _NO_TERM_VRS
+
+
+def _no_at_sign(value: object) -> bool:
+    # Text of an unlisted keyword only yields e-mail addresses; every character set DICOM allows
+    # encodes "@" as the byte 0x40, so bytes without it hold none.
+    return isinstance(value, bytes) and b"@" not in value
 
 
 def capture_terms(ds: Dataset) -> PhiTerms:
@@ -332,7 +343,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                         terms.add(iv, INSTITUTION)
                 elif kw in _OTHER_KEYWORDS and len(v) >= 3:
                     terms.add(v, OTHER)
-                if elem.VR in ("LO", "LT", "ST", "UT", "SH", "UC"):
+                if elem.VR in _EMAIL_VRS:
                     for email in _EMAIL_RE.findall(v):
                         terms.add(email, EMAIL)
             if kw == "OtherPatientIDsSequence":
