@@ -292,6 +292,33 @@ def _no_at_sign(value: object) -> bool:
     return isinstance(value, bytes) and b"@" not in value
 
 
+@functools.lru_cache(maxsize=4096)
+def _variant_terms(kind: str, value: str) -> frozenset[Term]:
+    """The terms one value adds (its variants, normalised by ``PhiTerms.add``): the same names and
+    dates recur in every element and file of a patient, so they are spelled out once. In memory only."""
+    out = PhiTerms()
+    if kind == NAME:
+        for n in name_variants(value):
+            out.add(n, NAME)
+    elif kind == DATE:
+        for dv in date_variants(value):
+            out.add(dv, DATE)
+    elif kind == ID:
+        for iv in id_variants(value):
+            if len(iv) >= 3:
+                out.add(iv, ID)
+    elif kind == ADDRESS:
+        for av in address_variants(value):
+            out.add(av, ADDRESS)
+    elif kind == PHONE:
+        for pv in phone_variants(value):
+            out.add(pv, PHONE)
+    elif kind == INSTITUTION:
+        for nv in institution_variants(value):
+            out.add(nv, INSTITUTION)
+    return frozenset(out.terms)
+
+
 def capture_terms(ds: Dataset) -> PhiTerms:
     """Collect the identifiers of ``ds`` (top level and every sequence) with their variants."""
     terms = PhiTerms()
@@ -317,30 +344,22 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                 if not v.strip():
                     continue
                 if elem.VR == "PN":
-                    for n in name_variants(v):
-                        terms.add(n, NAME)
+                    terms.terms |= _variant_terms(NAME, v)
                 elif elem.VR == "DA" and not elem.tag.is_private:
-                    for dv in date_variants(v):
-                        terms.add(dv, DATE)
+                    terms.terms |= _variant_terms(DATE, v)
                     if re.fullmatch(r"\d{8}", v.strip()):
                         terms.dates.add(v.strip())
                 elif elem.VR == "DT" and not elem.tag.is_private and re.match(r"\d{8}", v.strip()):
                     terms.dates.add(v.strip()[:8])
-                    for dv in date_variants(v.strip()[:8]):
-                        terms.add(dv, DATE)
+                    terms.terms |= _variant_terms(DATE, v.strip()[:8])
                 elif kw in _ID_KEYWORDS:
-                    for iv in id_variants(v):
-                        if len(iv) >= 3:
-                            terms.add(iv, ID)
+                    terms.terms |= _variant_terms(ID, v)
                 elif kw in _ADDRESS_KEYWORDS:
-                    for av in address_variants(v):
-                        terms.add(av, ADDRESS)
+                    terms.terms |= _variant_terms(ADDRESS, v)
                 elif kw in _PHONE_KEYWORDS:
-                    for pv in phone_variants(v):
-                        terms.add(pv, PHONE)
+                    terms.terms |= _variant_terms(PHONE, v)
                 elif kw in _INSTITUTION_KEYWORDS:
-                    for iv in institution_variants(v):
-                        terms.add(iv, INSTITUTION)
+                    terms.terms |= _variant_terms(INSTITUTION, v)
                 elif kw in _OTHER_KEYWORDS and len(v) >= 3:
                     terms.add(v, OTHER)
                 if elem.VR in _EMAIL_VRS:
