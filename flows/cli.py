@@ -153,6 +153,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conformance", choices=("full", "sample", "off"), default="sample",
                    help="dciodvfy on every output (full), the first of each series per batch (sample, "
                         "default) or none (off); the pydicom-level checks run on every output")
+    p.add_argument("--ocr-engine", choices=("tesseract", "presidio"), default="tesseract",
+                   help="OCR of the pixel stage: in-process Tesseract (default) or Presidio's TesseractOCR "
+                        "(pytesseract, slow; for comparison)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
 
@@ -270,7 +273,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy,
         linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
         batch_size=args.batch_size, incremental=args.incremental,
-        allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance, retry_of=None)
+        allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance,
+        ocr_engine=args.ocr_engine, retry_of=None)
     from deid_core.run import precheck
 
     precheck(params.input_dir, params.output_dir, provenance_dir=params.provenance_dir,

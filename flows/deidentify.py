@@ -95,6 +95,9 @@ class CohortParameters(BaseModel):
     conformance: Literal["full", "sample", "off"] = Field("sample", description=(
         "dciodvfy coverage of outputs: 'sample' (first file of each series per batch), 'full' (every "
         "file) or 'off'. Read-back, leak search and type 1/VR checks run on every file regardless."))
+    ocr_engine: Literal["tesseract", "presidio"] = Field("tesseract", description=(
+        "OCR behind the pixel stage: 'tesseract' (in-process, fast) or 'presidio' (Presidio's own "
+        "TesseractOCR through pytesseract, one process per call: slow, for comparison)."))
     retry_of: str | None = Field(None, description=(
         "Run id: reprocess only the inputs that run left failed or quarantined for a retryable reason "
         "(write_error, internal_error, worker_lost, batch_failed). Needs the same key as that run."))
@@ -154,7 +157,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
                        new_key=params.new_key, patient_map=params.patient_map, profile=params.profile,
                        options=params.options, uid_root=params.uid_root, pixel_policy=params.pixel_policy,
                        linkage_dir=params.linkage_dir, allow_lossy_reencode=params.allow_lossy_reencode,
-                       conformance=params.conformance,
+                       conformance=params.conformance, pixel_engine=params.ocr_engine,
                        parameters=params.model_dump(exclude={"key_secret", "key_file", "new_key"}))
     if params.retry_of:
         retry = plan_retry(plan.provenance_dir, params.retry_of)
