@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,30 +292,22 @@ def _no_at_sign(value: object) -> bool:
     return isinstance(value, bytes) and b"@" not in value
 
 
+#: How each kind of identifier is spelled out into the variants worth searching for.
+_VARIANTS: dict[str, Callable[[str], list[str]]] = {
+    NAME: name_variants, DATE: date_variants, ID: id_variants, ADDRESS: address_variants,
+    PHONE: phone_variants, INSTITUTION: institution_variants,
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def _variant_terms(kind: str, value: str) -> frozenset[Term]:
     """The terms one value adds (its variants, normalised by ``PhiTerms.add``): the same names and
     dates recur in every element and file of a patient, so they are spelled out once. In memory only."""
     out = PhiTerms()
-    if kind == NAME:
-        for n in name_variants(value):
-            out.add(n, NAME)
-    elif kind == DATE:
-        for dv in date_variants(value):
-            out.add(dv, DATE)
-    elif kind == ID:
-        for iv in id_variants(value):
-            if len(iv) >= 3:
-                out.add(iv, ID)
-    elif kind == ADDRESS:
-        for av in address_variants(value):
-            out.add(av, ADDRESS)
-    elif kind == PHONE:
-        for pv in phone_variants(value):
-            out.add(pv, PHONE)
-    elif kind == INSTITUTION:
-        for nv in institution_variants(value):
-            out.add(nv, INSTITUTION)
+    variants = _VARIANTS.get(kind)
+    for v in variants(value) if variants else []:
+        if kind != ID or len(v) >= 3:
+            out.add(v, kind)
     return frozenset(out.terms)
 
 
