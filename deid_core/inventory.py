@@ -14,9 +14,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import AMBIGUOUS_VR
 
 from deid_core.errors import BadInputError
 
@@ -137,10 +140,41 @@ def _check_lengths(ds: pydicom.Dataset) -> None:
                                 "is shorter than its declared length")
 
 
+#: Elements ``element`` leaves to ``Dataset.__getitem__`` (pixel values reset pydicom's pixel cache;
+#: the character set decides how the other values decode).
+_DELEGATED = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010, 0x00080005})
+
+
+def element(ds: Dataset, tag: BaseTag) -> DataElement:
+    """``ds[tag]``, converted exactly as pydicom converts it, without the per-access overhead.
+
+    Why: every element of every file is converted twice (the input, and the output read back for
+    verification); pydicom's ``__getitem__`` re-enters itself and ``__setitem__`` several times per raw
+    element, about as costly as the conversion itself. Here a plain raw element is converted with the
+    same function, encoding and dataset, and stored as ``__setitem__`` would (private creator attached);
+    anything unusual (deferred, sequence, ambiguous VR, pixel data, the character set itself) is left to
+    ``ds[tag]``. A failed conversion raises what ``ds[tag]`` raises and leaves the raw element in place."""
+    raw = ds._dict[tag]
+    if not isinstance(raw, RawDataElement):
+        return raw
+    if (raw.value is None and raw.length != 0) or raw.VR == "SQ" or tag in _DELEGATED:
+        return ds[tag]
+    charset = ds.original_character_set or ds._character_set
+    elem = convert_raw_data_element(raw, encoding=charset, ds=ds)
+    if elem.VR == "SQ" or elem.VR in AMBIGUOUS_VR:
+        return ds[tag]  # pixel representation propagation / VR correction: pydicom's own path
+    if tag.is_private:
+        creator = BaseTag((tag & 0xFFFF0000) | (tag.element >> 8))
+        if creator in ds._dict and tag != creator:
+            elem.private_creator = ds[creator].value
+    ds._dict[tag] = elem
+    return elem
+
+
 def _check_decodable(ds: pydicom.Dataset, where: str) -> None:
     for tag in list(ds.keys()):
         try:
-            elem = ds[tag]
+            elem = element(ds, tag)
         except Exception as exc:
             raise BadInputError(f"element {where}({tag.group:04X},{tag.element:04X}) cannot be decoded "
                                 f"({type(exc).__name__})") from None

@@ -1,0 +1,94 @@
+"""The tag path's fast forms give exactly what the plain pydicom/reference forms give.
+
+``inventory.element`` replaces ``Dataset.__getitem__`` on the per-file path: the datasets it leaves
+must be indistinguishable (types, VRs, values, private creators, pixel representation, encoded bytes),
+including the cases it hands back to pydicom (sequences, ambiguous VRs, character sets, implicit VR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pydicom
+import pytest
+from pydicom.data import get_charset_files, get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
+
+from deid_core.inventory import element
+from deid_core.writer import encode
+
+FILES = ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "rtplan.dcm", "nested_priv_SQ.dcm",
+         "priv_SQ.dcm", "UN_sequence.dcm", "test-SR.dcm", "reportsi.dcm", "waveform_ecg.dcm", "rtdose.dcm",
+         "badVR.dcm", "empty_charset_LEI.dcm", "no_meta.dcm", "ExplVR_BigEndNoMeta.dcm", "liver_1frame.dcm",
+         "chrH31.dcm", "chrX2.dcm", "chrFrenMulti.dcm"]
+
+
+def _path(name: str) -> str | None:
+    if name.startswith("chr"):
+        found = get_charset_files(name)
+        return str(found[0]) if found else None
+    return get_testdata_file(name)  # type: ignore[no-any-return]
+
+
+def _encoded(ds: Dataset) -> bytes | str:
+    try:
+        return encode(ds)
+    except Exception as exc:  # an incomplete file meta fails alike on both sides
+        return type(exc).__name__
+
+
+def _walk(ds: Dataset, get: object) -> Iterator[tuple[object, ...]]:
+    for tag in list(ds.keys()):
+        try:
+            elem = get(ds, tag)  # type: ignore[operator]
+        except Exception as exc:
+            yield ("error", int(tag), type(exc).__name__)
+            continue
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                yield from _walk(item, get)
+
+
+def _snapshot(ds: Dataset) -> list[object]:
+    out: list[object] = [getattr(ds, "_pixel_rep", None), repr(ds.original_character_set)]
+    for tag, elem in sorted(ds._dict.items()):
+        out.append((int(tag), type(elem).__name__, elem.VR, getattr(elem, "private_creator", None),
+                    getattr(elem, "is_undefined_length", None), None if elem.VR == "SQ" else repr(elem.value)))
+        if isinstance(elem, pydicom.DataElement) and elem.VR == "SQ":
+            out.append([_snapshot(item) for item in elem.value])
+    return out
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_element_converts_exactly_as_getitem(name: str) -> None:
+    path = _path(name)
+    if path is None:
+        pytest.skip(f"{name} not bundled")
+    ref, fast = pydicom.dcmread(path, force=True), pydicom.dcmread(path, force=True)
+    assert list(_walk(ref, lambda d, t: d[t])) == list(_walk(fast, element))
+    assert _snapshot(fast) == _snapshot(ref)
+    assert any(type(e).__name__ == "DataElement" for e in fast._dict.values())
+    assert _encoded(fast) == _encoded(ref)
+
+
+def test_element_on_a_damaged_value_raises_like_getitem_and_keeps_the_raw_element() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    rows = pydicom.tag.Tag(0x00280010)  # Rows, US: 3 bytes cannot be decoded
+    ds._dict[rows] = ds._dict[rows]._replace(value=b"\x01\x02\x03", length=3)
+    ref = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ref._dict[rows] = ds._dict[rows]
+    with pytest.raises(BytesLengthException, match="even multiple of bytes per value"):
+        ref[rows]
+    with pytest.raises(BytesLengthException, match="even multiple of bytes per value"):
+        element(ds, rows)
+    assert type(ds._dict[rows]).__name__ == "RawDataElement"
+
+
+def test_private_elements_carry_their_creator() -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    private = [t for t in ds.keys() if t.is_private and not t.is_private_creator]
+    assert private
+    for tag in private:
+        assert element(ds, tag).private_creator == pydicom.dcmread(
+            get_testdata_file("CT_small.dcm"))[tag].private_creator
