@@ -12,6 +12,7 @@ its error lines are recorded too, with values redacted: messages name attributes
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -29,6 +30,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import validate_value
 
 from deid_core.errors import DeidError
+from deid_core.inventory import element
 
 
 class UnreadableOutputError(DeidError):
@@ -127,31 +129,63 @@ def _tag(elem_tag: int) -> str:
     return f"({elem_tag >> 16:04X},{elem_tag & 0xFFFF:04X})"
 
 
+_UNCHECKED_VRS = frozenset({"UN", "OB", "OW", "OF", "OD", "OL", "OV"})
+#: What ``validate_value`` accepts for binary numbers without a doubt (its type and range checks):
+#: such values skip the call; anything else is validated by pydicom.
+_INT_RANGE = {"US": (0, 0xFFFF), "SS": (-0x8000, 0x7FFF), "UL": (0, 0xFFFFFFFF), "SL": (-0x80000000, 0x7FFFFFFF),
+              "UV": (0, 0xFFFFFFFFFFFFFFFF), "SV": (-0x8000000000000000, 0x7FFFFFFFFFFFFFFF)}
+_FLOAT_VRS = frozenset({"FL", "FD"})
+
+
+@functools.lru_cache(maxsize=16384)
+def _valid_text(vr: str, text: str) -> bool:
+    """Whether pydicom accepts a plain string for ``vr``; a pure function of the two, so cached (the same
+    codes, numbers and words recur in every file)."""
+    try:
+        validate_value(vr, text, RAISE)
+    except Exception:
+        return False
+    return True
+
+
 def value_issues(ds: Dataset) -> list[str]:
     """Elements (any depth) whose value is invalid for its VR (characters or length)."""
     out: list[str] = []
 
     def visit(d: Dataset, prefix: str) -> None:
         for tag in sorted(d.keys()):
-            if int(tag) in PIXEL_TAGS:  # bulk pixel values (possibly deferred): never loaded for this
+            t = int(tag)
+            if t in PIXEL_TAGS:  # bulk pixel values (possibly deferred): never loaded for this
                 continue
-            elem = d[tag]
-            where = prefix + _tag(int(elem.tag))
-            if elem.VR == "SQ":
+            elem = element(d, tag)
+            vr = elem.VR
+            if vr == "SQ":
+                where = prefix + _tag(t)
                 for i, item in enumerate(elem.value or []):
                     visit(item, f"{where}[{i}]>")
                 continue
-            if elem.VR in ("UN", "OB", "OW", "OF", "OD", "OL", "OV"):
+            if vr in _UNCHECKED_VRS:
                 continue
             try:
-                vals = elem.value if isinstance(elem.value, list | MultiValue) else [elem.value]
+                value = elem.value
+                vals = value if isinstance(value, list | MultiValue) else [value]
+                rng = _INT_RANGE.get(vr)
                 for v in vals:
                     if v is None or v == "":
                         continue
+                    if rng is not None and type(v) is int and rng[0] <= v <= rng[1]:
+                        continue
+                    if vr in _FLOAT_VRS and type(v) is float:
+                        continue
                     # numbers are checked as their stored string (DSfloat/IS keep the original)
-                    validate_value(elem.VR, str(v) if elem.VR in ("DS", "IS") else v, RAISE)
+                    checked = str(v) if vr in ("DS", "IS") else v
+                    if type(checked) is str:
+                        if not _valid_text(vr, checked):
+                            raise ValueError("invalid")
+                    else:
+                        validate_value(vr, checked, RAISE)
             except Exception:  # the message quotes the value: record the element and VR only
-                out.append(f"invalid_value:{where}:{elem.VR}")
+                out.append(f"invalid_value:{prefix + _tag(t)}:{vr}")
 
     visit(ds, "")
     return out

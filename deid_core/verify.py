@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from deid_core.conformance import PIXEL_TAGS, ConformanceResult
+from deid_core.inventory import element
 from deid_core.terms import DATE, PhiTerms, TermMatcher, date_variants
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
@@ -110,44 +111,49 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     m = lt.matcher if lt else matcher
     assert isinstance(m, TermMatcher)
     leaks: list[Leak] = []
+    # Most texts hold no term at all: one regex search each rules them out before the span-by-span pass.
+    any_term = m._regex
+    birth = lt.birth._regex if lt is not None else None
 
     def visit(d: Dataset, prefix: str) -> None:
         for tag in sorted(d.keys()):
-            if int(tag) in PIXEL_TAGS:  # pixel values are not text (OCR'd separately); never loaded here
+            t = int(tag)
+            if t in PIXEL_TAGS:  # pixel values are not text (OCR'd separately); never loaded here
                 continue
-            elem = d[tag]
-            where = f"{prefix}({elem.tag.group:04X},{elem.tag.element:04X})"
-            if elem.VR == "SQ":
+            elem = element(d, tag)
+            vr = elem.VR
+            if vr == "SQ":
+                where = f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"
                 for i, item in enumerate(elem.value or []):
                     visit(item, f"{where}[{i}]>")
                 continue
             # Private numbers are searched too, as the bytes they are written as: a kept private
             # element can hold text that reads back as DS or SS (fuzz find).
-            private_number = elem.tag.is_private and elem.VR not in _TEXT_VRS
-            if int(elem.tag) in _SKIP or (elem.VR not in _TEXT_VRS and not private_number):
+            private_number = (t >> 16) & 1 and vr not in _TEXT_VRS
+            if t in _SKIP or (vr not in _TEXT_VRS and not private_number):
                 continue
             try:
-                texts = _private_number_texts(elem.value, elem.VR) if private_number else _texts(elem.value)
+                texts = _private_number_texts(elem.value, vr) if private_number else _texts(elem.value)
             except Exception:  # an undecodable value cannot be searched: report it, fail closed
-                leaks.append(Leak("undecodable", where))
+                leaks.append(Leak("undecodable", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
-            dates_count = include_dates or (lt is not None and elem.VR not in _DATE_VRS)
+            dates_count = include_dates or (lt is not None and vr not in _DATE_VRS)
             for text in texts:
                 kind = None
-                if lt is not None and lt.birth.contains(text):
+                if birth is not None and birth.search(text):
                     kind = BIRTH_DATE
-                else:
+                elif any_term is not None and any_term.search(text):
                     for span in m.find(text):
                         if span.kind == DATE and not dates_count:
                             continue
-                        if int(elem.tag) in _DEVICE and span.kind in _DEVICE_TOLERATED:
+                        if t in _DEVICE and span.kind in _DEVICE_TOLERATED:
                             continue
                         if span.end - span.start < 3:  # two letters ("OB") match too much to mean a leak
                             continue
                         kind = span.kind
                         break
                 if kind:
-                    leaks.append(Leak(kind, where))
+                    leaks.append(Leak(kind, f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                     break
 
     visit(ds, "")

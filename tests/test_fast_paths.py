@@ -92,3 +92,67 @@ def test_private_elements_carry_their_creator() -> None:
     for tag in private:
         assert element(ds, tag).private_creator == pydicom.dcmread(
             get_testdata_file("CT_small.dcm"))[tag].private_creator
+
+
+def _reference_value_issues(ds: Dataset) -> list[str]:
+    """value_issues as it was before its fast paths (every value through validate_value)."""
+    from pydicom.config import RAISE
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import validate_value
+
+    from deid_core.conformance import PIXEL_TAGS
+
+    out: list[str] = []
+
+    def visit(d: Dataset, prefix: str) -> None:
+        for tag in sorted(d.keys()):
+            if int(tag) in PIXEL_TAGS:
+                continue
+            elem = d[tag]
+            where = prefix + f"({tag.group:04X},{tag.element:04X})"
+            if elem.VR == "SQ":
+                for i, item in enumerate(elem.value or []):
+                    visit(item, f"{where}[{i}]>")
+                continue
+            if elem.VR in ("UN", "OB", "OW", "OF", "OD", "OL", "OV"):
+                continue
+            try:
+                vals = elem.value if isinstance(elem.value, list | MultiValue) else [elem.value]
+                for v in vals:
+                    if v is None or v == "":
+                        continue
+                    validate_value(elem.VR, str(v) if elem.VR in ("DS", "IS") else v, RAISE)
+            except Exception:
+                out.append(f"invalid_value:{where}:{elem.VR}")
+
+    visit(ds, "")
+    return out
+
+
+def _with_invalid_values() -> Dataset:
+    from pydicom import config
+
+    ds = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+    with config.disable_value_validation():
+        ds.Rows = 70000  # out of US range
+        ds.add_new(0x00280011, "SS", [-5, 40000])  # second value out of SS range
+        ds.add_new(0x00281052, "IS", "12345678901234")  # longer than IS allows
+        ds.Modality = "rt plan"  # lower case code string
+        ds.StationName = "S" * 20  # longer than SH
+        ds.add_new(0x00181030, "LO", ["ok", "y" * 70])
+        ds.add_new(0x00189087, "FD", "1.0")  # a string where a float belongs
+        ds.BeamSequence[0].BeamName = "B" * 70
+        ds.BeamSequence[0].add_new(0x300A00C2, "SH", "also fine")
+    return ds
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "rtplan.dcm", "test-SR.dcm", "MR_small_implicit.dcm", "invalid"])
+def test_value_issues_fast_paths_report_what_validate_value_reports(name: str) -> None:
+    from deid_core.conformance import value_issues
+
+    ds = _with_invalid_values() if name == "invalid" else pydicom.dcmread(get_testdata_file(name))
+    expected = _reference_value_issues(ds)
+    assert value_issues(ds) == expected
+    assert value_issues(ds) == expected  # the cached verdicts say the same the second time
+    if name == "invalid":
+        assert {i.rsplit(":", 1)[1] for i in expected} >= {"US", "SS", "IS", "CS", "SH", "LO", "FD"}
