@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -31,6 +31,7 @@ from deid_core.handlers import (
     UidHandler,
 )
 from deid_core.handlers.base import ElementPath
+from deid_core.inventory import element
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, RuleTable
 from deid_core.terms import TermMatcher
@@ -92,28 +93,31 @@ class Anonymizer:
 
     # ---------------------------------------------------------------- walk
     def _walk(self, ds: Dataset, path: ElementPath) -> None:
-        for tag in list(ds.keys()):
-            if tag not in ds:
+        elements = ds._dict
+        creators: dict[int, str | None] = {}  # private creator text per creator tag, for this dataset
+        for tag in list(elements):
+            if tag not in elements:
                 continue
             try:
-                elem = ds[tag]
+                elem = element(ds, tag)
             except Exception:  # undecodable element: fail closed by removing it
                 del ds[tag]
                 self.actions["remove_undecodable"] += 1
                 continue
-            if tag.element == 0x0000:  # group length: recomputed or dropped
+            group, number = tag >> 16, tag & 0xFFFF
+            if number == 0x0000:  # group length: recomputed or dropped
                 del ds[tag]
                 self.actions["group_length_removed"] += 1
                 continue
-            if tag.group in (0x0000, 0x0002):
+            if group in (0x0000, 0x0002):
                 # Command set (DIMSE) elements never belong in a stored instance, and file meta elements
                 # in the body would make the output unwritable: the file meta is rebuilt separately.
                 del ds[tag]
                 self.actions["command_removed"] += 1
                 continue
-            if tag.is_private:
-                if not tag.is_private_creator:
-                    self._private(ds, elem, path)
+            if group & 1:  # private
+                if not 0x0010 <= number < 0x0100:  # not a private creator
+                    self._private(ds, elem, path, creators)
                 continue
             self._public(ds, elem, path)
         self._drop_empty_private_creators(ds)
@@ -219,24 +223,31 @@ class Anonymizer:
             self._walk(item, sub)
 
     # ---------------------------------------------------------------- private
-    def _private(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
+    def _private(self, ds: Dataset, elem: DataElement, path: ElementPath,
+                 creators: dict[int, str | None] | None = None) -> None:
         tag = elem.tag
-        block = (tag.element >> 8) & 0xFF
-        creator_tag = Tag(tag.group, block)
-        creator_elem = ds.get(creator_tag)
-        creator = None if creator_elem is None else _as_text(creator_elem.value)
+        block = (tag & 0xFF00) >> 8
+        creator_tag = (tag & 0xFFFF0000) | block
+        if creators is not None and creator_tag in creators:
+            creator = creators[creator_tag]
+        else:
+            # Creators come before their block's elements and the walk never changes one: read once.
+            creator = private_creator_of(ds, tag)
+            if creators is not None:
+                creators[creator_tag] = creator
         if creator is None or block < 0x10 or not self.table.retain_safe_private:
             self._apply(self.remove, ds, elem, path)
             return
-        rule = self.table.private_rule(tag.group, creator, tag.element & 0xFF, path, vr=elem.VR)
+        vr = elem.VR
+        rule = self.table.private_rule(tag >> 16, creator, tag & 0xFF, path, vr=vr)
         disposition = rule.disposition if rule is not None else None
-        if disposition == "k" and elem.VR != "SQ" and rule is not None \
-                and not _safe_private_value(elem.value, elem.VR, rule.vr, self._phi):
+        if disposition == "k" and vr != "SQ" and rule is not None \
+                and not _safe_private_value(elem.value, vr, rule.vr, self._phi):
             del ds[tag]  # "safe" by the KB, but this value is not what the KB vouched for
             self.actions["private_removed_unsafe"] += 1
             return
         if disposition == "k":
-            if elem.VR == "SQ":
+            if vr == "SQ":
                 self._recurse(elem, path)
             self.actions["private_kept"] += 1
         elif disposition == "h":
@@ -248,13 +259,13 @@ class Anonymizer:
             self.actions["private_removed"] += 1
 
     def _drop_empty_private_creators(self, ds: Dataset) -> None:
-        creators = [t for t in ds.keys() if t.is_private and t.is_private_creator]
+        creators = [t for t in ds._dict if t >> 16 & 1 and 0x0010 <= t & 0xFFFF < 0x0100]
         if not creators:
             return
-        used = {(t.group, (t.element >> 8) & 0xFF) for t in ds.keys()
-                if t.is_private and not t.is_private_creator}
+        used = {(t >> 16, (t >> 8) & 0xFF) for t in ds._dict
+                if t >> 16 & 1 and not 0x0010 <= t & 0xFFFF < 0x0100}
         for t in creators:
-            if (t.group, t.element & 0xFF) not in used:
+            if (t >> 16, t & 0xFF) not in used:
                 del ds[t]
                 self.actions["private_creator_removed"] += 1
 
@@ -354,10 +365,16 @@ def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) ->
         return False
     if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(texts[0]):
         return False
+    regex = phi._regex
+    if regex is None or not any(regex.search(t) for t in texts):  # no term anywhere: no span to weigh
+        return True
     return not any(s.end - s.start >= 3 for t in texts for s in phi.find(t))
 
 
 def private_creator_of(ds: Dataset, tag: BaseTag) -> str | None:
     """The private creator string owning ``tag`` in ``ds`` (None when absent)."""
-    creator_elem = ds.get(Tag(tag.group, (tag.element >> 8) & 0xFF))
+    creator_tag = BaseTag((tag & 0xFFFF0000) | ((tag >> 8) & 0xFF))
+    creator_elem = ds._dict.get(creator_tag)
+    if creator_elem is None or isinstance(creator_elem, RawDataElement):
+        creator_elem = ds.get(creator_tag)  # absent, or still raw: pydicom converts it
     return None if creator_elem is None else _as_text(creator_elem.value)
