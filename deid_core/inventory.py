@@ -163,10 +163,12 @@ def element(ds: Dataset, tag: BaseTag) -> DataElement:
     elem = convert_raw_data_element(raw, encoding=charset, ds=ds)
     if elem.VR == "SQ" or elem.VR in AMBIGUOUS_VR:
         return ds[tag]  # pixel representation propagation / VR correction: pydicom's own path
-    if tag.is_private:
-        creator = BaseTag((tag & 0xFFFF0000) | (tag.element >> 8))
-        if creator in ds._dict and tag != creator:
-            elem.private_creator = ds[creator].value
+    if tag & 0x10000:  # private: __setitem__ attaches the value of the block's creator, if any
+        number = tag & 0xFFFF
+        if number != number >> 8:  # the tag is not its own creator tag
+            creator = ds._dict.get(BaseTag((tag & 0xFFFF0000) | (number >> 8)))
+            if creator is not None:
+                elem.private_creator = (ds[creator.tag] if isinstance(creator, RawDataElement) else creator).value
     ds._dict[tag] = elem
     return elem
 

@@ -23,6 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from deid_core.inventory import element
+
 # Kinds of identifier; provenance and verification record the kind, never the value.
 NAME = "name"
 ID = "id"
@@ -316,11 +318,16 @@ def capture_terms(ds: Dataset) -> PhiTerms:
     terms = PhiTerms()
 
     def visit(d: Dataset) -> None:
-        for tag in list(d.keys()):
+        elements = d._dict
+        for tag in list(elements):
             try:
-                if _yields_no_term(d.get_item(tag, keep_deferred=True)):
-                    continue
-                elem = d[tag]
+                elem = elements[tag]
+                if isinstance(elem, RawDataElement):
+                    if _yields_no_term(elem):
+                        continue
+                    elem = element(d, tag)
+                elif elem.VR in _NO_TERM_VRS and tag not in _TERM_TAGS:
+                    continue  # already decoded (the input check): its VR tells it holds no term
             except Exception:  # an element that cannot be decoded: nothing to capture, scrub removes it
                 continue
             if elem.VR == "SQ":

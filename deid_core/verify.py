@@ -137,6 +137,11 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             except Exception:  # an undecodable value cannot be searched: report it, fail closed
                 leaks.append(Leak("undecodable", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
+            if len(texts) > 1:  # one search over the texts joined rules them all out (a match in any one
+                joined = "\n".join(texts)  # text is a match here: "\n" is not alphanumeric)
+                if not ((birth is not None and birth.search(joined))
+                        or (any_term is not None and any_term.search(joined))):
+                    continue
             dates_count = include_dates or (lt is not None and vr not in _DATE_VRS)
             for text in texts:
                 kind = None

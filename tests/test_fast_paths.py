@@ -156,3 +156,43 @@ def test_value_issues_fast_paths_report_what_validate_value_reports(name: str) -
     assert value_issues(ds) == expected  # the cached verdicts say the same the second time
     if name == "invalid":
         assert {i.rsplit(":", 1)[1] for i in expected} >= {"US", "SS", "IS", "CS", "SH", "LO", "FD"}
+
+
+def _crafted(tmp_path: object) -> str:
+    from pathlib import Path
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "Quixote^Alonso^M"
+    ds.OtherPatientIDs = ["QX-445566", "ALT 9988"]
+    ds.InstitutionName = "Cedar Hills Hospital"
+    ds.StudyDescription = "CT chest; results to a.quixote@example.org"
+    ds.PatientTelephoneNumbers = "(555) 201-7788"
+    ds.PatientAddress = "12 Maple Avenue, Springfield"
+    ds.AcquisitionDateTime = "20210304101010"
+    ds.add_new(0x00091010, "LO", "CREATOR X")
+    ds.add_new(0x00091011, "DA", "20200101")  # a private date: not a captured date
+    ds.add_new(0x00091012, "PN", "Sancho^Panza")  # a private person name is captured
+    ds.add_new(0x00091013, "SH", "b@c.de")  # an e-mail in a private text element
+    path = Path(str(tmp_path)) / "crafted.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "rtplan.dcm", "test-SR.dcm", "crafted"])
+def test_capture_terms_on_a_decoded_dataset_equals_capture_on_the_raw_one(name: str, tmp_path: object) -> None:
+    """The pipeline captures after the decodability check (every element already decoded): skipping
+    decoded elements by VR captures exactly what the raw path (proven against full decoding) captures."""
+    from deid_core.inventory import read_dataset
+    from deid_core.terms import EMAIL, capture_terms
+
+    path = _crafted(tmp_path) if name == "crafted" else get_testdata_file(name)
+    decoded = read_dataset(path)
+    assert not any(type(e).__name__ == "RawDataElement" for e in decoded._dict.values())
+    raw = pydicom.dcmread(path)
+    got, ref = capture_terms(decoded), capture_terms(raw)
+    assert got.terms == ref.terms and got.dates == ref.dates
+    if name == "crafted":
+        texts = {t.text for t in got.terms}
+        assert {"Sancho", "Cedar Hills", "ALT 9988", "b@c.de"} <= texts
+        assert any(t.kind == EMAIL and t.text == "a.quixote@example.org" for t in got.terms)
+        assert "20200101" not in got.dates and "20210304" in got.dates
