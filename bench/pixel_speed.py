@@ -4,7 +4,8 @@
 
 Images: the synthetic cohort (``generate_cohort``, 18 files per patient: CT/MR text-free, US/SC/CR/DX
 with burned-in PHI, answer.json ``pixel_boxes`` with phi=true) plus N images planted on pydicom's
-bundled CT/MR files (two thirds with name/ID/date text 10-28 px, one third text-free). A planted box
+bundled CT/MR files (two thirds with name/ID/date text 10-28 px, one third text-free), each with faint
+noise of its own so that no two images are copies. A planted box
 counts as found when the masked rectangles (the recorded boxes) cover >= 90 % of it. Presidio runs
 with its defaults (DicomImageRedactorEngine, fill="contrast", use_metadata=True) except that its
 AnalyzerEngine is our offline one (the default would download a spaCy model).
@@ -23,12 +24,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.pixels import decompress  # noqa: E402
 
 from deid_core.pixels import Box, find_text_boxes, get_engine, pixel_policy_for  # noqa: E402
-from deid_core.pixels.plant import Planted, coverage, plant_stored  # noqa: E402
+from deid_core.pixels.plant import Planted, coverage, native_copy, plant_stored, store  # noqa: E402
 from deid_core.terms import capture_terms  # noqa: E402
 
 BASES = ["693_UNCR.dcm", "image_dfl.dcm", "CT_small.dcm"]
@@ -47,15 +49,30 @@ def _load(name: str) -> pydicom.Dataset:
     return ds
 
 
+def _unique(ds: pydicom.Dataset, i: int) -> pydicom.Dataset:
+    """The base image with faint noise of its own (about 1 % of the value range, seeded by ``i``).
+
+    The bundled bases repeat; real images never do. deidflow keeps readings of byte-identical crops
+    (repeated header text in a study), and exact copies of whole images would flatter it."""
+    out, frames = native_copy(ds)
+    rng = np.random.default_rng(1000 + i)
+    lo, hi = float(frames.min()), float(frames.max())
+    amp = max(1, int((hi - lo) * 0.01))
+    info = np.iinfo(frames.dtype)
+    noisy = frames.astype(np.int64) + rng.integers(-amp, amp + 1, size=frames.shape)
+    store(out, np.clip(noisy, max(info.min, int(lo)), min(info.max, int(hi))).astype(frames.dtype))
+    return out
+
+
 def build(n: int, out: Path, seed: int = 7) -> list[tuple[Path, list[Planted]]]:
     rng = random.Random(seed)
     cases = []
     for i in range(n):
         if i % 3 == 2:
-            ds = _load(FREE[i % len(FREE)])
+            ds = _unique(_load(FREE[i % len(FREE)]), i)
             planted: list[Planted] = []
         else:
-            ds = _load(BASES[i % len(BASES)])
+            ds = _unique(_load(BASES[i % len(BASES)]), i)
             fam, giv = rng.choice(FAMILY), rng.choice(GIVEN)
             pid = str(rng.randint(1_000_000, 9_999_999))
             y, m, d = rng.randint(1950, 2020), rng.randint(1, 12), rng.randint(1, 28)

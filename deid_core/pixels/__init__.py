@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -100,6 +102,48 @@ def pixel_policy_for(modality: str | None, override: str | None = None) -> str:
     return ALL_TEXT if mod in ALL_TEXT_MODALITIES else PHI
 
 
+class ReadingMemo(OrderedDict[bytes, list[OcrWord]]):
+    """Readings of line crops by their exact pixels, shared by the files a process handles.
+
+    Images of one study usually carry the same header lines on a flat background (name, ID, date):
+    a crop whose bytes (and reading parameters) were read before is not read again. OCR is a pure
+    function of the crop (Tesseract runs without adaptive state, see ocr.py), so this changes no result.
+    Bounded (least recently used goes first); lives in the worker that handles the files anyway.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.misses = 0
+
+    def __getitem__(self, key: bytes) -> list[OcrWord]:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: list[OcrWord]) -> None:
+        if key not in self:
+            self.misses += 1
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+#: Crop readings kept per engine and process (a reading is a few words; 4096 is well under 10 MB).
+MEMO_SIZE = 4096
+_MEMOS: dict[int, ReadingMemo] = {}
+
+
+def _memo_for(engine: OcrEngine) -> ReadingMemo:
+    """The process-wide reading memo of one engine object (an engine's readings are its own)."""
+    memo = _MEMOS.get(id(engine))
+    if memo is None or getattr(memo, "engine", None) is not engine:
+        memo = ReadingMemo(MEMO_SIZE)
+        memo.engine = engine  # type: ignore[attr-defined]
+        _MEMOS[id(engine)] = memo
+    return memo
+
+
 def _binarize(crop: np.ndarray, bright: bool) -> np.ndarray:
     """Dark text on white from the strokes of one polarity: busy or coloured backgrounds vanish."""
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (15, 15))
@@ -184,7 +228,8 @@ def _line_conf(words: list[OcrWord]) -> float:
 
 
 def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
-               cache: dict[bytes, list[OcrWord]], enough: int | None = None) -> list[OcrWord]:
+               cache: dict[bytes, list[OcrWord]], enough: int | None = None,
+               done: Callable[[list[OcrWord]], bool] | None = None) -> list[OcrWord]:
     """Best reading of one candidate line, in frame coordinates.
 
     Variants, cheapest first, stop at the first sure one: Otsu (polarity from the crop border), the
@@ -194,39 +239,47 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     synthetic cohort the third reading then only ever turned speckle into "text").
     ``enough`` (policy all-text, which only asks "is this text?") also stops at the first reading with
     that many letters/digits: a better reading of a line that is masked anyway changes nothing.
+    ``done`` (policy phi: "does this reading show an identifier?") stops at the first reading it accepts:
+    the line is masked whole, so a surer reading could only add to the mask, never remove it.
+    Each variant's reading is a pure function of the crop and is kept in ``cache`` by its bytes.
     """
     rows, cols = gray.shape
     region = line.pad(max(3, line.h // 3), cols, rows)
     crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
-    tag = repr((crop.shape, line.h, bright, enough)).encode()
-    key = hashlib.blake2b(crop.tobytes() + tag, digest_size=16).digest()
-    if key not in cache:
-        best: list[OcrWord] = []
-        best_conf = -1.0
-        glyphs = 0
-        otsu, strokes, opposite = (lambda: _otsu_text_dark(crop), lambda: _binarize(crop, bright),
-                                   lambda: _binarize(crop, not bright))
-        busy = _busy_background(gray, line)
-        # Over a busy background (speckle, anatomy) Otsu keeps the texture and reads noise at 2-3x the
-        # cost of a clean crop; the stroke map of the line's polarity is the reading that works there.
-        # It goes first, and a busy line where it finds no glyph at all is texture: stop.
-        ladder = (strokes, otsu, opposite) if busy else (otsu, strokes, opposite)
-        for i, make in enumerate(ladder):
-            if (i == 2 or (busy and i == 1)) and glyphs == 0:
-                break
-            words = _read_variant(make(), line.h, engine)
-            read = sum(c.isalnum() for w in words for c in w.text)
-            glyphs += read
-            conf = _line_conf(words)
-            if conf > best_conf:
-                best, best_conf = words, conf
-            if enough is not None and read >= enough:
-                best = words
-                break
-            if conf >= SURE_CONF:
-                break
-        cache[key] = best
-    return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in cache[key]]
+    base = crop.tobytes() + repr((crop.shape, line.h)).encode()
+
+    def reading(name: str, make: Callable[[], np.ndarray]) -> list[OcrWord]:
+        key = hashlib.blake2b(base + name.encode(), digest_size=16).digest()
+        if key not in cache:
+            cache[key] = _read_variant(make(), line.h, engine)
+        return cache[key]
+
+    otsu = ("otsu", lambda: _otsu_text_dark(crop))
+    strokes = (f"hat-{bright}", lambda: _binarize(crop, bright))
+    opposite = (f"hat-{not bright}", lambda: _binarize(crop, not bright))
+    # Over a busy background (speckle, anatomy) Otsu keeps the texture and reads noise at 2-3x the
+    # cost of a clean crop; the stroke map of the line's polarity is the reading that works there.
+    # It goes first, and a busy line where it finds no glyph at all is texture: stop.
+    busy = _busy_background(gray, line)
+    ladder = (strokes, otsu, opposite) if busy else (otsu, strokes, opposite)
+    best: list[OcrWord] = []
+    best_conf = -1.0
+    glyphs = 0
+    for i, (name, make) in enumerate(ladder):
+        if (i == 2 or (busy and i == 1)) and glyphs == 0:
+            break
+        words = reading(name, make)
+        read = sum(c.isalnum() for w in words for c in w.text)
+        glyphs += read
+        conf = _line_conf(words)
+        if conf > best_conf:
+            best, best_conf = words, conf
+        if (enough is not None and read >= enough) or (done is not None and done(words)):
+            best = words
+            break
+        if conf >= SURE_CONF:
+            break
+    return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in best]
 
 
 #: Share of a line's surroundings within BUSY_TOLERANCE of their median below which the background is
@@ -262,6 +315,8 @@ def join_rows(lines: list[tuple[Rect, bool]]) -> list[tuple[Rect, bool]]:
         for i, (a, ab) in enumerate(items):
             for j in range(i + 1, len(items)):
                 b, bb = items[j]
+                if b.y >= a.y + a.h:
+                    break  # sorted by top row, and a join keeps a's top: no later item shares a's rows
                 overlap = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
                 gap = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
                 if overlap >= 0.5 * min(a.h, b.h) and gap <= max(a.h, b.h):
@@ -323,6 +378,12 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     polar = join_rows([(r, b) for r, b, _s in scored])
     if not polar:
         return [], False
+
+    def holds_phi(words: list[OcrWord]) -> bool:
+        """The file's own identifiers or PHI patterns in a reading (Presidio is left for the final one)."""
+        return any(phi_words(ln, matcher, use_presidio=False) for ln in build_lines([w for w in words
+                                                                                     if is_text(w)]))
+
     boxes: list[Box] = []
     for line, bright in polar:
         if policy == ALL_TEXT and _all_strong(line, scored):
@@ -331,18 +392,24 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             line = _extend_line(gray, line, bright)
             boxes.append(Box(frame, line.x, line.y, line.w, line.h, "text", 100.0))
             continue
-        words = _read_line(gray, line, bright, engine, cache, MIN_LINE_CHARS if policy == ALL_TEXT else None)
+        words = _read_line(gray, line, bright, engine, cache, MIN_LINE_CHARS if policy == ALL_TEXT else None,
+                           None if policy == ALL_TEXT else holds_phi)
         read = [w for w in words if is_text(w)]
         conf = _line_conf(read)
         n_chars = sum(sum(c.isalnum() for c in w.text) for w in read)
         if n_chars < MIN_LINE_CHARS:
-            continue  # nothing (or one stray glyph) legible in any variant: a structure, not text
+            if _all_strong(line, scored):
+                # the screen is sure this is text (many uniform strokes at near-extreme contrast) but no
+                # reading makes it out, e.g. over speckle: what it says is unknown, so it is masked
+                line = _extend_line(gray, line, bright)
+                boxes.append(Box(frame, line.x, line.y, line.w, line.h, "unsure", conf))
+            continue  # otherwise nothing (or one stray glyph) legible in any variant: a structure, not text
         longer = _extend_line(gray, line, bright)
         if longer != line and policy == ALL_TEXT:
             line = longer  # all-text masks the whole line whatever the rest says: no need to read it
         elif longer != line:  # the line runs on over a busy background the stroke screen could not separate
             line = longer
-            read = [w for w in _read_line(gray, line, bright, engine, cache) if is_text(w)] or read
+            read = [w for w in _read_line(gray, line, bright, engine, cache, done=holds_phi) if is_text(w)] or read
             conf = _line_conf(read)
         if policy == ALL_TEXT:
             kind = "text"
@@ -382,16 +449,16 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
     matcher = _LazyMatcher(terms)
     result = PixelResult(frames=frame_count(ds), engine=eng.name)
     seen: dict[bytes, list[Box]] = {}
-    cache: dict[bytes, list[OcrWord]] = {}
+    cache = _memo_for(eng)
     any_ocr = False
     for f, gray in enumerate(iter_gray_frames(ds)):
         key = hashlib.blake2b(gray.tobytes(), digest_size=16).digest()
         if key in seen:  # identical frame already searched
             result.boxes += [Box(f, b.x, b.y, b.w, b.h, b.kind, b.confidence) for b in seen[key]]
         else:
-            before = len(cache)
+            before = cache.misses
             boxes, ran = _frame_boxes(gray, f, matcher, policy, eng, cache)
-            if ran and len(cache) > before:
+            if ran and cache.misses > before:
                 result.frames_ocr += 1
             any_ocr = any_ocr or ran
             seen[key] = boxes

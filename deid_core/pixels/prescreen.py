@@ -79,8 +79,8 @@ def _char_components(strokes: np.ndarray) -> np.ndarray:
 def _group_lines(chars: np.ndarray) -> list[list[int]]:
     """Chain character boxes into lines: vertical overlap, similar height, small horizontal gap.
 
-    Pairs are compared all at once per offset in left-to-right order (US speckle gives thousands of
-    components; a pair loop in Python was a third of the screen's time). Two boxes chain when the right
+    All pairs within horizontal reach are compared at once (US speckle gives thousands of components;
+    a pair loop in Python was a third of the screen's time). Two boxes chain when the right
     one starts at most 1.5 heights (+2 px) after the left one ends, they overlap vertically by 40 % of
     the smaller height and neither is over 3 times as high. Groups are the connected components of that
     pair graph, so the result does not depend on the order pairs are visited.
@@ -101,20 +101,19 @@ def _group_lines(chars: np.ndarray) -> list[list[int]]:
             i = parent[i]
         return i
 
-    for k in range(1, n):
-        a = np.arange(n - k)
-        b = a + k
-        live = x[b] <= reach[a]
-        if not live.any():
-            break  # x is sorted: beyond this offset every pair starts further right still
-        hmax, hmin = np.maximum(h[a], h[b]), np.minimum(h[a], h[b])
-        gap = x[b] - right[a]
-        overlap = np.minimum(bottom[a], bottom[b]) - np.maximum(y[a], y[b])
-        ok = live & (gap <= 1.5 * hmax + 2) & (overlap >= 0.4 * hmin) & (hmax <= 3 * hmin)
-        for i in np.flatnonzero(ok).tolist():
-            ra, rb = find(i), find(i + k)
-            if ra != rb:
-                parent[ra] = rb
+    # every pair (a, b), a before b, whose b starts within reach of a: one flat array, no offset loop
+    last = np.searchsorted(x, reach, side="right")  # x is sorted: partners of a are a+1 .. last[a]-1
+    counts = np.maximum(last - np.arange(n) - 1, 0)
+    a = np.repeat(np.arange(n), counts)
+    b = a + 1 + (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts))
+    hmax, hmin = np.maximum(h[a], h[b]), np.minimum(h[a], h[b])
+    gap = x[b] - right[a]
+    overlap = np.minimum(bottom[a], bottom[b]) - np.maximum(y[a], y[b])
+    ok = (gap <= 1.5 * hmax + 2) & (overlap >= 0.4 * hmin) & (hmax <= 3 * hmin)
+    for i, j in zip(a[ok].tolist(), b[ok].tolist(), strict=True):
+        ra, rb = find(i), find(j)
+        if ra != rb:
+            parent[ra] = rb
     groups: dict[int, list[int]] = {}
     for pos in range(n):
         groups.setdefault(find(pos), []).append(int(order[pos]))
@@ -161,10 +160,40 @@ def line_stats(gray: np.ndarray, candidates_only: bool = False) -> list[tuple[Re
     the line: real text differs from its surroundings, while the gaps between letters (which look
     like strokes of the other polarity) have the surroundings' own value.
     """
+    return [(r, n, c, u, b) for r, n, c, u, b, _lvl in _line_stats(gray, candidates_only)]
+
+
+def level_maps(gray: np.ndarray) -> list[tuple[bool, np.ndarray]]:
+    """Binary maps (uint8 0/1) of the pixels at the frame's extreme values, brightest then darkest.
+
+    Burned-in text is drawn in one value, usually the extreme one. Over a textured background (US
+    speckle, anatomy) its strokes touch the texture's own thin structures and the stroke maps see one
+    large blob; the pixels at the ink's exact value still form separate glyphs.
+    """
+    out = []
+    hi, lo = int(gray.max()), int(gray.min())
+    for bright, ok, level in ((True, hi >= 128, gray >= hi - LEVEL_TOLERANCE),
+                              (False, lo <= 127, gray <= lo + LEVEL_TOLERANCE)):
+        if ok:
+            out.append((bright, level.view(np.uint8)))
+    return out
+
+
+#: Pixels this close to the frame's extreme value count as drawn at it (the cores of anti-aliased glyphs).
+LEVEL_TOLERANCE = 2
+
+
+def _line_stats(gray: np.ndarray, candidates_only: bool = False
+                ) -> list[tuple[Rect, int, float, float, bool, bool]]:
+    """``line_stats`` plus whether each line came from a level map (else from a stroke map)."""
     out = []
     rows, cols = gray.shape
-    for bright, hat in zip((True, False), stroke_hats(gray), strict=True):
-        strokes = (hat >= STROKE_CONTRAST).astype(np.uint8)
+    top, black = stroke_hats(gray)
+    maps: list[tuple[bool, np.ndarray, np.ndarray | None]] = [
+        (True, (top >= STROKE_CONTRAST).astype(np.uint8), top),
+        (False, (black >= STROKE_CONTRAST).astype(np.uint8), black)]
+    maps += [(b, m, None) for b, m in level_maps(gray)]
+    for bright, strokes, hat in maps:
         chars = _char_components(strokes)
         if not len(chars):
             continue
@@ -173,11 +202,17 @@ def line_stats(gray: np.ndarray, candidates_only: bool = False) -> list[tuple[Re
             n = _char_count(xs)
             if candidates_only and n < 2:
                 continue
+            if hat is None and (n < 3 or int((xs[:, 1] + xs[:, 3]).max() - xs[:, 1].min())
+                                > 2 * float(np.median(xs[:, 3]))):
+                continue  # a level line must look like printed text: 3+ glyphs on one straight row
             x0, y0 = int(xs[:, 0].min()), int(xs[:, 1].min())
             x1, y1 = int((xs[:, 0] + xs[:, 2]).max()), int((xs[:, 1] + xs[:, 3]).max())
             crop = gray[y0:y1, x0:x1]
-            h_crop = hat[y0:y1, x0:x1]
-            core = crop[h_crop >= max(STROKE_CONTRAST, int(h_crop.max()) // 2)].astype(np.int16)
+            if hat is None:  # a level map: its pixels are the ink
+                core = crop[strokes[y0:y1, x0:x1] > 0].astype(np.int16)
+            else:
+                h_crop = hat[y0:y1, x0:x1]
+                core = crop[h_crop >= max(STROKE_CONTRAST, int(h_crop.max()) // 2)].astype(np.int16)
             ref = int(_quantile(core, 0.9 if bright else 0.1)) if core.size else 0
             uniform = float(np.mean(np.abs(core - ref) <= INK_TOLERANCE)) if core.size else 0.0
             if candidates_only and uniform < MIN_INK_UNIFORMITY:
@@ -189,8 +224,8 @@ def line_stats(gray: np.ndarray, candidates_only: bool = False) -> list[tuple[Re
                   x0 - max(0, x0 - m):x0 - max(0, x0 - m) + (x1 - x0)] = True
             around = ring[~inner]
             contrast = float(abs(ref - _quantile(around, 0.5))) if around.size else 255.0
-            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright))
-    out.sort(key=lambda t: (t[0].y, t[0].x, t[4]))
+            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright, hat is None))
+    out.sort(key=lambda t: (t[0].y, t[0].x, t[4], t[5]))
     return out
 
 
@@ -216,9 +251,13 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     """Candidate lines with their polarity and whether they are strong (text without OCR's opinion)."""
     if gray.ndim != 2 or gray.size == 0:
         return []
+    stats = [t for t in _line_stats(gray, candidates_only=True)
+             if t[1] >= 2 and t[3] >= MIN_INK_UNIFORMITY and t[2] >= MIN_RING_CONTRAST]
+    strokes = [t[0] for t in stats if not t[5]]
+    # a level-map line that a stroke-map line already covers adds nothing (text on a flat background is
+    # in both); only the lines the stroke maps lost in texture are added
     cands = [(r, b, (c, u), n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY)
-             for r, n, c, u, b in line_stats(gray, candidates_only=True)
-             if n >= 2 and u >= MIN_INK_UNIFORMITY and c >= MIN_RING_CONTRAST]
+             for r, n, c, u, b, lvl in stats if not (lvl and any(_covers(o, r) for o in strokes))]
     out = []
     for r, b, score, strong in cands:
         # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
@@ -235,6 +274,13 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
         if not shadowed:
             out.append((r, b, strong))
     return out
+
+
+def _covers(outer: Rect, inner: Rect) -> bool:
+    """Whether ``outer`` covers at least 80 % of ``inner``."""
+    ix = min(outer.x + outer.w, inner.x + inner.w) - max(outer.x, inner.x)
+    iy = min(outer.y + outer.h, inner.y + inner.h) - max(outer.y, inner.y)
+    return ix > 0 and iy > 0 and ix * iy >= 0.8 * inner.w * inner.h
 
 
 def merge_regions(rects: list[Rect], width: int, height: int) -> list[Rect]:

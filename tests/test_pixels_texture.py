@@ -1,0 +1,138 @@
+"""Burned-in text over textured backgrounds, and what the reading costs (issue 5, deliverables 2 and 3).
+
+Text drawn over ultrasound speckle touches the speckle's own thin bright grains: the stroke maps see one
+large blob there. The level maps (pixels at the frame's extreme value) keep the glyphs apart.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+import deid_core.pixels as px
+from deid_core.pixels import ALL_TEXT, PHI, find_text_boxes
+from deid_core.pixels import prescreen as ps
+from deid_core.pixels.ocr import OcrWord, get_engine
+from deid_core.pixels.plant import coverage, plant_stored
+from deid_core.terms import capture_terms
+
+
+def speckle_image(seed: int, rows: int = 240, cols: int = 320) -> Dataset:
+    """An 8-bit MONOCHROME2 ultrasound-like frame: black border, a bright speckled field in the middle."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((rows, cols), dtype=np.uint8)
+    field = rng.gamma(2.0, 45.0, size=(rows - 40, cols - 40)).clip(0, 255).astype(np.uint8)
+    img[20:rows - 20, 20:cols - 20] = field
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    uid = generate_uid(entropy_srcs=["texture", str(seed)])
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.SOPClassUID, ds.SOPInstanceUID = UltrasoundImageStorage, uid
+    ds.Modality = "US"
+    ds.PatientName, ds.PatientID = "OKAFOR^GRACE", "MRN4931421"
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = img.tobytes()
+    return ds
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("policy", [ALL_TEXT, PHI])
+def test_text_over_speckle_is_masked(seed: int, policy: str) -> None:
+    ds = speckle_image(seed)
+    planted = [plant_stored(ds, 0, "OKAFOR, GRACE", 70 + 4 * seed, 90, 20),
+               plant_stored(ds, 0, "MRN4931421", 70 + 4 * seed, 120, 20)]
+    result = find_text_boxes(ds, capture_terms(ds), policy)
+    assert result.complete
+    for p in planted:
+        assert coverage(p, result.boxes) >= 0.9
+
+
+def test_the_level_maps_are_what_finds_text_over_speckle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the level maps the screen loses most of these lines (so the test above tests them)."""
+    monkeypatch.setattr(ps, "level_maps", lambda gray: [])
+    lost = 0
+    for seed in range(6):
+        ds = speckle_image(seed)
+        p = plant_stored(ds, 0, "OKAFOR, GRACE", 70 + 4 * seed, 90, 20)
+        lost += coverage(p, find_text_boxes(ds, capture_terms(ds), ALL_TEXT).boxes) < 0.9
+    assert lost >= 3
+
+
+def test_level_lines_on_a_flat_background_add_no_candidate() -> None:
+    """Text on the black border is in both the stroke and the level maps: it is one candidate, not two."""
+    ds = speckle_image(1)
+    plant_stored(ds, 0, "GRACE 4931421", 24, 2, 12)
+    gray = np.frombuffer(ds.PixelData, dtype=np.uint8).reshape(240, 320)
+    top = [r for r, _b, _s in ps.scored_regions(gray) if r.y < 18]
+    assert len(top) == 1
+
+
+class CountingEngine:
+    """The real Tesseract engine, counting its calls."""
+
+    name = "tesseract-counted"
+
+    def __init__(self) -> None:
+        self.inner = get_engine()
+        self.calls = 0
+
+    def words(self, image: np.ndarray, psm: int | None = None) -> list[OcrWord]:
+        self.calls += 1
+        return self.inner.words(image, psm)
+
+
+def test_identical_header_lines_are_read_once_per_process() -> None:
+    """Two images of a study with the same header line on a flat background: the second reads nothing
+    again, and both get the same boxes."""
+    eng = CountingEngine()
+    first = speckle_image(2)
+    plant_stored(first, 0, "OKAFOR, GRACE", 24, 1, 14)
+    second = copy.deepcopy(first)
+    r1 = find_text_boxes(first, capture_terms(first), PHI, engine=eng)  # type: ignore[arg-type]
+    after_first = eng.calls
+    assert after_first >= 1
+    r2 = find_text_boxes(second, capture_terms(second), PHI, engine=eng)  # type: ignore[arg-type]
+    assert eng.calls == after_first
+    assert r1.boxes == r2.boxes and r1.boxes
+
+
+def test_reading_memo_is_bounded_and_least_recently_used_goes_first() -> None:
+    memo = px.ReadingMemo(2)
+    memo[b"a"], memo[b"b"] = [], []
+    assert memo[b"a"] == []  # a is now the most recent
+    memo[b"c"] = []
+    assert list(memo) == [b"a", b"c"] and memo.misses == 3
+
+
+def test_a_line_showing_an_identifier_is_read_once() -> None:
+    """Policy phi stops at the first reading that shows the file's identifier: the line is masked whole."""
+    eng = CountingEngine()
+    ds = speckle_image(3)
+    plant_stored(ds, 0, "MRN4931421", 24, 1, 14)
+    result = find_text_boxes(ds, capture_terms(ds), PHI, engine=eng)  # type: ignore[arg-type]
+    assert [b.kind for b in result.boxes if b.y < 20] == ["id"]
+    assert eng.calls == 1
+
+
+def test_memo_is_per_engine() -> None:
+    a, b = CountingEngine(), CountingEngine()
+    ds = speckle_image(4)
+    plant_stored(ds, 0, "OKAFOR, GRACE", 24, 1, 14)
+    find_text_boxes(ds, capture_terms(ds), PHI, engine=a)  # type: ignore[arg-type]
+    find_text_boxes(copy.deepcopy(ds), capture_terms(ds), PHI, engine=b)  # type: ignore[arg-type]
+    assert a.calls >= 1 and b.calls == a.calls
+
+
+def test_speckle_image_reads_back() -> None:
+    """The fixture is a valid image (guards the helpers above)."""
+    ds = speckle_image(0)
+    assert pydicom.pixels.pixel_array(ds).shape == (240, 320)
