@@ -137,6 +137,9 @@ def profile(paths: list[Path], out: Path, top: int, batch_size: int) -> None:
     batches = batch_records(records, batch_size)
 
     def run(tag: str) -> dict[str, float]:
+        import deid_core.pixels as px
+
+        px._MEMOS.clear()  # each run starts as a fresh worker would: no crop read before
         stages: dict[str, float] = {}
         for i, b in enumerate(batches):
             s = process_batch(b, cfg, out.parent / f"prov-{tag}", f"run{tag}", "2026-01-01")
