@@ -340,17 +340,24 @@ def value_texts(value: object, vr: str) -> list[str]:
     """What a value can show a reader: its text, or its raw bytes read as Latin-1. Binary numbers
     (e.g. UN bytes the private dictionary turned into SS) are re-packed in both byte orders: the
     bytes written are the same ones, and a name survives in them."""
-    items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
     if isinstance(value, bytes | bytearray):
         return [bytes(value).decode("latin-1")]
-    texts = ["\\".join("" if v is None else str(v) for v in items)]
     code = _BINARY_NUMBERS.get(vr)
-    if code and items and all(isinstance(v, int | float) for v in items):
-        for order in "<>":
-            try:
-                texts.append(struct.pack(f"{order}{len(items)}{code}", *items).decode("latin-1"))
-            except struct.error:
-                texts.append(UNPACKABLE)  # cannot be proven safe
+    if not isinstance(value, list | tuple | MultiValue):  # one value (most elements): no joins, no loops
+        texts = ["" if value is None else str(value)]
+        items = [value]
+        if not (code and isinstance(value, int | float)):
+            return texts
+    else:
+        items = list(value)
+        texts = ["\\".join("" if v is None else str(v) for v in items)]
+        if not (code and items and all(isinstance(v, int | float) for v in items)):
+            return texts
+    for order in "<>":
+        try:
+            texts.append(struct.pack(f"{order}{len(items)}{code}", *items).decode("latin-1"))
+        except struct.error:
+            texts.append(UNPACKABLE)  # cannot be proven safe
     return texts
 
 
@@ -366,7 +373,9 @@ def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) ->
     if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(texts[0]):
         return False
     regex = phi._regex
-    if regex is None or not any(regex.search(t) for t in texts):  # no term anywhere: no span to weigh
+    # No term in the texts joined ("\n" is no letter or digit: a match in one text is a match there): no
+    # span to weigh.
+    if regex is None or not regex.search(texts[0] if len(texts) == 1 else "\n".join(texts)):
         return True
     return not any(s.end - s.start >= 3 for t in texts for s in phi.find(t))
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pydicom
+from pydicom import config
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.hooks import hooks as _hooks
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import AMBIGUOUS_VR
+from pydicom.valuerep import AMBIGUOUS_VR, IS, DSfloat, PersonName
 
 from deid_core.errors import BadInputError
 
@@ -143,6 +145,40 @@ def _check_lengths(ds: pydicom.Dataset) -> None:
 #: Elements ``element`` leaves to ``Dataset.__getitem__`` (pixel values reset pydicom's pixel cache;
 #: the character set decides how the other values decode).
 _DELEGATED = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010, 0x00080005})
+#: Converted values of raw elements, by everything their conversion depends on (see ``_memo_key``): the
+#: same encoded element recurs in the output read back for verification (every element the scrub left
+#: as it was) and across the files of a series (private blocks, constants). Only immutable values (and
+#: lists of numbers, handed out as copies) are kept; a hit gives what a conversion would give, so the
+#: memo's content never changes a result. Bounded: emptied when full.
+_MEMO: dict[tuple[object, ...], tuple[str, object]] = {}
+_MEMO_MAX_ENTRIES = 16384
+_MEMO_MAX_BYTES = 1024
+_MEMO_SCALARS = frozenset({str, int, float, bytes, UID, DSfloat, IS, PersonName})
+_DEFAULT_VR_HOOK, _DEFAULT_VALUE_HOOK = _hooks.raw_element_vr, _hooks.raw_element_value
+
+
+def _memo_key(raw: RawDataElement, charset: str | MutableSequence[str]) -> tuple[object, ...] | None:
+    """What the conversion of an explicit-VR raw element depends on: the element's own fields, the
+    character set and pydicom's conversion settings; None for conversions that also look at the
+    dataset (implicit VR, UN, ambiguous VRs), empty or long values, and non-default pydicom hooks."""
+    vr, value = raw.VR, raw.value
+    if vr is None or vr == "UN" or vr in AMBIGUOUS_VR or not value or len(value) > _MEMO_MAX_BYTES \
+            or _hooks.raw_element_vr is not _DEFAULT_VR_HOOK or _hooks.raw_element_value is not _DEFAULT_VALUE_HOOK \
+            or _hooks.raw_element_kwargs or config.data_element_callback is not None:
+        return None
+    return (int(raw.tag), vr, raw.length, bytes(value), raw.is_little_endian, raw.is_implicit_VR,
+            charset if isinstance(charset, str) else tuple(charset), config.settings.reading_validation_mode,
+            config.datetime_conversion, config.use_DS_decimal, config.use_DS_numpy, config.use_IS_numpy,
+            config.convert_wrong_length_to_UN)
+
+
+def _memo_value(value: object) -> object | None:
+    """``value`` as the memo may keep it (immutable scalars; a list of numbers as a copy), else None."""
+    if type(value) in _MEMO_SCALARS:
+        return value
+    if type(value) is list and all(type(v) in (int, float) for v in value):
+        return list(value)
+    return None
 
 
 def element(ds: Dataset, tag: BaseTag) -> DataElement:
@@ -151,18 +187,33 @@ def element(ds: Dataset, tag: BaseTag) -> DataElement:
     Why: every element of every file is converted twice (the input, and the output read back for
     verification); pydicom's ``__getitem__`` re-enters itself and ``__setitem__`` several times per raw
     element, about as costly as the conversion itself. Here a plain raw element is converted with the
-    same function, encoding and dataset, and stored as ``__setitem__`` would (private creator attached);
-    anything unusual (deferred, sequence, ambiguous VR, pixel data, the character set itself) is left to
-    ``ds[tag]``. A failed conversion raises what ``ds[tag]`` raises and leaves the raw element in place."""
+    same function, encoding and dataset (or its value taken from ``_MEMO``), and stored as ``__setitem__``
+    would (private creator attached); anything unusual (deferred, sequence, ambiguous VR, pixel data, the
+    character set itself) is left to ``ds[tag]``. A failed conversion raises what ``ds[tag]`` raises and
+    leaves the raw element in place."""
     raw = ds._dict[tag]
     if not isinstance(raw, RawDataElement):
         return raw
     if (raw.value is None and raw.length != 0) or raw.VR == "SQ" or tag in _DELEGATED:
         return ds[tag]
     charset = ds.original_character_set or ds._character_set
-    elem = convert_raw_data_element(raw, encoding=charset, ds=ds)
-    if elem.VR == "SQ" or elem.VR in AMBIGUOUS_VR:
-        return ds[tag]  # pixel representation propagation / VR correction: pydicom's own path
+    key = _memo_key(raw, charset)
+    hit = _MEMO.get(key) if key is not None else None
+    if hit is not None:
+        vr, value = hit
+        # what convert_raw_data_element builds from the converted VR and value
+        elem = DataElement(raw.tag, vr, list(value) if type(value) is list else value,  # type: ignore[arg-type]
+                           raw.value_tell, raw.length == 0xFFFFFFFF, already_converted=True)
+    else:
+        elem = convert_raw_data_element(raw, encoding=charset, ds=ds)
+        if elem.VR == "SQ" or elem.VR in AMBIGUOUS_VR:
+            return ds[tag]  # pixel representation propagation / VR correction: pydicom's own path
+        if key is not None:
+            kept = _memo_value(elem.value)
+            if kept is not None:
+                if len(_MEMO) >= _MEMO_MAX_ENTRIES:
+                    _MEMO.clear()
+                _MEMO[key] = (elem.VR, kept)
     if tag & 0x10000:  # private: __setitem__ attaches the value of the block's creator, if any
         number = tag & 0xFFFF
         if number != number >> 8:  # the tag is not its own creator tag

@@ -15,6 +15,7 @@ from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
 
+from deid_core import inventory
 from deid_core.inventory import element
 from deid_core.writer import encode
 
@@ -54,7 +55,8 @@ def _snapshot(ds: Dataset) -> list[object]:
     out: list[object] = [getattr(ds, "_pixel_rep", None), repr(ds.original_character_set)]
     for tag, elem in sorted(ds._dict.items()):
         out.append((int(tag), type(elem).__name__, elem.VR, getattr(elem, "private_creator", None),
-                    getattr(elem, "is_undefined_length", None), None if elem.VR == "SQ" else repr(elem.value)))
+                    getattr(elem, "is_undefined_length", None), getattr(elem, "file_tell", None),
+                    type(elem.value).__name__, None if elem.VR == "SQ" else repr(elem.value)))
         if isinstance(elem, pydicom.DataElement) and elem.VR == "SQ":
             out.append([_snapshot(item) for item in elem.value])
     return out
@@ -66,8 +68,14 @@ def test_element_converts_exactly_as_getitem(name: str) -> None:
     if path is None:
         pytest.skip(f"{name} not bundled")
     ref, fast = pydicom.dcmread(path, force=True), pydicom.dcmread(path, force=True)
+    inventory._MEMO.clear()
     assert list(_walk(ref, lambda d, t: d[t])) == list(_walk(fast, element))
     assert _snapshot(fast) == _snapshot(ref)
+    warm = pydicom.dcmread(path, force=True)  # every memo-able value now comes from the memo
+    if name not in ("UN_sequence.dcm",):  # only UN and SQ there
+        assert inventory._MEMO or getattr(warm, "original_encoding", (True,))[0] is not False  # implicit VR: none
+    assert list(_walk(warm, element)) == list(_walk(pydicom.dcmread(path, force=True), lambda d, t: d[t]))
+    assert _snapshot(warm) == _snapshot(ref)
     assert any(type(e).__name__ == "DataElement" for e in fast._dict.values())
     assert _encoded(fast) == _encoded(ref)
 
@@ -196,3 +204,68 @@ def test_capture_terms_on_a_decoded_dataset_equals_capture_on_the_raw_one(name: 
         assert {"Sancho", "Cedar Hills", "ALT 9988", "b@c.de"} <= texts
         assert any(t.kind == EMAIL and t.text == "a.quixote@example.org" for t in got.terms)
         assert "20200101" not in got.dates and "20210304" in got.dates
+
+
+def _reference_value_texts(value: object, vr: str) -> list[str]:
+    """anonymizer.value_texts before its one-value fast path, kept verbatim."""
+    import struct
+
+    from pydicom.multival import MultiValue
+
+    from deid_core.anonymizer import _BINARY_NUMBERS, UNPACKABLE
+
+    items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
+    if isinstance(value, bytes | bytearray):
+        return [bytes(value).decode("latin-1")]
+    texts = ["\\".join("" if v is None else str(v) for v in items)]
+    code = _BINARY_NUMBERS.get(vr)
+    if code and items and all(isinstance(v, int | float) for v in items):
+        for order in "<>":
+            try:
+                texts.append(struct.pack(f"{order}{len(items)}{code}", *items).decode("latin-1"))
+            except struct.error:
+                texts.append(UNPACKABLE)
+    return texts
+
+
+def test_value_texts_equals_its_former_form() -> None:
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import DSfloat, PersonName
+
+    from deid_core.anonymizer import value_texts
+
+    values: list[object] = [None, "", "SMITH", 7, -7, 70000, 2**40, 1.5, float("nan"), True, b"AB\x00", bytearray(b"x"),
+                            [1, 2, 3], [], [None, "a"], (4, 5), MultiValue(int, [1, 2]), [1, "x"], [1.5, 2],
+                            DSfloat("1.50"), PersonName("Doe^John"), [2**70]]
+    vrs = ["SS", "US", "SL", "UL", "FL", "FD", "OW", "DS", "LO", "UN", "SV", "UV"]
+    for value in values:
+        for vr in vrs:
+            assert value_texts(value, vr) == _reference_value_texts(value, vr), (repr(value), vr)
+
+
+def test_memo_hands_out_copies_and_follows_pydicom_settings() -> None:
+    from pydicom import config
+
+    inventory._MEMO.clear()
+    first = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    second = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    lists = [t for t in first.keys() if type(element(first, t).value) is list]
+    assert lists  # CT_small has multi-valued binary numbers
+    assert len(inventory._MEMO) > 100
+    for t in lists:
+        a, b = element(first, t).value, element(second, t).value
+        assert a == b and a is not b  # a list from the memo is a copy: changing one changes no other
+        a.append(1)
+        assert element(pydicom.dcmread(get_testdata_file("CT_small.dcm")), t).value == b
+
+    # A value pydicom accepts with a warning is refused once validation raises: the memo is keyed by it.
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    tag = pydicom.tag.Tag(0x00200013)  # InstanceNumber, IS
+    bad = ds._dict[tag]._replace(value=b"12a ", length=4)
+    ds._dict[tag] = bad
+    with pytest.warns(UserWarning):
+        assert element(ds, tag).value == "12a"
+    strict = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    strict._dict[tag] = bad
+    with config.strict_reading(), pytest.raises(ValueError, match="Invalid value for VR IS"):
+        element(strict, tag)
