@@ -158,11 +158,13 @@ _DEFAULT_VR_HOOK, _DEFAULT_VALUE_HOOK = _hooks.raw_element_vr, _hooks.raw_elemen
 
 
 def _memo_key(raw: RawDataElement, charset: str | MutableSequence[str]) -> tuple[object, ...] | None:
-    """What the conversion of an explicit-VR raw element depends on: the element's own fields, the
-    character set and pydicom's conversion settings; None for conversions that also look at the
-    dataset (implicit VR, UN, ambiguous VRs), empty or long values, and non-default pydicom hooks."""
+    """What the conversion of a raw element depends on: the element's own fields (an implicit VR is the
+    public dictionary's for the tag), the character set and pydicom's conversion settings; None for
+    conversions that also look at the dataset (implicit VR private elements, whose VR comes from their
+    creator; UN; ambiguous VRs), empty or long values, and non-default pydicom hooks."""
     vr, value = raw.VR, raw.value
-    if vr is None or vr == "UN" or vr in AMBIGUOUS_VR or not value or len(value) > _MEMO_MAX_BYTES \
+    if (vr is None and raw.tag >> 16 & 1) or vr == "UN" or vr in AMBIGUOUS_VR or not value \
+            or len(value) > _MEMO_MAX_BYTES \
             or _hooks.raw_element_vr is not _DEFAULT_VR_HOOK or _hooks.raw_element_value is not _DEFAULT_VALUE_HOOK \
             or _hooks.raw_element_kwargs or config.data_element_callback is not None:
         return None
