@@ -197,36 +197,29 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
 
     ``src`` is the file-like ``ds`` was read from: frames are then decoded from it one at a time, so a
     deferred PixelData value is never loaded whole.
+    Every candidate line is read the way the pixel stage reads it, through the same per-process memo of
+    crop readings: a frame the pixel stage left unchanged is checked against the readings it already
+    made (no second OCR), a frame with masks is read afresh around them.
     Matching is exact (flexible separators) on each OCR line plus tolerant per word (edit
     distance, digit/letter confusions), for every kind of term including every original date:
     nothing shifts dates burned into pixels.
     """
-    from deid_core.pixels import _ocr_crop, get_engine, has_pixels
+    from deid_core.pixels import get_engine, has_pixels, read_frame_lines
     from deid_core.pixels.match import build_lines
-    from deid_core.pixels.ocr import OcrEngine, OcrWord
-    from deid_core.pixels.prescreen import merge_regions, polar_regions
+    from deid_core.pixels.ocr import OcrEngine
 
     st = stats if stats is not None else PixelVerifyStats()
     if not has_pixels(ds) or "PixelData" not in ds:
         return []
     eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
     leaks: list[Leak] = []
-    cache: dict[bytes, list[OcrWord]] = {}
     for f, gray in enumerate(_gray_frames(ds, src)):
         st.frames += 1
-        polar = polar_regions(gray)
         st.frames_screened += 1
-        if not polar:
+        words, ran = read_frame_lines(gray, eng)
+        st.frames_ocr += ran
+        if not words:
             continue
-        st.frames_ocr += 1
-        rows, cols = gray.shape
-        words: list[OcrWord] = []
-        for bright in (True, False):
-            group = [r for r, b in polar if b == bright]
-            for region in merge_regions(group, cols, rows):
-                inside = [r.h for r in group if r.x >= region.x and r.y >= region.y and
-                          r.x + r.w <= region.x + region.w and r.y + r.h <= region.y + region.h]
-                words += _ocr_crop(gray, region, min(inside) if inside else region.h, eng, cache, bright)
         kind = _line_leak(build_lines(words), lt)
         if kind:
             leaks.append(Leak(kind, f"frame {f}"))

@@ -144,45 +144,44 @@ def _memo_for(engine: OcrEngine) -> ReadingMemo:
     return memo
 
 
+_SCREENS: OrderedDict[bytes, list[tuple[Rect, bool, bool]]] = OrderedDict()
+#: Frames whose pre-screen result is kept (verification screens the same frame again when the pixel
+#: stage left it unchanged).
+SCREEN_MEMO_SIZE = 16
+
+
+def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
+    """``scored_regions`` of a frame, remembered by its exact pixels for the last few frames."""
+    key = hashlib.blake2b(gray.tobytes() + repr(gray.shape).encode(), digest_size=16).digest()
+    hit = _SCREENS.get(key)
+    if hit is not None:
+        _SCREENS.move_to_end(key)
+        return list(hit)
+    scored = scored_regions(gray)
+    _SCREENS[key] = scored
+    while len(_SCREENS) > SCREEN_MEMO_SIZE:
+        _SCREENS.popitem(last=False)
+    return list(scored)
+
+
+def read_frame_lines(gray: np.ndarray, engine: OcrEngine) -> tuple[list[OcrWord], bool]:
+    """Every candidate line of a frame read as the pixel stage reads it (no early stop), and whether any
+    reading needed OCR. Readings come from the process memo where the pixel stage already read the same
+    crop: verification of a frame the pixel stage left unchanged costs no OCR, yet checks its readings."""
+    memo = _memo_for(engine)
+    before = memo.misses
+    words: list[OcrWord] = []
+    for line, bright in join_rows([(r, b) for r, b, _s in screen_frame(gray)]):
+        words += _read_line(gray, line, bright, engine, memo)
+    return words, memo.misses > before
+
+
 def _binarize(crop: np.ndarray, bright: bool) -> np.ndarray:
     """Dark text on white from the strokes of one polarity: busy or coloured backgrounds vanish."""
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (15, 15))
     hat = cv2.morphologyEx(crop, cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT, k)
     level = max(20, int(hat.max()) // 2)
     return np.where(hat >= level, 0, 255).astype(np.uint8)
-
-
-def _ocr_crop(gray: np.ndarray, region: Rect, line_h: int, engine: OcrEngine,
-              cache: dict[bytes, list[OcrWord]], bright: bool | None = None) -> list[OcrWord]:
-    """OCR one crop, normalised to dark text on light and upscaled for small glyphs; frame coordinates."""
-    crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
-    tag = repr((crop.shape, line_h, bright)).encode()
-    key = hashlib.blake2b(crop.tobytes() + tag, digest_size=16).digest()
-    if key in cache:
-        words = cache[key]
-    else:
-        if bright is not None:
-            img = _binarize(crop, bright)
-        elif float(np.median(crop)) < 128:  # light text on dark background → invert
-            img = 255 - crop
-        else:
-            img = crop
-        scale = max(1, min(3, math.ceil(TARGET_GLYPH_H / max(line_h, 1))))
-        if scale > 1:
-            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-        img = cv2.copyMakeBorder(img, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_REPLICATE)
-        words = []
-        for w in engine.words(np.ascontiguousarray(img)):
-            x0 = math.floor((w.x - BORDER) / scale)
-            y0 = math.floor((w.y - BORDER) / scale)
-            x1 = math.ceil((w.x + w.w - BORDER) / scale)
-            y1 = math.ceil((w.y + w.h - BORDER) / scale)
-            x0, y0 = max(0, x0), max(0, y0)
-            x1, y1 = min(region.w, x1), min(region.h, y1)
-            if x1 > x0 and y1 > y0:
-                words.append(OcrWord(w.text, x0, y0, x1 - x0, y1 - y0, w.conf))
-        cache[key] = words
-    return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in words]
 
 
 #: A line whose best reading has a mean word confidence below this is "unsure": masked whole.
@@ -374,7 +373,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     text (policy all-text), or when OCR is unsure what it says (a missed identifier is a breach, an
     extra mask costs little). Only a line read with confidence as non-identifying text stays.
     """
-    scored = scored_regions(gray)
+    scored = screen_frame(gray)
     polar = join_rows([(r, b) for r, b, _s in scored])
     if not polar:
         return [], False

@@ -281,24 +281,3 @@ def _covers(outer: Rect, inner: Rect) -> bool:
     ix = min(outer.x + outer.w, inner.x + inner.w) - max(outer.x, inner.x)
     iy = min(outer.y + outer.h, inner.y + inner.h) - max(outer.y, inner.y)
     return ix > 0 and iy > 0 and ix * iy >= 0.8 * inner.w * inner.h
-
-
-def merge_regions(rects: list[Rect], width: int, height: int) -> list[Rect]:
-    """Pad candidates by half a line and merge the overlapping ones: fewer, larger OCR calls."""
-    boxes = [r.pad(max(4, r.h // 2 + 2), width, height) for r in rects]
-    changed = True
-    while changed:
-        changed = False
-        out: list[Rect] = []
-        for b in sorted(boxes, key=lambda r: (r.y, r.x, r.w, r.h)):
-            for i, o in enumerate(out):
-                if b.x < o.x + o.w and o.x < b.x + b.w and b.y < o.y + o.h and o.y < b.y + b.h:
-                    x0, y0 = min(b.x, o.x), min(b.y, o.y)
-                    x1, y1 = max(b.x + b.w, o.x + o.w), max(b.y + b.h, o.y + o.h)
-                    out[i] = Rect(x0, y0, x1 - x0, y1 - y0)
-                    changed = True
-                    break
-            else:
-                out.append(b)
-        boxes = out
-    return sorted(boxes, key=lambda r: (r.y, r.x))
