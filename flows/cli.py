@@ -46,27 +46,101 @@ def _runtime_defaults() -> None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[None]:
+def prefect_api(workers: int | None = None) -> Iterator[str | None]:
     """One Prefect API for the whole run, shared with Dask workers through PREFECT_API_URL.
 
     With no PREFECT_API_URL set, start Prefect's ephemeral server once here: otherwise every Dask
     worker process would start its own (measured: 20+ s per run instead of ~5 s).
+    With ``workers`` (a local run), the LocalCluster is started and its workers warmed (imports, Tesseract,
+    Presidio) while the server starts: both take seconds and neither needs the other. Yields the
+    cluster's scheduler address (the flow runs on it; it is closed on exit), else None.
     """
     if os.environ.get("PREFECT_API_URL"):
-        yield
+        with _local_cluster(workers) as address:
+            yield address
         return
     server = _server_dying_with_us()
-    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")))
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+    server.port = server.find_available_port()
+    os.environ["PREFECT_API_URL"] = server.api_url  # before the cluster spawns its workers
+    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
+    with _cluster_in_background(workers) as cluster:
+        try:
+            # the server is spawned from this (main) thread: its PR_SET_PDEATHSIG follows the spawning thread
+            server.start(timeout=timeout)
+            address = cluster()
+            if server.api_url != os.environ["PREFECT_API_URL"]:  # the port was taken after all
+                os.environ["PREFECT_API_URL"] = server.api_url
+                address = None  # its workers were told the old address: the flow starts its own cluster
+            with _api_settings(server.api_url):
+                yield address
+        finally:
+            _drain_api_workers()  # deliver buffered run logs and events before the API goes away
+            os.environ.pop("PREFECT_API_URL", None)
+            server.stop()
 
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
+
+@contextlib.contextmanager
+def _cluster_in_background(workers: int | None) -> Iterator[Any]:
+    """Start ``_local_cluster(workers)`` in a thread; yields a function that waits for its address.
+    The cluster is closed when the block ends."""
+    import threading
+
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+    release = threading.Event()
+
+    def run() -> None:
+        try:
+            with _local_cluster(workers) as address:
+                box["address"] = address
+                ready.set()
+                release.wait()
+        except BaseException as exc:  # re-raised in the main thread
+            box["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="deidflow-cluster-start", daemon=True)
+    thread.start()
+
+    def wait() -> str | None:
+        ready.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("address")
+
+    try:
+        yield wait
     finally:
-        _drain_api_workers()  # deliver buffered run logs and events before the API goes away
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        release.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _api_settings(url: str) -> Iterator[None]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield
+
+
+@contextlib.contextmanager
+def _local_cluster(workers: int | None) -> Iterator[str | None]:
+    """A LocalCluster of ``workers`` single-threaded processes, warmed; its address (None: no cluster)."""
+    if not workers:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        with Client(cluster) as client:
+            from deid_core.pipeline import warm_process
+
+            client.run(warm_process)
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
 
 
 def _drain_api_workers(timeout: float = 10.0) -> None:
@@ -280,10 +354,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     precheck(params.input_dir, params.output_dir, provenance_dir=params.provenance_dir,
              linkage_dir=params.linkage_dir, key_file=params.key_file, key_secret=params.key_secret,
              patient_map=params.patient_map, profile=params.profile, options=params.options)
-    with prefect_api():
+    with prefect_api(_local_workers(params)) as address, _prestarted(address):
         summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
     return _exit_code(summary)
+
+
+def _local_workers(params: Any) -> int | None:
+    """Workers of the LocalCluster a run needs (None when it runs on an existing cluster)."""
+    return None if params.dask_address else (params.workers or os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _prestarted(address: str | None) -> Iterator[None]:
+    """Let the flow run on the LocalCluster started beside the API (flows.deidentify.LOCAL_CLUSTER)."""
+    from flows import deidentify
+
+    if address:
+        deidentify.LOCAL_CLUSTER.append(address)
+    try:
+        yield
+    finally:
+        if address:
+            deidentify.LOCAL_CLUSTER.remove(address)
 
 
 def _exit_code(summary: dict[str, object]) -> int:
@@ -309,7 +402,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     params = retry_parameters(retry, prov, key_file=args.key_file, key_secret=args.key_secret,
                               workers=args.workers, dask_address=args.dask_address)
     print(f"retrying {len(retry.paths)} file(s) of run {retry.run_id} (attempt {retry.attempt})")
-    with prefect_api():
+    with prefect_api(_local_workers(params)) as address, _prestarted(address):
         summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
     return _exit_code(summary)

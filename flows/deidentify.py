@@ -103,10 +103,17 @@ class CohortParameters(BaseModel):
         "(write_error, internal_error, worker_lost, batch_failed). Needs the same key as that run."))
 
 
+#: Scheduler address of a LocalCluster this process already started and warmed for local runs (the CLI
+#: starts it while the Prefect API starts; see flows/cli.py). Not a parameter: it is this process's own.
+LOCAL_CLUSTER: list[str] = []
+
+
 def make_task_runner(params: CohortParameters) -> DaskTaskRunner:
     """A Dask runner on the given cluster, or a LocalCluster of single-threaded worker processes."""
     if params.dask_address:
         return DaskTaskRunner(address=params.dask_address)
+    if LOCAL_CLUSTER:
+        return DaskTaskRunner(address=LOCAL_CLUSTER[-1])
     n = params.workers or os.cpu_count() or 1
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
                                           "dashboard_address": None})
