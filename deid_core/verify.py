@@ -177,18 +177,18 @@ class PixelVerifyStats:
     frames_ocr: int = 0
 
 
-def _gray_frames(ds: Dataset, src: BinaryIO | None) -> Iterator[np.ndarray]:
+def _gray_frames(ds: Dataset, src: BinaryIO | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Frames of ``ds`` as 8-bit gray, decoded one at a time from ``src`` (the file ``ds`` was read from,
     so the whole PixelData value is never loaded) when given, else from ``ds`` itself."""
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from deid_core.pixels.decode import iter_gray_frames
+    from deid_core.pixels.decode import iter_gray_views
 
     tsyntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
     if src is None or tsyntax == DeflatedExplicitVRLittleEndian or not tsyntax:
-        yield from iter_gray_frames(ds)  # a deflated stream cannot be read frame by frame
+        yield from iter_gray_views(ds)  # a deflated stream cannot be read frame by frame
         return
-    yield from iter_gray_frames(ds, src)
+    yield from iter_gray_views(ds, src)
 
 
 def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
@@ -213,10 +213,13 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
         return []
     eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
     leaks: list[Leak] = []
-    for f, gray in enumerate(_gray_frames(ds, src)):
+    for f, (gray, alt) in enumerate(_gray_frames(ds, src)):
         st.frames += 1
         st.frames_screened += 1
         words, ran = read_frame_lines(gray, eng)
+        if alt is not None:  # a stretched window: the pixel stage searched the content's own window too
+            more, ran_alt = read_frame_lines(alt, eng)
+            words, ran = words + more, ran or ran_alt
         st.frames_ocr += ran
         if not words:
             continue

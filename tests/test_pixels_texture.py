@@ -136,3 +136,39 @@ def test_speckle_image_reads_back() -> None:
     """The fixture is a valid image (guards the helpers above)."""
     ds = speckle_image(0)
     assert pydicom.pixels.pixel_array(ds).shape == (240, 320)
+
+
+def _stretched_ct(seed: int) -> tuple[Dataset, list]:  # type: ignore[type-arg]
+    """CT_small with a bright ID at the top of the stored range (it stretches the window) and the name in
+    dark text over the anatomy."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName, ds.PatientID = "OKAFOR^GRACE", "4931421"
+    bright = plant_stored(ds, 0, "4931421", 4, 2, 12)
+    dark = plant_stored(ds, 0, "OKAFOR", 30 + 3 * seed, 60 + 4 * seed, 12, bright=False)
+    return ds, [bright, dark]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dark_text_over_anatomy_squeezed_by_a_stretched_window_is_masked(seed: int) -> None:
+    ds, planted = _stretched_ct(seed)
+    result = find_text_boxes(ds, capture_terms(ds), PHI)
+    for p in planted:
+        assert coverage(p, result.boxes) >= 0.9
+
+
+def test_the_second_window_is_what_finds_it_and_only_when_stretched() -> None:
+    from pydicom.data import get_testdata_file
+
+    from deid_core.pixels.decode import iter_gray_views
+
+    plain = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    assert [alt is None for _g, alt in iter_gray_views(plain)] == [True]  # no second screen, no extra cost
+    ds, planted = _stretched_ct(0)
+    gray, alt = next(iter(iter_gray_views(ds)))
+    assert alt is not None
+    d = planted[1]
+    # in the first window the dark name has almost no contrast left against the squeezed anatomy
+    assert int(gray[d.y:d.y + d.h, d.x:d.x + d.w].max()) < 40
+    assert int(alt[d.y:d.y + d.h, d.x:d.x + d.w].max()) - int(alt[d.y:d.y + d.h, d.x:d.x + d.w].min()) > 100

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from deid_core.errors import ConfigError, PixelError
-from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_frames
+from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
@@ -450,13 +450,17 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
     seen: dict[bytes, list[Box]] = {}
     cache = _memo_for(eng)
     any_ocr = False
-    for f, gray in enumerate(iter_gray_frames(ds)):
-        key = hashlib.blake2b(gray.tobytes(), digest_size=16).digest()
+    for f, views in enumerate(iter_gray_views(ds)):
+        gray, alt = views
+        key = hashlib.blake2b(gray.tobytes() + (b"" if alt is None else alt.tobytes()), digest_size=16).digest()
         if key in seen:  # identical frame already searched
             result.boxes += [Box(f, b.x, b.y, b.w, b.h, b.kind, b.confidence) for b in seen[key]]
         else:
             before = cache.misses
             boxes, ran = _frame_boxes(gray, f, matcher, policy, eng, cache)
+            if alt is not None:  # the window is stretched: text over the squeezed content shows only here
+                more, ran_alt = _frame_boxes(alt, f, matcher, policy, eng, cache)
+                boxes, ran = boxes + more, ran or ran_alt
             if ran and cache.misses > before:
                 result.frames_ocr += 1
             any_ocr = any_ocr or ran

@@ -55,21 +55,59 @@ def to_gray8(frame: np.ndarray, photometric: str, ds: Dataset | None = None) -> 
         return np.clip(lum * (255.0 / top), 0, 255).astype(np.uint8)
     if arr.dtype == np.uint8 and pi != "MONOCHROME1":
         return np.ascontiguousarray(arr)
+    return _mono_views(arr, pi, stretched=False)[0]
+
+
+#: The content below the frame's top values must span at least this share of the window; else the
+#: window is "stretched" by a few extreme values (bright text at the top of the stored range) and a
+#: second view windowed on the content is screened too.
+STRETCH_SHARE = 0.4
+
+
+def _mono_views(arr: np.ndarray, pi: str, stretched: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Monochrome frame → (gray windowed 0.5th percentile..max, gray windowed on the content when the
+    first is stretched by a few extreme values, else None; only computed when ``stretched``)."""
     data = arr.astype(np.float32)
     if data.size == 0:
         raise PixelError("empty frame")
-    lo = float(np.percentile(data[:: max(1, data.shape[0] // 256)], 0.5))
+    sample = data[:: max(1, data.shape[0] // 256)]
+    lo = float(np.percentile(sample, 0.5))
     hi = float(data.max())
     if hi <= lo:
         lo = float(data.min())
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     gray = np.clip((data - lo) * scale, 0, 255).astype(np.uint8)
+    alt = None
+    if stretched and hi > lo:
+        below = sample[sample < hi - 0.01 * (hi - lo)]  # all but the values at the top (text drawn at max)
+        top = float(np.percentile(below, 99.5)) if below.size else hi
+        if lo < top < lo + STRETCH_SHARE * (hi - lo):
+            alt = np.clip((data - lo) * (255.0 / (top - lo)), 0, 255).astype(np.uint8)
     if pi == "MONOCHROME1":
         gray = 255 - gray
-    return gray
+        alt = None if alt is None else 255 - alt
+    return gray, alt
+
+
+def gray_views(frame: np.ndarray, photometric: str, ds: Dataset | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``to_gray8`` of a frame, plus for monochrome data deeper than 8 bits whose window a few extreme
+    values stretch (bright text at the top of the stored range squeezes the anatomy into a few gray
+    levels, and dark text over it loses its contrast) a second view windowed on the content."""
+    pi = photometric.upper()
+    if frame.ndim == 3 or pi == "PALETTE COLOR" or frame.dtype == np.uint8:
+        return to_gray8(frame, photometric, ds), None
+    return _mono_views(frame, pi, stretched=True)
 
 
 def iter_gray_frames(ds: Dataset, src: BinaryIO | None = None) -> Iterator[np.ndarray]:
+    """Every frame as 8-bit gray (see ``iter_gray_views``, whose first view this is)."""
+    for gray, _alt in iter_gray_views(ds, src):
+        yield gray
+
+
+def iter_gray_views(ds: Dataset, src: BinaryIO | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield every frame as 8-bit gray, decoding one frame at a time (large cine loops fit in memory).
 
     ``src`` is the encoded file ``ds`` was read from with its pixels deferred: frames are then read
@@ -85,7 +123,7 @@ def iter_gray_frames(ds: Dataset, src: BinaryIO | None = None) -> Iterator[np.nd
         for frame in iter_pixels(src if src is not None else ds):
             if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] in (3, 4) and
                                    int(ds.get("SamplesPerPixel", 1)) > 1):
-                yield to_gray8(frame, pi, ds)
+                yield gray_views(frame, pi, ds)
             else:
                 raise PixelError("unexpected decoded frame shape")
             seen += 1
