@@ -21,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.hooks import hooks as _hooks
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import AMBIGUOUS_VR, IS, DSfloat, PersonName
+from pydicom.valuerep import AMBIGUOUS_VR, IS, DSfloat
 
 from deid_core.errors import BadInputError
 
@@ -152,8 +152,8 @@ _DELEGATED = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010, 0x00080005})
 #: memo's content never changes a result. Bounded: emptied when full.
 _MEMO: dict[tuple[object, ...], tuple[str, object]] = {}
 _MEMO_MAX_ENTRIES = 16384
-_MEMO_MAX_BYTES = 1024
-_MEMO_SCALARS = frozenset({str, int, float, bytes, UID, DSfloat, IS, PersonName})
+_MEMO_MAX_BYTES = 256
+_MEMO_SCALARS = frozenset({str, int, float, bytes, UID, DSfloat, IS})  # not PersonName: no reuse, names
 _DEFAULT_VR_HOOK, _DEFAULT_VALUE_HOOK = _hooks.raw_element_vr, _hooks.raw_element_value
 
 
