@@ -78,7 +78,7 @@ class Anonymizer:
         self.keep = KeepHandler()
         self.dates = DateShiftHandler(patient.date_offset_days)
         self.text = CleanTextHandler(cleaner)
-        self._phi = TermMatcher(cleaner.terms)
+        self._phi = cleaner.matcher  # the same terms: one matcher per file
         self.actions: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- public

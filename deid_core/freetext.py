@@ -373,10 +373,17 @@ def merge_spans(spans: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, s
 class TextCleaner:
     """Replaces PHI spans of free text by a placeholder, keeping clinical words."""
 
-    def __init__(self, terms: PhiTerms, *, use_presidio: bool = True) -> None:
+    def __init__(self, terms: PhiTerms, *, use_presidio: bool = True, matcher: TermMatcher | None = None) -> None:
+        """``matcher``: a ``TermMatcher`` already built for these same ``terms`` (the file's leak
+        terms hold one), so it is not built again for every file."""
         self.terms = terms
         self.use_presidio = use_presidio
-        self._matcher = TermMatcher(terms)
+        self._matcher = matcher if matcher is not None and matcher.terms is terms else TermMatcher(terms)
+
+    @property
+    def matcher(self) -> TermMatcher:
+        """The matcher of this cleaner's terms (shared with the anonymizer's private-value check)."""
+        return self._matcher
 
     def phi_spans(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, kind) of every PHI span, merged and sorted."""

@@ -232,7 +232,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     # Tags: one walk applies scrub and pseudonyms (UIDs, dates, patient identity).
     t0 = time.perf_counter()
     patient = PatientPseudonyms(entry, offset)
-    anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms),
+    anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms, matcher=leak_terms.matcher),
                             lambda pid: ctx.patient_map.resolve(cfg.key, pid, cfg.pseudonym_prefix)[0].new_id)
     actions = anonymizer.anonymize(ds, pixels_clean=pixels_clean)
     walk_ms = _ms(t0)
