@@ -379,9 +379,13 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         return [], False
 
     def holds_phi(words: list[OcrWord]) -> bool:
-        """The file's own identifiers or PHI patterns in a reading (Presidio is left for the final one)."""
-        return any(phi_words(ln, matcher, use_presidio=False) for ln in build_lines([w for w in words
-                                                                                     if is_text(w)]))
+        """The file's own identifiers or PHI patterns in a reading (Presidio is left for the final one).
+        A reading of fewer than MIN_LINE_CHARS letters/digits is never masked as PHI (see below): it is
+        not even matched, so frames whose candidates are anatomy never build the file's matcher."""
+        read = [w for w in words if is_text(w)]
+        if sum(sum(c.isalnum() for c in w.text) for w in read) < MIN_LINE_CHARS:
+            return False
+        return any(phi_words(ln, matcher, use_presidio=False) for ln in build_lines(read))
 
     boxes: list[Box] = []
     for line, bright in polar:
