@@ -3,9 +3,12 @@
 Text is a row of small, high-contrast, thin-stroked blobs of similar height. We extract thin
 bright and thin dark strokes with morphological top-hat / black-hat (strokes narrower than the
 kernel survive, broad anatomy does not), keep connected components of character size, and chain
-them horizontally into line candidates. Only those crops go to OCR; a text-free CT/MR slice
-usually yields no candidate and skips OCR entirely. The screen is tuned for recall: a spurious
-candidate costs one small OCR call, a missed one would leak.
+them horizontally into line candidates. Text drawn over texture (speckle, anatomy) merges with the
+texture's own thin structures in those maps; maps of the pixels at the frame's extreme values (where
+burned-in text is usually drawn) keep its glyphs apart and add the lines the stroke maps lost.
+Only those crops go to OCR; a text-free CT/MR slice usually yields no candidate and skips OCR
+entirely. The screen is tuned for recall: a spurious candidate costs one small OCR call, a missed
+one would leak.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ MIN_INK_UNIFORMITY = 0.35
 INK_TOLERANCE = 32
 #: Minimum difference between a line's ink level and the median of the ring around it.
 MIN_RING_CONTRAST = 30
+#: Pixels this close to the frame's extreme value count as drawn at it (the cores of anti-aliased glyphs).
+LEVEL_TOLERANCE = 2
 
 
 @dataclass(frozen=True)
@@ -177,10 +182,6 @@ def level_maps(gray: np.ndarray) -> list[tuple[bool, np.ndarray]]:
         if ok:
             out.append((bright, level.view(np.uint8)))
     return out
-
-
-#: Pixels this close to the frame's extreme value count as drawn at it (the cores of anti-aliased glyphs).
-LEVEL_TOLERANCE = 2
 
 
 def _line_stats(gray: np.ndarray, candidates_only: bool = False
