@@ -134,6 +134,9 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
         return
     from distributed import Client, LocalCluster
 
+    from flows.deidentify import tune_local_workers
+
+    tune_local_workers()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         with Client(cluster) as client:
