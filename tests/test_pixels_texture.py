@@ -172,3 +172,21 @@ def test_the_second_window_is_what_finds_it_and_only_when_stretched() -> None:
     # in the first window the dark name has almost no contrast left against the squeezed anatomy
     assert int(gray[d.y:d.y + d.h, d.x:d.x + d.w].max()) < 40
     assert int(alt[d.y:d.y + d.h, d.x:d.x + d.w].max()) - int(alt[d.y:d.y + d.h, d.x:d.x + d.w].min()) > 100
+
+
+def test_a_crop_without_a_character_sized_component_is_not_read() -> None:
+    from PIL import Image, ImageDraw
+
+    blank = np.full((30, 90), 255, dtype=np.uint8)
+    grains = blank.copy()
+    rng = np.random.default_rng(0)
+    ys, xs = rng.integers(0, 30, 60), rng.integers(0, 90, 60)
+    grains[ys, xs] = 0  # isolated 1-px speckle grains
+    canvas = Image.fromarray(blank.copy())
+    ImageDraw.Draw(canvas).text((4, 4), "ID 42", fill=0)
+    text = np.asarray(canvas)
+    assert not px._has_glyph(blank) and not px._has_glyph(grains) and px._has_glyph(text)
+    eng = CountingEngine()
+    assert px._read_variant(grains, 20, eng) == [] and eng.calls == 0  # type: ignore[arg-type]
+    px._read_variant(text, 10, eng)  # type: ignore[arg-type]
+    assert eng.calls == 1
