@@ -204,7 +204,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
     distance, digit/letter confusions), for every kind of term including every original date:
     nothing shifts dates burned into pixels.
     """
-    from deid_core.pixels import get_engine, has_pixels, read_frame_lines
+    from deid_core.pixels import frame_lines, get_engine, has_pixels, read_frame_lines
     from deid_core.pixels.match import build_lines
     from deid_core.pixels.ocr import OcrEngine
 
@@ -218,7 +218,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
         st.frames_screened += 1
         words, ran = read_frame_lines(gray, eng)
         if alt is not None:  # a stretched window: the pixel stage searched the content's own window too
-            more, ran_alt = read_frame_lines(alt, eng)
+            more, ran_alt = read_frame_lines(alt, eng, [r for r, _b in frame_lines(gray)])
             words, ran = words + more, ran or ran_alt
         st.frames_ocr += ran
         if not words:

@@ -164,14 +164,33 @@ def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     return list(scored)
 
 
-def read_frame_lines(gray: np.ndarray, engine: OcrEngine) -> tuple[list[OcrWord], bool]:
+def frame_lines(gray: np.ndarray, seen: list[Rect] | None = None) -> list[tuple[Rect, bool]]:
+    """The joined candidate lines of a view, without those a line of ``seen`` (the lines of the frame's
+    first view, when this is its second view of a stretched window) already covers: the second view is
+    there for the lines the first lost, and the lines both show were read once already."""
+    lines = join_rows([(r, b) for r, b, _s in screen_frame(gray)])
+    if not seen:
+        return lines
+    return [(r, b) for r, b in lines if not any(_covers(o, r) for o in seen)]
+
+
+def _covers(outer: Rect, inner: Rect) -> bool:
+    """Whether ``outer`` covers at least 80 % of ``inner``."""
+    ix = min(outer.x + outer.w, inner.x + inner.w) - max(outer.x, inner.x)
+    iy = min(outer.y + outer.h, inner.y + inner.h) - max(outer.y, inner.y)
+    return ix > 0 and iy > 0 and ix * iy >= 0.8 * inner.w * inner.h
+
+
+def read_frame_lines(gray: np.ndarray, engine: OcrEngine, seen: list[Rect] | None = None
+                     ) -> tuple[list[OcrWord], bool]:
     """Every candidate line of a frame read as the pixel stage reads it (no early stop), and whether any
     reading needed OCR. Readings come from the process memo where the pixel stage already read the same
-    crop: verification of a frame the pixel stage left unchanged costs no OCR, yet checks its readings."""
+    crop: verification of a frame the pixel stage left unchanged costs no OCR, yet checks its readings.
+    ``seen``: as for ``frame_lines``."""
     memo = _memo_for(engine)
     before = memo.misses
     words: list[OcrWord] = []
-    for line, bright in join_rows([(r, b) for r, b, _s in screen_frame(gray)]):
+    for line, bright in frame_lines(gray, seen):
         words += _read_line(gray, line, bright, engine, memo)
     return words, memo.misses > before
 
@@ -386,15 +405,16 @@ def _union(line: Rect, words: list[OcrWord]) -> tuple[int, int, int, int]:
 
 
 def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str, engine: OcrEngine,
-                 cache: dict[bytes, list[OcrWord]]) -> tuple[list[Box], bool]:
-    """Boxes of one frame, and whether OCR ran at all.
+                 cache: dict[bytes, list[OcrWord]], seen: list[Rect] | None = None) -> tuple[list[Box], bool]:
+    """Boxes of one frame (view), and whether OCR ran at all.
 
     Each candidate line is read on its own. A line is masked whole when it holds PHI (policy phi), any
     text (policy all-text), or when OCR is unsure what it says (a missed identifier is a breach, an
     extra mask costs little). Only a line read with confidence as non-identifying text stays.
+    ``seen``: lines of the frame's first view, skipped in its second (see ``frame_lines``).
     """
     scored = screen_frame(gray)
-    polar = join_rows([(r, b) for r, b, _s in scored])
+    polar = frame_lines(gray, seen)
     if not polar:
         return [], False
 
@@ -483,7 +503,8 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
             before = cache.misses
             boxes, ran = _frame_boxes(gray, f, matcher, policy, eng, cache)
             if alt is not None:  # the window is stretched: text over the squeezed content shows only here
-                more, ran_alt = _frame_boxes(alt, f, matcher, policy, eng, cache)
+                first = [r for r, _b in frame_lines(gray)]
+                more, ran_alt = _frame_boxes(alt, f, matcher, policy, eng, cache, first)
                 boxes, ran = boxes + more, ran or ran_alt
             if ran and cache.misses > before:
                 result.frames_ocr += 1
