@@ -114,8 +114,8 @@ def tune_local_workers() -> None:
     Dask's nannies set it to 65536 in every worker by default. With it glibc stops adapting its mmap
     threshold, so every frame-sized numpy array is mapped and unmapped anew: the pixel stage ran 41 %
     slower in a worker than in-process (420 bench images: 5.5 s against 7.8 s CPU, same code). Workers
-    started by ``dask worker`` elsewhere take the same setting from the environment:
-    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None`` (docs/operator.md)."""
+    started by ``dask worker`` elsewhere take the same setting from ``deployments/dask`` (``DASK_CONFIG``;
+    docs/operator.md)."""
     import dask
 
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
