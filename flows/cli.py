@@ -142,7 +142,11 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
         with Client(cluster) as client:
             from deid_core.pipeline import warm_process
 
-            client.run(warm_process)
+            try:
+                client.run(warm_process)
+            except Exception as exc:  # noqa: BLE001 - warming is an optimisation: each file meets the same
+                # problem on its own and ends failed or quarantined with its reason, as without warming
+                print(f"deidflow: warning: workers not warmed ({type(exc).__name__})", file=sys.stderr)
         yield cluster.scheduler_address
     finally:
         cluster.close()
