@@ -190,3 +190,28 @@ def test_a_crop_without_a_character_sized_component_is_not_read() -> None:
     assert px._read_variant(grains, 20, eng) == [] and eng.calls == 0  # type: ignore[arg-type]
     px._read_variant(text, 10, eng)  # type: ignore[arg-type]
     assert eng.calls == 1
+
+
+def test_warm_memo_gives_the_boxes_a_cold_one_gives(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Outputs must not depend on what a worker read before: a cohort searched once with a cold memo,
+    then again in reverse order with the memo warm (and with half of it evicted), gives identical boxes."""
+    from deid_core.pixels import pixel_policy_for
+    from deid_core.synth import generate_cohort
+
+    answer = generate_cohort(tmp_path, 1, 5)
+    files = [tmp_path / f["path"] for f in answer["files"] if f["expect"] == "written" and f["frames"]]
+    eng = CountingEngine()
+
+    def search(path):  # type: ignore[no-untyped-def]
+        ds = pydicom.dcmread(path)
+        return find_text_boxes(ds, capture_terms(ds), pixel_policy_for(ds.get("Modality")),
+                               engine=eng).boxes  # type: ignore[arg-type]
+
+    cold = {p: search(p) for p in files}
+    calls = eng.calls
+    memo = px._memo_for(eng)  # type: ignore[arg-type]
+    for key in list(memo)[::2]:
+        del memo[key]
+    warm = {p: search(p) for p in reversed(files)}
+    assert warm == cold
+    assert calls > eng.calls - calls > 0  # the evicted half was read again, the rest came from the memo
