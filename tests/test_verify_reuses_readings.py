@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 
 from deid_core.pixels import PHI, apply_boxes, find_text_boxes
-from deid_core.pixels.ocr import OcrWord, get_engine
 from deid_core.pixels.plant import plant_stored
 from deid_core.terms import capture_terms
 from deid_core.verify import LeakTerms, PixelVerifyStats, find_pixel_leaks
-from tests.test_pixels_texture import speckle_image
-
-
-class CountingEngine:
-    """The real Tesseract engine, counting its calls."""
-
-    name = "tesseract-counted"
-
-    def __init__(self) -> None:
-        self.inner = get_engine()
-        self.calls = 0
-
-    def words(self, image: np.ndarray, psm: int | None = None) -> list[OcrWord]:
-        self.calls += 1
-        return self.inner.words(image, psm)
+from tests.test_pixels_texture import CountingEngine, speckle_image
 
 
 def test_unchanged_frame_is_verified_without_a_second_ocr() -> None:

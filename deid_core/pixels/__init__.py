@@ -23,7 +23,7 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, scored_regions
+from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, _covers, scored_regions
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -172,13 +172,6 @@ def frame_lines(gray: np.ndarray, seen: list[Rect] | None = None) -> list[tuple[
     if not seen:
         return lines
     return [(r, b) for r, b in lines if not any(_covers(o, r) for o in seen)]
-
-
-def _covers(outer: Rect, inner: Rect) -> bool:
-    """Whether ``outer`` covers at least 80 % of ``inner``."""
-    ix = min(outer.x + outer.w, inner.x + inner.w) - max(outer.x, inner.x)
-    iy = min(outer.y + outer.h, inner.y + inner.h) - max(outer.y, inner.y)
-    return ix > 0 and iy > 0 and ix * iy >= 0.8 * inner.w * inner.h
 
 
 def read_frame_lines(gray: np.ndarray, engine: OcrEngine, seen: list[Rect] | None = None
