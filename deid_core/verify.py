@@ -185,8 +185,12 @@ def _gray_frames(ds: Dataset, src: BinaryIO | None) -> Iterator[tuple[np.ndarray
     from deid_core.pixels.decode import iter_gray_views
 
     tsyntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
-    if src is None or tsyntax == DeflatedExplicitVRLittleEndian or not tsyntax:
-        yield from iter_gray_views(ds)  # a deflated stream cannot be read frame by frame
+    pixels = ds.get_item(0x7FE00010, keep_deferred=True) if "PixelData" in ds else None
+    loaded = pixels is not None and pixels.value is not None  # a value under the deferral size: read already
+    if src is None or tsyntax == DeflatedExplicitVRLittleEndian or not tsyntax or loaded:
+        # a deflated stream cannot be read frame by frame; a loaded value is decoded where it is (decoding
+        # from ``src`` parses the whole file again: 0.57 against 0.20 ms for a 128x128 CT slice)
+        yield from iter_gray_views(ds)
         return
     yield from iter_gray_views(ds, src)
 
