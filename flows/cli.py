@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,29 +58,140 @@ def prefect_api(workers: int | None = None) -> Iterator[str | None]:
     Presidio) while the server starts: both take seconds and neither needs the other. Yields the
     cluster's scheduler address (the flow runs on it; it is closed on exit), else None.
     """
-    if os.environ.get("PREFECT_API_URL"):
+    with _api_starting(workers) as ready:
+        yield ready()
+
+
+@contextlib.contextmanager
+def _api_starting(workers: int | None) -> Iterator[Callable[[], str | None]]:
+    """``prefect_api`` split in two: the server child is spawned and the cluster thread started on entry,
+    ``ready()`` waits for both and returns the cluster's address.
+
+    Why: the child takes ~3 s to become healthy; a caller spawns it first and imports Prefect and its
+    flows (~1.5 s) before calling ``ready()``, so the two overlap. The cluster thread imports
+    ``flows.deidentify`` first: a caller importing it too only waits for that import (one module lock,
+    no other held), so the two threads cannot deadlock on import locks.
+    """
+    if os.environ.get("PREFECT_API_URL"):  # an API the caller manages: no server
         with _local_cluster(workers) as address:
-            yield address
+            yield lambda: address
         return
-    server = _server_dying_with_us()
-    server.port = server.find_available_port()
-    os.environ["PREFECT_API_URL"] = server.api_url  # before the cluster spawns its workers
-    timeout = int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
-    with _cluster_in_background(workers) as cluster:
+    api = _EphemeralApi()
+    os.environ["PREFECT_API_URL"] = api.api_url  # before the cluster thread spawns its workers (inherited)
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
+    try:
+        api.spawn()  # from this (main) thread: its PR_SET_PDEATHSIG follows the spawning thread
+        with _cluster_in_background(workers) as cluster, contextlib.ExitStack() as settings:
+            def ready() -> str | None:
+                api.wait_healthy(timeout)  # a respawn (port taken) also happens in this thread
+                address = cluster()
+                if api.api_url != os.environ["PREFECT_API_URL"]:  # the port was taken after all
+                    os.environ["PREFECT_API_URL"] = api.api_url
+                    address = None  # its workers were told the old address: the flow starts its own cluster
+                settings.enter_context(_api_settings(api.api_url))
+                return address
+
+            try:
+                yield ready
+            finally:
+                settings.close()
+                _drain_api_workers()  # deliver buffered run logs and events before the API goes away
+                cluster.close()  # the cluster closes in its thread while the server stops here (~1 s each)
+                api.stop()
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        api.stop()  # when the cluster thread never started (a second call does nothing)
+
+
+class ApiStartError(RuntimeError):
+    """The ephemeral Prefect API never became healthy (the message holds no paths or values)."""
+
+
+class _EphemeralApi:
+    """Prefect's ephemeral API server as a uvicorn child, launched with the standard library only.
+
+    Prefect's ``SubprocessASGIServer`` lives in ``prefect.server.api.server``: importing it here only to
+    start the child cost 1.5-2.4 s (FastAPI, SQLAlchemy) before the child even started. This runs the same
+    command with the same environment, as soon as the arguments are checked. The child gets
+    ``PR_SET_PDEATHSIG``: a SIGKILLed ``deidflow run`` (OOM killer, ``kill -9``) left Prefect's server
+    running forever (measured: the Dask workers died within 2 s, the server never).
+    """
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def spawn(self) -> None:
+        """Start the child on ``self.port`` (as ``SubprocessASGIServer._run_uvicorn_command``)."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("prefect")  # finds the package without importing it
+        if spec is None or spec.origin is None:
+            raise ApiStartError("the prefect package is not installed")
+        app_dir = Path(spec.origin).parent.parent
+        env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_UI_ENABLED": "0",
+               "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, preexec_fn=_die_with_parent)
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Poll ``/api/health`` until 200; a child that could not bind its port (uvicorn exits 3) is
+        restarted on a new one, as Prefect does. Raises ApiStartError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None, "spawn() first"
+            code = self.process.poll()
+            if code is None and self._healthy(min(5.0, max(0.1, deadline - time.monotonic()))):
+                return
+            expired = time.monotonic() >= deadline
+            if code == 3 and not expired:  # uvicorn could not start: most likely the port was taken meanwhile
+                self.port = _free_port()
+                self.spawn()
+                continue
+            if code is not None:
+                raise ApiStartError(f"the ephemeral Prefect API server exited with code {code} while "
+                                    "starting (its own messages, if any, are above)")
+            if expired:
+                raise ApiStartError(f"the ephemeral Prefect API server was not healthy after {timeout:g} s "
+                                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); it was stopped")
+            time.sleep(0.1)
+
+    def _healthy(self, timeout: float) -> bool:
+        """GET /api/health straight to the loopback port (http.client: no proxy settings apply)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            # the server is spawned from this (main) thread: its PR_SET_PDEATHSIG follows the spawning thread
-            server.start(timeout=timeout)
-            address = cluster()
-            if server.api_url != os.environ["PREFECT_API_URL"]:  # the port was taken after all
-                os.environ["PREFECT_API_URL"] = server.api_url
-                address = None  # its workers were told the old address: the flow starts its own cluster
-            with _api_settings(server.api_url):
-                yield address
+            conn.request("GET", "/api/health")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
         finally:
-            _drain_api_workers()  # deliver buffered run logs and events before the API goes away
-            os.environ.pop("PREFECT_API_URL", None)
-            cluster.close()  # the cluster closes in its thread while the server stops here (~1 s each)
-            server.stop()
+            conn.close()
+
+    def stop(self) -> None:
+        """Terminate the child (5 s grace, then kill) and reap it; safe to call twice."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    """A loopback port free right now (the kernel's choice: no guessing, no retries)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -92,6 +206,8 @@ def _cluster_in_background(workers: int | None) -> Iterator[Any]:
 
     def run() -> None:
         try:
+            import flows.deidentify  # noqa: F401  # the run needs it: imported here while the server starts
+
             with _local_cluster(workers) as address:
                 box["address"] = address
                 ready.set()
@@ -158,6 +274,8 @@ def _drain_api_workers(timeout: float = 10.0) -> None:
     Left running, they retried against the stopped ephemeral API at interpreter exit: with DEBUG
     logging a finished run hung ~2 min. (``APILogHandler.flush`` is an instance method: calling it on
     the class raised TypeError, silently suppressed, so nothing was flushed.)"""
+    if "prefect" not in sys.modules:  # never imported (an early error): nothing buffered, and no 1 s import
+        return
     with contextlib.suppress(Exception):
         from prefect.logging.handlers import APILogWorker
 
@@ -175,38 +293,6 @@ def _die_with_parent() -> None:
 
     with contextlib.suppress(Exception):  # not Linux: the server is still stopped on a normal exit
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def _server_dying_with_us() -> Any:
-    """Prefect's ephemeral API server, started so it cannot outlive this process.
-
-    ``SubprocessASGIServer`` stops its uvicorn child on a normal exit, but a SIGKILLed ``deidflow
-    run`` (OOM killer, ``kill -9`` of the main process only) left it running forever (measured:
-    the Dask workers died within 2 s, the server never). The child gets ``PR_SET_PDEATHSIG``.
-    """
-    import subprocess
-    import types
-
-    from prefect.server.api import server as srv
-
-    class _Popen(subprocess.Popen):  # type: ignore[type-arg]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("preexec_fn", _die_with_parent)
-            super().__init__(*args, **kwargs)
-
-    class _Server(srv.SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess)
-                                            if not k.startswith("__")})
-            shim.Popen = _Popen
-            real = srv.subprocess
-            srv.subprocess = shim  # type: ignore[assignment]  # only this module's name, only here
-            try:
-                return super()._run_uvicorn_command()
-            finally:
-                srv.subprocess = real
-
-    return _Server()
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -346,32 +432,45 @@ def _print_summary(summary: dict[str, object], as_json: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.deidentify import CohortParameters, deidentify_cohort
-
-    params = CohortParameters(
-        input_dir=str(Path(args.input).resolve()), output_dir=str(Path(args.output).resolve()),
-        provenance_dir=str(Path(args.provenance).resolve()) if args.provenance else None,
-        patient_map=args.patient_map, key_file=args.key_file, key_secret=args.key_secret,
-        new_key=args.new_key,
-        profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy,
-        linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
-        batch_size=args.batch_size, incremental=args.incremental,
-        allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance,
-        ocr_engine=args.ocr_engine, retry_of=None)
+    """Usage errors first (milliseconds); then the API child and the cluster start while Prefect loads."""
     from deid_core.run import precheck
 
-    precheck(params.input_dir, params.output_dir, provenance_dir=params.provenance_dir,
-             linkage_dir=params.linkage_dir, key_file=params.key_file, key_secret=params.key_secret,
-             patient_map=params.patient_map, profile=params.profile, options=params.options)
-    with prefect_api(_local_workers(params)) as address, _prestarted(address):
-        summary = deidentify_cohort(params)
+    input_dir, output_dir = str(Path(args.input).resolve()), str(Path(args.output).resolve())
+    provenance_dir = str(Path(args.provenance).resolve()) if args.provenance else None
+    precheck(input_dir, output_dir, provenance_dir=provenance_dir, linkage_dir=args.linkage,
+             key_file=args.key_file, key_secret=args.key_secret, patient_map=args.patient_map,
+             profile=args.profile, options=args.options)
+    workers = _local_workers(args)
+    with _api_starting(workers) as ready:
+        from flows.deidentify import CohortParameters, deidentify_cohort
+
+        params = CohortParameters(
+            input_dir=input_dir, output_dir=output_dir, provenance_dir=provenance_dir,
+            patient_map=args.patient_map, key_file=args.key_file, key_secret=args.key_secret,
+            new_key=args.new_key,
+            profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy,
+            linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
+            batch_size=args.batch_size, incremental=args.incremental,
+            allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance,
+            ocr_engine=args.ocr_engine, retry_of=None)
+        with _prestarted(_matching(ready(), workers, params)):
+            summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
     return _exit_code(summary)
 
 
 def _local_workers(params: Any) -> int | None:
-    """Workers of the LocalCluster a run needs (None when it runs on an existing cluster)."""
+    """Workers of the LocalCluster a run needs (None when it runs on an existing cluster).
+
+    ``params``: CohortParameters, or anything with ``workers`` and ``dask_address`` (the parsed arguments:
+    the cluster starts before CohortParameters, whose module imports Prefect, exists)."""
     return None if params.dask_address else (params.workers or os.cpu_count() or 1)
+
+
+def _matching(address: str | None, started_for: int | None, params: Any) -> str | None:
+    """The prestarted cluster's address if it is the one ``params`` asks for, else None (the flow then
+    starts its own): a guard in case the early guess from the arguments ever differs."""
+    return address if _local_workers(params) == started_for else None
 
 
 @contextlib.contextmanager
@@ -399,8 +498,8 @@ def _exit_code(summary: dict[str, object]) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    """Like ``cmd_run``: the API child and the cluster start before Prefect is imported."""
     from deid_core.run import plan_retry
-    from flows.deidentify import deidentify_cohort, retry_parameters
 
     prov = Path(args.provenance).resolve()
     retry = plan_retry(prov, args.run)
@@ -408,11 +507,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"run {retry.run_id}: nothing to retry ({retry.not_retryable} failure(s) not retryable: "
               f"deidflow audit failures {retry.run_id} --provenance {args.provenance})")
         return 0
-    params = retry_parameters(retry, prov, key_file=args.key_file, key_secret=args.key_secret,
-                              workers=args.workers, dask_address=args.dask_address)
+    stored = retry.parameters  # what retry_parameters falls back on
+    workers = _local_workers(argparse.Namespace(workers=args.workers or stored.get("workers"),
+                                                dask_address=args.dask_address or stored.get("dask_address")))
     print(f"retrying {len(retry.paths)} file(s) of run {retry.run_id} (attempt {retry.attempt})")
-    with prefect_api(_local_workers(params)) as address, _prestarted(address):
-        summary = deidentify_cohort(params)
+    with _api_starting(workers) as ready:
+        from flows.deidentify import deidentify_cohort, retry_parameters
+
+        params = retry_parameters(retry, prov, key_file=args.key_file, key_secret=args.key_secret,
+                                  workers=args.workers, dask_address=args.dask_address)
+        with _prestarted(_matching(ready(), workers, params)):
+            summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
     return _exit_code(summary)
 
@@ -537,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"deidflow: error: {exc}", file=sys.stderr)
         return 2
+    except ApiStartError as exc:
+        print(f"deidflow: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from flows.cli import prefect_api
+from flows.cli import ApiStartError, prefect_api
 
 
 def _worker_state() -> tuple[str, bool, bool]:
@@ -47,3 +54,89 @@ def test_no_local_cluster_without_workers() -> None:
             assert address is None
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+
+
+_PROBE = """
+import json, sys, time
+import psutil
+from flows.cli import _runtime_defaults, prefect_api
+_runtime_defaults()
+with prefect_api(workers=None) as address:
+    kids = [p.pid for p in psutil.Process().children() if "uvicorn" in " ".join(p.cmdline())]
+    print(json.dumps({"server_module": "prefect.server.api.server" in sys.modules, "children": kids,
+                      "address": address}), flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(600)
+"""
+
+
+def _probe(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
+    """A fresh interpreter that enters ``prefect_api(workers=None)`` and prints what it sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return subprocess.Popen([sys.executable, "-c", _PROBE, mode], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE)
+
+
+def _gone(pids: list[int], within: float = 15.0) -> bool:
+    """True once none of ``pids`` runs any more (a zombie counts as gone: it no longer serves)."""
+    import psutil
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_parent_never_imports_the_server_module(tmp_path: Path) -> None:
+    """The child is launched without ``prefect.server.api.server`` in the parent (1.5-2.4 s of imports)."""
+    proc = _probe(tmp_path, "exit")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["server_module"] is False
+    assert len(seen["children"]) == 1 and seen["address"] is None
+    assert _gone(seen["children"])  # stopped with the context, before the interpreter exited
+
+
+@pytest.mark.slow
+def test_server_child_is_gone_after_the_context_even_on_error() -> None:
+    import psutil
+
+    def servers() -> set[int]:
+        return {p.pid for p in psutil.Process().children() if "uvicorn" in " ".join(p.cmdline())}
+
+    before = servers()
+    with pytest.raises(ZeroDivisionError), prefect_api(workers=None):
+        api = os.environ["PREFECT_API_URL"]
+        started = servers() - before
+        assert len(started) == 1
+        conn = http.client.HTTPConnection("127.0.0.1", int(api.split(":")[2].split("/")[0]), timeout=5)
+        conn.request("GET", "/api/health")
+        assert conn.getresponse().status == 200
+        1 / 0  # noqa: B018 - the block fails: the server must stop all the same
+    assert not os.environ.get("PREFECT_API_URL")
+    assert _gone(sorted(started), within=1.0)  # stop() waited for it
+
+
+@pytest.mark.slow
+def test_server_child_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: a ``kill -9`` of deidflow (OOM killer) must not leave the API server running."""
+    proc = _probe(tmp_path, "hang")
+    assert proc.stdout is not None
+    seen = json.loads(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert _gone(seen["children"])
+
+
+def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's exit code in a short message (no paths, no values); nothing left behind."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the child exits 1 at once
+    with pytest.raises(ApiStartError, match="exited with code 1"), prefect_api(workers=None):
+        pass
+    assert not os.environ.get("PREFECT_API_URL")
