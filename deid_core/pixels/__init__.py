@@ -23,7 +23,7 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, _covers, scored_regions
+from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, _covers, scored_lines
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -144,20 +144,20 @@ def _memo_for(engine: OcrEngine) -> ReadingMemo:
     return memo
 
 
-_SCREENS: OrderedDict[bytes, list[tuple[Rect, bool, bool]]] = OrderedDict()
+_SCREENS: OrderedDict[bytes, list[tuple[Rect, bool, bool, bool]]] = OrderedDict()
 #: Frames whose pre-screen result is kept (verification screens the same frame again when the pixel
 #: stage left it unchanged).
 SCREEN_MEMO_SIZE = 16
 
 
-def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
-    """``scored_regions`` of a frame, remembered by its exact pixels for the last few frames."""
+def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool, bool]]:
+    """``scored_lines`` of a frame, remembered by its exact pixels for the last few frames."""
     key = hashlib.blake2b(gray.tobytes() + repr(gray.shape).encode(), digest_size=16).digest()
     hit = _SCREENS.get(key)
     if hit is not None:
         _SCREENS.move_to_end(key)
         return list(hit)
-    scored = scored_regions(gray)
+    scored = scored_lines(gray)
     _SCREENS[key] = scored
     while len(_SCREENS) > SCREEN_MEMO_SIZE:
         _SCREENS.popitem(last=False)
@@ -168,7 +168,7 @@ def frame_lines(gray: np.ndarray, seen: list[Rect] | None = None) -> list[tuple[
     """The joined candidate lines of a view, without those a line of ``seen`` (the lines of the frame's
     first view, when this is its second view of a stretched window) already covers: the second view is
     there for the lines the first lost, and the lines both show were read once already."""
-    lines = join_rows([(r, b) for r, b, _s in screen_frame(gray)])
+    lines = join_rows([(r, b) for r, b, _s, _o in screen_frame(gray)])
     if not seen:
         return lines
     return [(r, b) for r, b in lines if not any(_covers(o, r) for o in seen)]
@@ -456,20 +456,33 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             if hits:
                 kinds = [k for f in found for k in f.values()]
                 kind = min(kinds, key=lambda k: (-kinds.count(k), k))
-            elif conf < SURE_CONF:
+            elif conf < SURE_CONF and (_any_solid(line, scored) or _busy_background(gray, line)):
                 kind = "unsure"
             else:
+                # read with confidence as non-identifying text, or - on a flat background, where text reads
+                # well - garbled at low confidence from ink that is not drawn in one value: anatomy (a CT
+                # vertebra's bright edges read "IHF" at 14 %, and were masked in 1 of 10 text-free slices)
                 continue
         x, y, w, h = _union(line, read)
         boxes.append(Box(frame, x, y, w, h, kind, conf))
     return boxes, True
 
 
-def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool]]) -> bool:
+def _parts(line: Rect, scored: list[tuple[Rect, bool, bool, bool]]) -> list[tuple[Rect, bool, bool, bool]]:
+    """The pre-screen candidates that make up a (joined, maybe extended) line."""
+    return [t for t in scored if t[0].x >= line.x and t[0].y >= line.y and t[0].x + t[0].w <= line.x + line.w
+            and t[0].y + t[0].h <= line.y + line.h]
+
+
+def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool, bool]]) -> bool:
     """Whether every pre-screen candidate that makes up a (joined) line is strong."""
-    parts = [s for r, _b, s in scored if r.x >= line.x and r.y >= line.y and r.x + r.w <= line.x + line.w
-             and r.y + r.h <= line.y + line.h]
-    return bool(parts) and all(parts)
+    parts = _parts(line, scored)
+    return bool(parts) and all(t[2] for t in parts)
+
+
+def _any_solid(line: Rect, scored: list[tuple[Rect, bool, bool, bool]]) -> bool:
+    """Whether some pre-screen candidate of the line has ink drawn in one value (``scored_lines``)."""
+    return any(t[3] for t in _parts(line, scored))
 
 
 def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
