@@ -1,6 +1,6 @@
 """Tag-path throughput: pydicom read+write floor vs dicognito vs the whole ``deidflow run``.
 
-    .venv/bin/python bench/tag_throughput.py --files 2000 [--workers 2] [--batch-size 64]
+    .venv/bin/python bench/tag_throughput.py --files 2000 [--workers 2] [--batch-size N]
     .venv/bin/python bench/tag_throughput.py --files 300 --profile   # per-file cProfile of deidentify_file
 
 Builds N text-free CT files from pydicom's bundled ``CT_small.dcm`` (new UIDs, names, IDs and dates
@@ -104,11 +104,12 @@ def dicognito(paths: list[Path], out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def deidflow(inp: Path, out: Path, workers: int, batch_size: int) -> tuple[float, str]:
+def deidflow(inp: Path, out: Path, workers: int, batch_size: int | None) -> tuple[float, str]:
     """The whole CLI run as a user starts it; returns wall seconds and the CLI's last output line."""
     exe = Path(sys.executable).with_name("deidflow")
     env = dict(os.environ, DEIDFLOW_KEY=KEY)
-    cmd = [str(exe), "run", str(inp), str(out), "--workers", str(workers), "--batch-size", str(batch_size)]
+    cmd = [str(exe), "run", str(inp), str(out), "--workers", str(workers)]
+    cmd += ["--batch-size", str(batch_size)] if batch_size else []  # else the CLI's own (automatic)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out.parent)
     wall = time.perf_counter() - t0
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="files per task (default: the CLI's automatic size; --profile: 64)")
     ap.add_argument("--profile", action="store_true", help="profile deidentify_file instead of the 3-way run")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary dir)")
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = build(args.files, work / "in")
         print(f"built {len(paths)} text-free CT files in {time.perf_counter() - t0:.1f} s ({work / 'in'})")
         if args.profile:
-            profile(paths, work / "prof-out", args.top, args.batch_size)
+            profile(paths, work / "prof-out", args.top, args.batch_size or 64)
             return 0
         t_floor = floor(paths, work / "floor-out")
         t_dicog = dicognito(paths, work / "dicognito-out")
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"files={n} floor={t_floor:.2f}s ({t_floor / n * 1000:.2f} ms/file, 1 process) "
               f"dicognito={t_dicog:.2f}s ({t_dicog / n * 1000:.2f} ms/file, 1 process) "
               f"deidflow={t_deid:.2f}s ({t_deid / n * 1000:.2f} ms/file, whole CLI run, "
-              f"{args.workers} workers, batch {args.batch_size}) written={written} "
+              f"{args.workers} workers, batch {args.batch_size or 'auto'}) written={written} "
               f"ratio floor/deidflow={t_floor / t_deid:.2f}")
         if written != n:
             print(f"WARNING: deidflow wrote {written} of {n} files")

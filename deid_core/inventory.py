@@ -302,6 +302,24 @@ def mark_duplicates(records: list[InventoryRecord]) -> list[InventoryRecord]:
     return out
 
 
+#: Bounds of the automatic batch size (files per task; see ``auto_batch_size``).
+AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 256
+#: Batches per worker the automatic size aims at.
+AUTO_BATCHES_PER_WORKER = 8
+
+
+def auto_batch_size(files: int, workers: int) -> int:
+    """Files per batch when the user sets none: about AUTO_BATCHES_PER_WORKER batches per worker, within
+    AUTO_BATCH_MIN..AUTO_BATCH_MAX.
+
+    Why: each batch is one Prefect task, and a task costs its worker ~0.1 s of its own (settings, client,
+    state) besides the files; on 2000 text-free CT files and 2 workers a whole run took 38.4 s with
+    batches of 32, 35.3 s with 64 and 33.2-33.5 s with 128-256. Too few batches leave a worker idle at the
+    end while the other finishes, and make a retry redo more files: 8 per worker keeps that tail short."""
+    per = -(-max(0, files) // max(1, workers * AUTO_BATCHES_PER_WORKER))
+    return max(AUTO_BATCH_MIN, min(AUTO_BATCH_MAX, per))
+
+
 def batch_records(records: list[InventoryRecord], batch_size: int) -> list[list[InventoryRecord]]:
     """Group records into batches of at most ``batch_size``, keeping a series together when it fits
     (multi-frame and series-level decisions stay local); order is deterministic. Duplicate SOP

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from deid_core.batch import BatchSummary
 from deid_core.errors import ConfigError
-from deid_core.inventory import InventoryRecord, batch_records, find_files
+from deid_core.inventory import InventoryRecord, auto_batch_size, batch_records, find_files
 from deid_core.run import (
     RetryPlan,
     RunPlan,
@@ -84,8 +84,9 @@ class CohortParameters(BaseModel):
         "Dask worker processes of the local cluster (default: one per core)."))
     dask_address: str | None = Field(None, description=(
         "Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786, instead of a local one."))
-    batch_size: int = Field(32, ge=1, le=2000, description=(
-        "Files per Prefect task (a series stays together)."))
+    batch_size: int | None = Field(None, ge=1, le=2000, description=(
+        "Files per Prefect task (a series stays together). Empty: automatic, about 8 batches per worker "
+        "within 32-256 files."))
     incremental: bool = Field(True, description=(
         "Skip inputs already written with the same input hash, rules, key and version whose outputs "
         "still exist unchanged."))
@@ -139,7 +140,7 @@ _PLANS: dict[str, tuple[RunPlan, list[str]]] = {}
 
 
 @flow(name="deidentify-on-dask", log_prints=False)
-def process_cohort(run_id: str, batch_size: int, incremental: bool,
+def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
                    progress_id: str | None = None) -> list[BatchSummary]:
     """Inventory and de-identify on the Dask task runner; summaries come back, PHI never does."""
     plan, paths = _PLANS[run_id]
@@ -151,7 +152,7 @@ def process_cohort(run_id: str, batch_size: int, incremental: bool,
     # Skips what is already done (incremental) and always refuses SOP UID collisions with earlier outputs.
     todo, skipped = split_done(plan, todo, skip_done=incremental)
     summaries.append(record_outcomes(plan, skipped, "skipped"))
-    batches = batch_records(todo, batch_size)
+    batches = batch_records(todo, batch_size or auto_batch_size(len(todo), _dask_workers()))
     total = max(1, len(records))
     done = total - len(todo)
     futures = [deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
@@ -206,6 +207,17 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
                 summary.wall_s,
                 summary.files_per_s)
     return summary.to_dict()
+
+
+def _dask_workers() -> int:
+    """Worker threads of the Dask cluster this flow runs on (the task runner's client), 1 if it cannot
+    say: as many batches run at once."""
+    try:
+        from distributed import get_client
+
+        return max(1, sum(get_client().nthreads().values()))
+    except Exception:  # noqa: BLE001 - only the batch size depends on it
+        return 1
 
 
 def _record_failed(plan: RunPlan, batch: list[InventoryRecord], exc: BaseException) -> BatchSummary:

@@ -74,6 +74,11 @@ def test_usage_errors_exit_2_and_write_nothing(small_cohort: Path) -> None:
     assert r.returncode == 2 and "inside" in r.stderr
     r = deidflow("run", "in", "o3", cwd=base, env_extra={"DEIDFLOW_KEY": "short"})
     assert r.returncode == 2 and "DEIDFLOW_KEY" in r.stderr and "short" not in r.stderr.replace("too short", "")
+    for opt, value, said in (("--batch-size", "5000", "outside 1-2000"), ("--workers", "0", "outside 1-1024"),
+                             ("--batch-size", "many", "not a whole number")):
+        r = deidflow("run", "in", "o4", opt, value, cwd=base)
+        assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert not (base / "o4").exists()
 
 
 def test_help_teaches() -> None:
