@@ -256,10 +256,10 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         with Client(cluster) as client:
-            from deid_core.pipeline import warm_process
+            from tasks.deid_tasks import warm_worker
 
             try:
-                client.run(warm_process)
+                client.run(warm_worker)
             except Exception as exc:  # noqa: BLE001 - warming is an optimisation: each file meets the same
                 # problem on its own and ends failed or quarantined with its reason, as without warming
                 print(f"deidflow: warning: workers not warmed ({type(exc).__name__})", file=sys.stderr)

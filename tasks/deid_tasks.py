@@ -27,6 +27,16 @@ from deid_core.run import record_batch_failure
 _log = logging.getLogger("deidflow.tasks")
 
 
+def warm_worker(engine: str = "tesseract") -> None:
+    """Warm a Dask worker before its first task: deid_core's models (``warm_process``) and Prefect's task
+    engine, which a fresh worker otherwise imports when its first task arrives (~1 s each)."""
+    import prefect.task_engine  # noqa: F401
+
+    from deid_core.pipeline import warm_process
+
+    warm_process(engine)
+
+
 @task(name="inventory-chunk", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def inventory_chunk(paths: list[str], key: bytes) -> list[InventoryRecord]:
     """Header-only inventory of a chunk of paths."""

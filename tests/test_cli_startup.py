@@ -16,13 +16,14 @@ import pytest
 from flows.cli import ApiStartError, prefect_api
 
 
-def _worker_state() -> tuple[str, bool, bool]:
-    """In a worker: the API it reports to, and whether Tesseract and Presidio are already loaded."""
+def _worker_state() -> tuple[str, bool, bool, bool]:
+    """In a worker: the API it reports to, whether Tesseract and Presidio are already loaded, and whether
+    Prefect's task engine is (a fresh worker imported it when its first task came: ~1 s)."""
     from deid_core.pixels import ocr
     from deid_core.presidio_offline import get_analyzer
 
     return (os.environ.get("PREFECT_API_URL", ""), "tesseract" in ocr._ENGINES,
-            get_analyzer.cache_info().currsize == 1)
+            get_analyzer.cache_info().currsize == 1, "prefect.task_engine" in sys.modules)
 
 
 @pytest.mark.slow
@@ -37,7 +38,7 @@ def test_api_and_warm_cluster_start_together_and_stop_together() -> None:
             states = client.run(_worker_state)
         assert len(states) == 2
         # every worker reports to this run's API and loaded its engines before the first file
-        assert set(states.values()) == {(api, True, True)}
+        assert set(states.values()) == {(api, True, True, True)}
         import httpx
 
         assert httpx.get(f"{api}/health", timeout=5).status_code == 200
