@@ -94,3 +94,36 @@ def test_solid_means_ink_in_one_value() -> None:
     text = [t for t in scored_lines(gray) if t[0].y >= 95]
     assert text and all(solid for _r, _b, _s, solid in text)
     assert 0.5 < SOLID_UNIFORMITY < 1.0
+
+
+class Counting:
+    """The real Tesseract engine, counting its calls."""
+
+    name = "tesseract-counting"
+
+    def __init__(self) -> None:
+        from deid_core.pixels.ocr import get_engine
+
+        self.inner = get_engine()
+        self.calls = 0
+
+    def words(self, image: np.ndarray, psm: int | None = None) -> list[OcrWord]:
+        self.calls += 1
+        return self.inner.words(image, psm)
+
+
+def test_ink_not_in_one_value_on_a_flat_background_is_read_once() -> None:
+    """The vertebra's line (flat background, ink not solid) gets the Otsu reading only; the same line
+    taken as solid would also get the stroke map's reading (Otsu reads nothing sure there)."""
+    from deid_core.pixels import _busy_background, _read_line, frame_lines
+    from deid_core.pixels.decode import iter_gray_views
+
+    gray, _ = next(iter(iter_gray_views(noisy_ct(14))))
+    (line, bright), = [(r, b) for r, b in frame_lines(gray) if r.y in VERTEBRA_ROWS]
+    assert not _busy_background(gray, line)
+    calls = []
+    for solid in (False, True):
+        eng = Counting()
+        _read_line(gray, line, bright, eng, {}, solid=solid)
+        calls.append(eng.calls)
+    assert calls == [1, 2]
