@@ -210,9 +210,15 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
 
 
 def _dask_workers() -> int:
-    """Worker threads of the Dask cluster this flow runs on (the task runner's client), 1 if it cannot
-    say: as many batches run at once."""
+    """Worker threads of the Dask cluster this flow runs on (its task runner's client; prefect-dask does
+    not make that client the default one), 1 if it cannot say: as many batches run at once."""
+    from prefect.context import FlowRunContext
+
     try:
+        ctx = FlowRunContext.get()
+        runner = ctx.task_runner if ctx is not None else None
+        if isinstance(runner, DaskTaskRunner):
+            return max(1, sum(runner.client.nthreads().values()))
         from distributed import get_client
 
         return max(1, sum(get_client().nthreads().values()))

@@ -34,9 +34,25 @@ def test_batch_size_is_automatic_unless_given() -> None:
         CohortParameters(input_dir="i", output_dir="o", batch_size=5000)
 
 
-def test_the_flow_counts_the_cluster_threads() -> None:
-    """The size is computed from the threads of the cluster the flow runs on (local or by address)."""
-    assert _dask_workers() == 1  # no client: the safe answer
+def test_without_a_task_runner_the_default_client_counts() -> None:
+    assert _dask_workers() == 1  # no client at all: the safe answer
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster):
         assert _dask_workers() == 3
+
+
+def test_the_flow_counts_the_threads_of_its_task_runner() -> None:
+    """Inside a flow the size comes from the threads of the cluster its DaskTaskRunner is on (prefect-dask
+    does not make its client the default one: a first version asked for that and always got 1)."""
+    from prefect import flow
+    from prefect_dask import DaskTaskRunner
+
+    from flows.cli import prefect_api
+
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        @flow(name="threads-probe", task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        def probe() -> int:
+            return _dask_workers()
+
+        with prefect_api():
+            assert probe() == 3
