@@ -330,7 +330,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="local Dask worker processes (default: cores)")
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--batch-size", type=_bounded(1, 2000), metavar="N",
-                   help="files per task, 1-2000 (default: automatic, about 8 batches per worker within "
+                   help="files per task, 1-2000 (default: automatic, about 4 batches per worker within "
                         "32-256 files; each task costs its worker ~0.1 s of Prefect bookkeeping)")
     p.add_argument("--no-incremental", dest="incremental", action="store_false",
                    help="reprocess inputs already written with the same rules and key")

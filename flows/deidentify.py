@@ -85,7 +85,7 @@ class CohortParameters(BaseModel):
     dask_address: str | None = Field(None, description=(
         "Run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786, instead of a local one."))
     batch_size: int | None = Field(None, ge=1, le=2000, description=(
-        "Files per Prefect task (a series stays together). Empty: automatic, about 8 batches per worker "
+        "Files per Prefect task (a series stays together). Empty: automatic, about 4 batches per worker "
         "within 32-256 files."))
     incremental: bool = Field(True, description=(
         "Skip inputs already written with the same input hash, rules, key and version whose outputs "
