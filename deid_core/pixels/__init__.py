@@ -183,8 +183,9 @@ def read_frame_lines(gray: np.ndarray, engine: OcrEngine, seen: list[Rect] | Non
     memo = _memo_for(engine)
     before = memo.misses
     words: list[OcrWord] = []
+    scored = screen_frame(gray)
     for line, bright in frame_lines(gray, seen):
-        words += _read_line(gray, line, bright, engine, memo, solid=_any_solid(line, screen_frame(gray)))
+        words += _read_line(gray, line, bright, engine, memo, solid=_any_solid(line, scored))
     return words, memo.misses > before
 
 
