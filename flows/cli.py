@@ -74,7 +74,11 @@ def _api_starting(workers: int | None) -> Iterator[Callable[[], str | None]]:
     """
     if os.environ.get("PREFECT_API_URL"):  # an API the caller manages: no server
         with _local_cluster(workers) as address:
-            yield lambda: address
+            def ready_now() -> str | None:
+                return address
+
+            ready_now.release = lambda: None  # type: ignore[attr-defined]  # closed on exit only
+            yield ready_now
         return
     api = _EphemeralApi()
     os.environ["PREFECT_API_URL"] = api.api_url  # before the cluster thread spawns its workers (inherited)
@@ -91,6 +95,9 @@ def _api_starting(workers: int | None) -> Iterator[Callable[[], str | None]]:
                 settings.enter_context(_api_settings(api.api_url))
                 return address
 
+            # the cluster may be let go before the block ends (once the flow's Dask work is over): it then
+            # closes in its thread while the flow finishes; the block's end waits for that as before
+            ready.release = cluster.close  # type: ignore[attr-defined]
             try:
                 yield ready
             finally:
@@ -470,7 +477,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, incremental=args.incremental,
             allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance,
             ocr_engine=args.ocr_engine, retry_of=None)
-        with _prestarted(_matching(ready(), workers, params)):
+        with _prestarted(_matching(ready(), workers, params), ready.release):  # type: ignore[attr-defined]
             summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
     return _exit_code(summary)
@@ -491,17 +498,27 @@ def _matching(address: str | None, started_for: int | None, params: Any) -> str 
 
 
 @contextlib.contextmanager
-def _prestarted(address: str | None) -> Iterator[None]:
-    """Let the flow run on the LocalCluster started beside the API (flows.deidentify.LOCAL_CLUSTER)."""
+def _prestarted(address: str | None, release: Callable[[], None] | None = None) -> Iterator[None]:
+    """Let the flow run on the LocalCluster started beside the API (flows.deidentify.LOCAL_CLUSTER), and
+    ``release`` it as soon as the flow's Dask work is over (flows.deidentify.DASK_DONE)."""
     from flows import deidentify
+
+    def done() -> None:  # a later flow in this process must not be sent to the released cluster
+        if address in deidentify.LOCAL_CLUSTER:
+            deidentify.LOCAL_CLUSTER.remove(address)
+        if release is not None:
+            release()
 
     if address:
         deidentify.LOCAL_CLUSTER.append(address)
+        deidentify.DASK_DONE.append(done)
     try:
         yield
     finally:
         if address:
-            deidentify.LOCAL_CLUSTER.remove(address)
+            if address in deidentify.LOCAL_CLUSTER:
+                deidentify.LOCAL_CLUSTER.remove(address)
+            deidentify.DASK_DONE.remove(done)
 
 
 def _exit_code(summary: dict[str, object]) -> int:
@@ -533,7 +550,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
         params = retry_parameters(retry, prov, key_file=args.key_file, key_secret=args.key_secret,
                                   workers=args.workers, dask_address=args.dask_address)
-        with _prestarted(_matching(ready(), workers, params)):
+        with _prestarted(_matching(ready(), workers, params), ready.release):  # type: ignore[attr-defined]
             summary = deidentify_cohort(params)
     _print_summary(summary, args.json)
     return _exit_code(summary)

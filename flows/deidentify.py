@@ -10,6 +10,7 @@ LocalCluster sized to the machine by default, or an existing Dask cluster by add
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 from uuid import UUID
@@ -107,6 +108,9 @@ class CohortParameters(BaseModel):
 #: Scheduler address of a LocalCluster this process already started and warmed for local runs (the CLI
 #: starts it while the Prefect API starts; see flows/cli.py). Not a parameter: it is this process's own.
 LOCAL_CLUSTER: list[str] = []
+#: Called once a run's Dask work is over (its subflow returned or raised): the CLI releases the LocalCluster
+#: it started then, so the cluster shuts down (~1 s) while the flow writes its summary and QA report.
+DASK_DONE: list[Callable[[], None]] = []
 
 
 def tune_local_workers() -> None:
@@ -200,6 +204,8 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
             plan.run_id, params.batch_size, params.incremental, str(progress_id) if progress_id else None)
     finally:
         _PLANS.pop(plan.run_id, None)
+        for done in DASK_DONE:
+            done()
     summary = finish_run(plan, summaries)
     _artifacts(summary)
     _report_artifact(plan.provenance_dir, summary.run_id)

@@ -141,3 +141,46 @@ def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(ApiStartError, match="exited with code 1"), prefect_api(workers=None):
         pass
     assert not os.environ.get("PREFECT_API_URL")
+
+
+def test_prestarted_cluster_is_released_when_the_dask_work_is_over() -> None:
+    """The CLI lets its LocalCluster go once the flow's Dask work is over (it closes while the flow writes
+    its summary and QA report: the run's end took ~1.2 s less), and no later flow is sent to it."""
+    from flows import deidentify
+    from flows.cli import _prestarted
+
+    released = []
+    with _prestarted("tcp://127.0.0.1:1", lambda: released.append(True)):
+        assert deidentify.LOCAL_CLUSTER == ["tcp://127.0.0.1:1"] and len(deidentify.DASK_DONE) == 1
+        for done in list(deidentify.DASK_DONE):
+            done()
+        assert released == [True] and deidentify.LOCAL_CLUSTER == []
+    assert deidentify.LOCAL_CLUSTER == [] and deidentify.DASK_DONE == []
+    with _prestarted(None, lambda: released.append(True)):  # no cluster of ours: nothing to release
+        assert deidentify.DASK_DONE == []
+
+
+def test_the_flow_signals_the_end_of_its_dask_work_even_when_it_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import deidentify
+    from tests.conftest import TEST_KEY
+
+    (tmp_path / "in").mkdir()
+    monkeypatch.setenv("DEIDFLOW_KEY", TEST_KEY.decode())
+    calls: list[str] = []
+
+    def lost(*args: object, **kwargs: object) -> None:
+        calls.append("subflow")
+        raise RuntimeError("worker lost")
+
+    class Subflow:  # stands in for process_cohort: no Dask needed to see the order
+        def with_options(self, **kwargs: object) -> object:
+            return lost
+
+    monkeypatch.setattr(deidentify, "process_cohort", Subflow())
+    monkeypatch.setattr(deidentify, "DASK_DONE", [lambda: calls.append("released")])
+    params = deidentify.CohortParameters(input_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"),
+                                         dask_address="tcp://127.0.0.1:1")
+    with prefect_api(), pytest.raises(RuntimeError, match="worker lost"):
+        deidentify.deidentify_cohort(params)
+    assert calls == ["subflow", "released"]
