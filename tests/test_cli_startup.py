@@ -184,3 +184,21 @@ def test_the_flow_signals_the_end_of_its_dask_work_even_when_it_fails(
     with prefect_api(), pytest.raises(RuntimeError, match="worker lost"):
         deidentify.deidentify_cohort(params)
     assert calls == ["subflow", "released"]
+
+
+def test_flow_runs_on_the_ephemeral_api_send_no_heartbeats() -> None:
+    """Nobody outlives the ephemeral API to watch heartbeats, and Prefect's heartbeat thread cost every
+    flow run up to 1 s at its end; a run against a server of its own keeps Prefect's setting."""
+    from prefect.settings import get_current_settings
+
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None
+    with prefect_api(workers=None):
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # an API the caller manages
+    try:
+        with prefect_api(workers=None):
+            assert get_current_settings().flows.heartbeat_frequency == default
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
