@@ -266,6 +266,7 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
     from flows.deidentify import tune_local_workers
 
     tune_local_workers()
+    _fork_workers_from_a_warm_server()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         with Client(cluster) as client:
@@ -279,6 +280,34 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+
+
+#: What the workers' fork server imports once, before any worker is forked from it (see below). Nothing
+#: that starts a thread on import may be here: a fork copies only the forking thread (pyarrow starts one,
+#: so the provenance writer, ``deid_core.batch`` and ``tasks`` are imported by each worker itself).
+WORKER_PRELOAD = ("distributed", "numpy", "pydicom", "cv2", "tesserocr", "presidio_analyzer", "prefect.task_engine",
+                  "deid_core.pipeline", "deid_core.pixels", "deid_core.freetext")
+
+
+def _fork_workers_from_a_warm_server() -> None:
+    """Start the local workers by forking them from one server process that imported their modules once.
+
+    Why: each spawned worker imported them itself (Prefect's task engine, Presidio, pydicom, OpenCV:
+    ~2.5 s of CPU each) while the API child started beside them on the same cores. Dask's own forkserver
+    preload is replaced by this list (its flag is set so it keeps ours). Variables Dask sets only when
+    it spawns (``pre-spawn-environ``) are set here instead, before the fork server starts: the workers
+    inherit the environment it had."""
+    import multiprocessing
+
+    import dask
+    import distributed.utils as du
+
+    for name, value in (dask.config.get("distributed.nanny.pre-spawn-environ") or {}).items():
+        if value is not None:
+            os.environ.setdefault(name, str(value))
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+    du._forkserver_preload_set = True
 
 
 def _drain_api_workers(timeout: float = 10.0) -> None:

@@ -26,6 +26,15 @@ def _worker_state() -> tuple[str, bool, bool, bool]:
             get_analyzer.cache_info().currsize == 1, "prefect.task_engine" in sys.modules)
 
 
+def _worker_origin() -> tuple[bool, int, str, bool]:
+    """In a worker: whether its parent is a fork server, that parent's thread count, OMP_NUM_THREADS,
+    and whether MALLOC_TRIM_THRESHOLD_ is set."""
+    parent = os.getppid()
+    cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    return (b"multiprocessing.forkserver" in cmdline, len(os.listdir(f"/proc/{parent}/task")),
+            os.environ.get("OMP_NUM_THREADS", ""), "MALLOC_TRIM_THRESHOLD_" in os.environ)
+
+
 @pytest.mark.slow
 def test_api_and_warm_cluster_start_together_and_stop_together() -> None:
     from distributed import Client
@@ -36,9 +45,13 @@ def test_api_and_warm_cluster_start_together_and_stop_together() -> None:
         assert address and address.startswith("tcp://127.0.0.1:")
         with Client(address) as client:
             states = client.run(_worker_state)
+            origins = client.run(_worker_origin)
         assert len(states) == 2
         # every worker reports to this run's API and loaded its engines before the first file
         assert set(states.values()) == {(api, True, True, True)}
+        # forked from one fork server that imported their modules once, single-threaded when it forks
+        # (a fork copies only the forking thread), with the variables Dask would have set when spawning
+        assert set(origins.values()) == {(True, 1, "1", False)}
         import httpx
 
         assert httpx.get(f"{api}/health", timeout=5).status_code == 200
