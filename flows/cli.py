@@ -266,8 +266,8 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
     from flows.deidentify import tune_local_workers
 
     tune_local_workers()
-    _fork_workers_from_a_warm_server()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    with _fork_workers_from_a_warm_server():  # this cluster's workers only (a restarted one is spawned)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         with Client(cluster) as client:
             from tasks.deid_tasks import warm_worker
@@ -289,14 +289,15 @@ WORKER_PRELOAD = ("distributed", "numpy", "pydicom", "cv2", "tesserocr", "presid
                   "deid_core.pipeline", "deid_core.pixels", "deid_core.freetext")
 
 
-def _fork_workers_from_a_warm_server() -> None:
+def _fork_workers_from_a_warm_server() -> Any:
     """Start the local workers by forking them from one server process that imported their modules once.
 
     Why: each spawned worker imported them itself (Prefect's task engine, Presidio, pydicom, OpenCV:
     ~2.5 s of CPU each) while the API child started beside them on the same cores. Dask's own forkserver
     preload is replaced by this list (its flag is set so it keeps ours). Variables Dask sets only when
     it spawns (``pre-spawn-environ``) are set here instead, before the fork server starts: the workers
-    inherit the environment it had."""
+    inherit the environment it had. Returns the Dask setting as a context manager: only the workers
+    started inside it are forked."""
     import multiprocessing
 
     import dask
@@ -305,9 +306,9 @@ def _fork_workers_from_a_warm_server() -> None:
     for name, value in (dask.config.get("distributed.nanny.pre-spawn-environ") or {}).items():
         if value is not None:
             os.environ.setdefault(name, str(value))
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
     du._forkserver_preload_set = True
+    return dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
 
 
 def _drain_api_workers(timeout: float = 10.0) -> None:
