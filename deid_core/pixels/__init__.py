@@ -23,7 +23,7 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, _covers, scored_lines
+from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, _covers, scored_regions
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -144,20 +144,20 @@ def _memo_for(engine: OcrEngine) -> ReadingMemo:
     return memo
 
 
-_SCREENS: OrderedDict[bytes, list[tuple[Rect, bool, bool, bool]]] = OrderedDict()
+_SCREENS: OrderedDict[bytes, list[tuple[Rect, bool, bool]]] = OrderedDict()
 #: Frames whose pre-screen result is kept (verification screens the same frame again when the pixel
 #: stage left it unchanged).
 SCREEN_MEMO_SIZE = 16
 
 
-def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool, bool]]:
-    """``scored_lines`` of a frame, remembered by its exact pixels for the last few frames."""
+def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
+    """``scored_regions`` of a frame, remembered by its exact pixels for the last few frames."""
     key = hashlib.blake2b(gray.tobytes() + repr(gray.shape).encode(), digest_size=16).digest()
     hit = _SCREENS.get(key)
     if hit is not None:
         _SCREENS.move_to_end(key)
         return list(hit)
-    scored = scored_lines(gray)
+    scored = scored_regions(gray)
     _SCREENS[key] = scored
     while len(_SCREENS) > SCREEN_MEMO_SIZE:
         _SCREENS.popitem(last=False)
@@ -168,7 +168,7 @@ def frame_lines(gray: np.ndarray, seen: list[Rect] | None = None) -> list[tuple[
     """The joined candidate lines of a view, without those a line of ``seen`` (the lines of the frame's
     first view, when this is its second view of a stretched window) already covers: the second view is
     there for the lines the first lost, and the lines both show were read once already."""
-    lines = join_rows([(r, b) for r, b, _s, _o in screen_frame(gray)])
+    lines = join_rows([(r, b) for r, b, _s in screen_frame(gray)])
     if not seen:
         return lines
     return [(r, b) for r, b in lines if not any(_covers(o, r) for o in seen)]
@@ -183,9 +183,8 @@ def read_frame_lines(gray: np.ndarray, engine: OcrEngine, seen: list[Rect] | Non
     memo = _memo_for(engine)
     before = memo.misses
     words: list[OcrWord] = []
-    scored = screen_frame(gray)
     for line, bright in frame_lines(gray, seen):
-        words += _read_line(gray, line, bright, engine, memo, solid=_any_solid(line, scored))
+        words += _read_line(gray, line, bright, engine, memo)
     return words, memo.misses > before
 
 
@@ -257,7 +256,7 @@ def _line_conf(words: list[OcrWord]) -> float:
 
 def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
                cache: dict[bytes, list[OcrWord]], enough: int | None = None,
-               done: Callable[[list[OcrWord]], bool] | None = None, solid: bool = True) -> list[OcrWord]:
+               done: Callable[[list[OcrWord]], bool] | None = None) -> list[OcrWord]:
     """Best reading of one candidate line, in frame coordinates.
 
     Variants, cheapest first, stop at the first sure one: Otsu (polarity from the crop border), then the
@@ -265,12 +264,7 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     stroke map goes first and the opposite polarity is a third reading, tried only when the first two
     read some letter or digit (where neither reads a single glyph the candidate is speckle). On a flat
     background Otsu already reads either polarity cleanly and the opposite stroke map is not tried
-    (recall unchanged on both benchmarks; a third LSTM pass saved on every anatomy edge). A line whose
-    ink is not ``solid`` (drawn in one value, see ``prescreen.scored_lines``) on a flat background gets
-    the Otsu reading only: the stroke map is there for text whose background Otsu cannot separate,
-    which on a flat background is not the case, and such ink is anatomy far more often than text (a CT
-    vertebra's edges: 3.9 -> 2.6 OCR calls per text-free slice; recall unchanged on the pixel bench and
-    the texture harness).
+    (recall unchanged on both benchmarks; a third LSTM pass saved on every anatomy edge).
     ``enough`` (policy all-text, which only asks "is this text?") also stops at the first reading with
     that many letters/digits: a better reading of a line that is masked anyway changes nothing.
     ``done`` (policy phi: "does this reading show an identifier?") stops at the first reading it accepts:
@@ -295,7 +289,7 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     # cost of a clean crop; the stroke map of the line's polarity is the reading that works there.
     # It goes first, and a busy line where it finds no glyph at all is texture: stop.
     busy = _busy_background(gray, line)
-    ladder = (strokes, otsu, opposite) if busy else (otsu, strokes) if solid else (otsu,)
+    ladder = (strokes, otsu, opposite) if busy else (otsu, strokes)
     best: list[OcrWord] = []
     best_conf = -1.0
     glyphs = 0
@@ -434,9 +428,8 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             line = _extend_line(gray, line, bright)
             boxes.append(Box(frame, line.x, line.y, line.w, line.h, "text", 100.0))
             continue
-        solid = _any_solid(line, scored)
         words = _read_line(gray, line, bright, engine, cache, MIN_LINE_CHARS if policy == ALL_TEXT else None,
-                           None if policy == ALL_TEXT else holds_phi, solid=solid)
+                           None if policy == ALL_TEXT else holds_phi)
         read = [w for w in words if is_text(w)]
         conf = _line_conf(read)
         n_chars = sum(sum(c.isalnum() for c in w.text) for w in read)
@@ -452,8 +445,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             line = longer  # all-text masks the whole line whatever the rest says: no need to read it
         elif longer != line:  # the line runs on over a busy background the stroke screen could not separate
             line = longer
-            read = [w for w in _read_line(gray, line, bright, engine, cache, done=holds_phi, solid=solid)
-                    if is_text(w)] or read
+            read = [w for w in _read_line(gray, line, bright, engine, cache, done=holds_phi) if is_text(w)] or read
             conf = _line_conf(read)
         if policy == ALL_TEXT:
             kind = "text"
@@ -464,33 +456,20 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             if hits:
                 kinds = [k for f in found for k in f.values()]
                 kind = min(kinds, key=lambda k: (-kinds.count(k), k))
-            elif conf < SURE_CONF and (_any_solid(line, scored) or _busy_background(gray, line)):
+            elif conf < SURE_CONF:
                 kind = "unsure"
             else:
-                # read with confidence as non-identifying text, or - on a flat background, where text reads
-                # well - garbled at low confidence from ink that is not drawn in one value: anatomy (a CT
-                # vertebra's bright edges read "IHF" at 14 %, and were masked in 1 of 10 text-free slices)
                 continue
         x, y, w, h = _union(line, read)
         boxes.append(Box(frame, x, y, w, h, kind, conf))
     return boxes, True
 
 
-def _parts(line: Rect, scored: list[tuple[Rect, bool, bool, bool]]) -> list[tuple[Rect, bool, bool, bool]]:
-    """The pre-screen candidates that make up a (joined, maybe extended) line."""
-    return [t for t in scored if t[0].x >= line.x and t[0].y >= line.y and t[0].x + t[0].w <= line.x + line.w
-            and t[0].y + t[0].h <= line.y + line.h]
-
-
-def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool, bool]]) -> bool:
+def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool]]) -> bool:
     """Whether every pre-screen candidate that makes up a (joined) line is strong."""
-    parts = _parts(line, scored)
-    return bool(parts) and all(t[2] for t in parts)
-
-
-def _any_solid(line: Rect, scored: list[tuple[Rect, bool, bool, bool]]) -> bool:
-    """Whether some pre-screen candidate of the line has ink drawn in one value (``scored_lines``)."""
-    return any(t[3] for t in _parts(line, scored))
+    parts = [s for r, _b, s in scored if r.x >= line.x and r.y >= line.y and r.x + r.w <= line.x + line.w
+             and r.y + r.h <= line.y + line.h]
+    return bool(parts) and all(parts)
 
 
 def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,

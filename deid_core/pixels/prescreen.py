@@ -250,17 +250,6 @@ def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
 
 def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     """Candidate lines with their polarity and whether they are strong (text without OCR's opinion)."""
-    return [(r, b, strong) for r, b, strong, _solid in scored_lines(gray)]
-
-
-#: Ink this uniform (share of stroke-core pixels near the line's ink level) is drawn in one value.
-SOLID_UNIFORMITY = 0.8
-
-
-def scored_lines(gray: np.ndarray) -> list[tuple[Rect, bool, bool, bool]]:
-    """``scored_regions`` plus whether each line's ink is *solid*: drawn in one value (stroke cores at
-    least SOLID_UNIFORMITY uniform, or a level-map line, whose pixels are one extreme value). Burned-in
-    text is; the bright edges of bone in a CT slice measured 0.68-0.75 (see ``_frame_boxes``)."""
     if gray.ndim != 2 or gray.size == 0:
         return []
     stats = [t for t in _line_stats(gray, candidates_only=True)
@@ -268,15 +257,14 @@ def scored_lines(gray: np.ndarray) -> list[tuple[Rect, bool, bool, bool]]:
     strokes = [t[0] for t in stats if not t[5]]
     # a level-map line that a stroke-map line already covers adds nothing (text on a flat background is
     # in both); only the lines the stroke maps lost in texture are added
-    cands = [(r, b, (c, u), n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY,
-              lvl or u >= SOLID_UNIFORMITY)
+    cands = [(r, b, (c, u), n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY)
              for r, n, c, u, b, lvl in stats if not (lvl and any(_covers(o, r) for o in strokes))]
     out = []
-    for r, b, score, strong, solid in cands:
+    for r, b, score, strong in cands:
         # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
         # opposite polarity cover the same place keep the one whose ink stands out from its ring
         shadowed = False
-        for r2, b2, score2, _s2, _o2 in cands:
+        for r2, b2, score2, _s2 in cands:
             if b2 == b or (score2, b2) <= (score, b):
                 continue
             ix = min(r.x + r.w, r2.x + r2.w) - max(r.x, r2.x)
@@ -285,7 +273,7 @@ def scored_lines(gray: np.ndarray) -> list[tuple[Rect, bool, bool, bool]]:
                 shadowed = True
                 break
         if not shadowed:
-            out.append((r, b, strong, solid))
+            out.append((r, b, strong))
     return out
 
 
