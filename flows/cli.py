@@ -338,7 +338,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def _bounded(lo: int, hi: int) -> Any:
+def _bounded(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse type: an integer within lo..hi, refused with a usage error (not a traceback) else."""
     def parse(text: str) -> int:
         try:
