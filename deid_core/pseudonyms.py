@@ -334,6 +334,9 @@ class PatientEntry:
 
 
 _MAP_HEADER = ("original_patient_id", "new_patient_id", "new_patient_name")
+#: Two-column headers also accepted: the new name is then the new id (TCIA's convention). ``id_old,id_new``
+#: is the form of deidflow's own linkage file and of MIDI-B's patient id mapping, so either feeds back in.
+_MAP_HEADERS_2 = (("original_patient_id", "new_patient_id"), ("id_old", "id_new"))
 
 
 class PatientMap:
@@ -369,8 +372,11 @@ class PatientMap:
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
             header = next(reader, None)
-            if header is None or tuple(h.strip() for h in header) != _MAP_HEADER:
-                raise ConfigError("patient map header must be exactly: " + ",".join(_MAP_HEADER))
+            head = tuple(h.strip() for h in header) if header is not None else ()
+            if head != _MAP_HEADER and head not in _MAP_HEADERS_2:
+                raise ConfigError("patient map header must be exactly: " + ",".join(_MAP_HEADER) + " (or "
+                                  + " or ".join(",".join(h) for h in _MAP_HEADERS_2) + ")")
+            ncols = len(head)
             entries: dict[str, PatientEntry] = {}
             row_of_original: dict[str, int] = {}
             row_of_new: dict[str, int] = {}
@@ -379,10 +385,11 @@ class PatientMap:
                 n = reader.line_num
                 if not row or all(not c.strip() for c in row):
                     continue
-                if len(row) != 3:
-                    errors.append(f"row {n}: expected 3 columns, found {len(row)}")
+                if len(row) != ncols:
+                    errors.append(f"row {n}: expected {ncols} columns, found {len(row)}")
                     continue
-                orig, new_id, new_name = (c.strip() for c in row)
+                orig, new_id = row[0].strip(), row[1].strip()
+                new_name = row[2].strip() if ncols == 3 else new_id
                 if not orig or not new_id:
                     errors.append(f"row {n}: empty original_patient_id or new_patient_id")
                     continue

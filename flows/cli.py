@@ -355,7 +355,9 @@ def _bounded(lo: int, hi: int) -> Callable[[str], int]:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provenance", metavar="DIR", help="provenance directory (default: OUTPUT-provenance)")
     p.add_argument("--patient-map", metavar="CSV",
-                   help="CSV with header original_patient_id,new_patient_id,new_patient_name")
+                   help="CSV with header original_patient_id,new_patient_id,new_patient_name; or two "
+                        "columns original_patient_id,new_patient_id or id_old,id_new (a linkage "
+                        "patient_map.csv), where the new name is the new id")
     p.add_argument("--key-file", metavar="F",
                    help="file whose bytes (>= 16) are the key (else $DEIDFLOW_KEY, "
                                                    "--key-secret, or a key created in the provenance dir)")

@@ -59,8 +59,9 @@ class CohortParameters(BaseModel):
         "Provenance (Parquet), run summaries and the rule table applied. Holds input paths: keep it "
         "in the secure zone. Default: <output_dir>-provenance."))
     patient_map: str | None = Field(None, description=(
-        "CSV original_patient_id,new_patient_id,new_patient_name. Unmapped patients get deterministic "
-        "pseudonyms."))
+        "CSV original_patient_id,new_patient_id,new_patient_name (or two columns original_patient_id,"
+        "new_patient_id or id_old,id_new: the new name is then the new id). Unmapped patients get "
+        "deterministic pseudonyms."))
     key_file: str | None = Field(None, description=(
         "File whose bytes (>= 16) are the pseudonymization key. Else $DEIDFLOW_KEY, a Prefect Secret "
         "(key_secret), or a key created once in the provenance directory."))

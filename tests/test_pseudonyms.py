@@ -373,13 +373,23 @@ def test_patient_map_load_lookup_resolve(tmp_path: Path) -> None:
     assert len(e.sha256()) == 64
 
 
+def test_patient_map_two_columns(tmp_path: Path) -> None:
+    """``original_patient_id,new_patient_id`` or ``id_old,id_new`` (deidflow's own linkage file, MIDI-B's
+    mapping): the new name is the new id."""
+    for header in ("original_patient_id,new_patient_id", "id_old,id_new"):
+        m = PatientMap.load(_write(tmp_path, f"{header}\nMRN001,SUBJ-01\nMRN002, SUBJ-02 \n"))
+        assert m.lookup("MRN002") == PatientEntry("SUBJ-02", "SUBJ-02")
+        assert m.resolve(KEY, "MRN001") == (PatientEntry("SUBJ-01", "SUBJ-01"), True)
+
+
 HEADER = "original_patient_id,new_patient_id,new_patient_name\n"
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("original_patient_id,new_patient_id\nMRN9001,S1\n", "header must be exactly"),
+        ("original_patient_id,new_patient_name\nMRN9001,S1\n", "header must be exactly"),
+        ("id_old,id_new\nMRN9001,S1,N^1\n", r"row 2: expected 2 columns, found 3"),
         (HEADER.replace("\n", ",extra\n") + "MRN9001,S1,N^1,x\n", "header must be exactly"),
         ("", "header must be exactly"),
         ("pid,new_patient_id,new_patient_name\nMRN9001,S1,N\n", "header must be exactly"),
