@@ -260,6 +260,18 @@ def inspect_file(path: str | Path, key: bytes) -> InventoryRecord:
                                "DICOMDIR (a media index, not an image): not copied")
     if "SOPInstanceUID" not in ds:
         return InventoryRecord(str(path), size, digest, "bad", "bad_input", "no SOPInstanceUID")
+    try:
+        return _classify(path, size, digest, ds, ts, sop_class, key)
+    except Exception as exc:  # noqa: BLE001 - one malformed header must never stop a run's inventory
+        # e.g. NumberOfFrames "1A" (pydicom's badVR.dcm): the value cannot be interpreted; the message
+        # may quote the value, so only the exception class is kept
+        return InventoryRecord(str(path), size, digest, "bad", "bad_input",
+                               f"header cannot be interpreted ({type(exc).__name__})")
+
+
+def _classify(path: Path, size: int, digest: str, ds: pydicom.Dataset, ts: str, sop_class: str,
+              key: bytes) -> InventoryRecord:
+    """What a readable header says the file needs (pixels, frames, compression, burned-in text risk)."""
     modality = str(ds.get("Modality", "") or "")
     has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)) or _pixel_tag_follows(path, ds)
     frames = int(ds.get("NumberOfFrames", 1) or 1) if has_pixels else 0
