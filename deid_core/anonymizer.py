@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -20,7 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from deid_core.freetext import TextCleaner
+from deid_core.freetext import PLACEHOLDER, TextCleaner, is_clinical_word, truncate_for_vr
 from deid_core.handlers import (
     CleanTextHandler,
     DateShiftHandler,
@@ -34,15 +35,19 @@ from deid_core.handlers.base import ElementPath
 from deid_core.inventory import element
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, RuleTable
-from deid_core.terms import TermMatcher
+from deid_core.terms import NAME, TermMatcher, significant
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
+PATIENT_AGE = 0x00101010
 _DATE_VRS = ("DA", "DT")
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _OVERLAY_DATA = 0x60003000
 _NATIVE_TS = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC", "PN"})
+#: Short text VRs of elements the table does not list (labels, code meanings, names of things): kept, but
+#: a value holding one of the file's own identifiers is cleaned of it rather than quarantining the file.
+_SHORT_TEXT_VRS = frozenset({"LO", "SH", "CS", "AE"})
 _FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
 
 
@@ -141,6 +146,12 @@ class Anonymizer:
             elem.value = self.patient.entry.new_name
             self.actions["patient_name"] += 1
             return
+        if tag == PATIENT_AGE and isinstance(elem.value, str) and _over_89(elem.value):
+            # HIPAA Safe Harbor: ages over 89 are aggregated into one category of 90 or older. The profile
+            # retains patient characteristics; the age stays, capped at 90 years.
+            elem.value = "090Y"
+            self.actions["age_capped"] += 1
+            return
         rule = self.table.rule_for(tag)
         action = rule.action if rule is not None else None
         vr = elem.VR
@@ -155,6 +166,13 @@ class Anonymizer:
                 # Free text the table does not list (SR TextValue, presentation UnformattedTextValue...)
                 # can name the patient: clean it instead of keeping it.
                 self._apply(self.text, ds, elem, path)
+            elif vr in _SHORT_TEXT_VRS:
+                self._own_identifiers(elem)
+            elif vr == "UR" or (vr in _BINARY_VRS and not dictionary_has_tag(tag)):
+                # A URL points into the source's systems (host names, original UIDs in its path); an
+                # element the DICOM dictionary does not know, in binary form, cannot be read to be
+                # proven safe. Neither is standard content the profile vouches for: removed.
+                self._apply(self.remove, ds, elem, path)
             return
         if action is Action.REMOVE:
             self._apply(self.remove, ds, elem, path)
@@ -199,6 +217,37 @@ class Anonymizer:
                 self._recurse(elem, path)
             elif vr == "UI" and not self.retain_uids:
                 self._apply(self.uids, ds, elem, path)
+
+    def _own_identifiers(self, elem: DataElement) -> None:
+        """Remove the file's own identifiers (3+ characters, as verification counts them) from a short text
+        value the table does not list (SegmentLabel, a nested DeidentificationMethod, a CodeMeaning):
+        each is replaced by the placeholder; a code string (CS) that held one is emptied, except where
+        the match is a clinical word standing as a code (BodyPartExamined HEAD of a patient named Head)."""
+        regex = self._phi._regex
+        value = elem.value
+        if regex is None or value is None or value == "" or isinstance(value, bytes):
+            return
+        values = [str(v) for v in value] if isinstance(value, list | MultiValue) else [str(value)]
+        if not regex.search("\n".join(values)):
+            return
+        vr = elem.VR
+        out = []
+        for text in values:
+            spans = [sp for sp in self._phi.find(text) if significant(text[sp.start:sp.end])]
+            if vr == "CS":
+                spans = [sp for sp in spans if not (sp.kind == NAME and is_clinical_word(text[sp.start:sp.end]))]
+                out.append("" if spans else text)
+                continue
+            parts, pos = [], 0
+            for sp in sorted(spans, key=lambda sp: sp.start):
+                if sp.start < pos:
+                    continue
+                parts += [text[pos:sp.start], PLACEHOLDER]
+                pos = sp.end
+            out.append(truncate_for_vr("".join(parts) + text[pos:], vr) if spans else text)
+        if out != values:
+            elem.value = out if isinstance(value, list | MultiValue) else out[0]
+            self.actions["clean_text"] += 1
 
     def _patient_id(self, elem: DataElement, path: ElementPath) -> None:
         if not path:
@@ -249,6 +298,10 @@ class Anonymizer:
         if disposition == "k":
             if vr == "SQ":
                 self._recurse(elem, path)
+            elif (vr == "UI" or (rule is not None and rule.vr == "UI")) and not self.retain_uids:
+                # The KB keeps the element, but a UID kept verbatim (EnhancedSopInstanceUid...) links back
+                # to the source: it is remapped like every other UID, so references stay consistent.
+                self._apply(self.uids, ds, elem, path)
             self.actions["private_kept"] += 1
         elif disposition == "h":
             self._apply(self.uids, ds, elem, path)
@@ -320,6 +373,15 @@ class Anonymizer:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
 
 
+_AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+
+
+def _over_89(age: str) -> bool:
+    """Whether an AS value (``nnnD/W/M/Y``) says 90 years or more."""
+    m = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY])\s*", age.upper())
+    return m is not None and int(m.group(1)) * _AGE_DAYS[m.group(2)] >= 90 * 365.25
+
+
 def _as_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("latin-1").strip("\0 ")
@@ -377,7 +439,7 @@ def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) ->
     # span to weigh.
     if regex is None or not regex.search(texts[0] if len(texts) == 1 else "\n".join(texts)):
         return True
-    return not any(s.end - s.start >= 3 for t in texts for s in phi.find(t))
+    return not any(significant(t[s.start:s.end]) for t in texts for s in phi.find(t))
 
 
 def private_creator_of(ds: Dataset, tag: BaseTag) -> str | None:

@@ -128,6 +128,11 @@ _AGE_RE = re.compile(
     r"(?P<n1>9\d|1[0-4]\d)(?=\s*-?\s*(?:y/?o\b|y\.o\.|yo\b|yrs?\b|years?\b|yr-old|year-old))"
     r"|(?:aged?|age:)\s*(?P<n2>9\d|1[0-4]\d)(?![\w]|\.\d)"
     r"|(?P<as>0?(?:9\d|1[0-4]\d)\s?Y)(?![\w])"
+    r"|(?P<sx>(?:9\d|1[0-4]\d)\s?[FM])(?![\w])"  # "92F with chest pain", "92 M"
+    r"|(?<![\w/])[FM]/(?P<xs>9\d|1[0-4]\d)(?![\w])"  # "F/92"
+    r"|(?P<w>(?:ninety|one\s+hundred(?:\s+and)?)(?:[\s-]+(?:one|two|three|four|five|six|seven|eight|nine|ten"
+    r"|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty))?)"
+    r"(?=[\s-]*(?:years?\b|yrs?\b|y/?o\b|year-old))"  # "ninety-two year old"
     r")",
     re.IGNORECASE,
 )
@@ -194,7 +199,7 @@ def _regex_spans(text: str) -> list[tuple[int, int, str]]:
         if sum(c.isdigit() for c in m.group(0)) >= 7:
             spans.append((m.start(), m.end(), PHONE))
     for m in _AGE_RE.finditer(text):
-        g = "n1" if m.group("n1") else "n2" if m.group("n2") else "as"
+        g = next(k for k in ("n1", "n2", "as", "sx", "xs", "w") if m.group(k))
         spans.append((m.start(g), m.end(g), AGE))
     for m in _STREET_RE.finditer(text):
         words = (m.group("words") or "").split()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,7 +155,31 @@ def name_variants(value: str | PersonName) -> list[str]:
         joined = " ".join(c for c in comps if c)
         if joined:
             out.append(joined)
+    # People and systems type accented names without accents ("MULLER", "Mueller" for "MÜLLER").
+    out += [f for v in out if not v.isascii() for f in _ascii_spellings(v) if f not in out]
     return out
+
+
+_GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+
+def _ascii_spellings(text: str) -> list[str]:
+    """ASCII spellings of a Latin name with diacritics: accents dropped, and German umlauts as ae/oe/ue
+    (names in other scripts have none: they are matched as written)."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    out = []
+    for v in (folded, unicodedata.normalize("NFKD", text.translate(_GERMAN))):
+        v = "".join(c for c in v if not unicodedata.combining(c))
+        if v != text and v.isascii() and v not in out:
+            out.append(v)
+    return out
+
+
+def significant(matched: str) -> bool:
+    """Whether a term match is long enough to mean an identifier: 3+ characters, or 2 ideographs or
+    syllables (most Chinese, Japanese and Korean family names are two characters). Two Latin letters
+    ("OB", "LI") match too much ordinary text to count."""
+    return len(matched) >= 3 or (len(matched) == 2 and all(ord(c) >= 0x2E80 for c in matched))
 
 
 def date_variants(da: str) -> list[str]:
@@ -243,6 +268,9 @@ def id_variants(value: str) -> list[str]:
     bare = re.sub(r"[\s\-_./]", "", value)
     if bare != value and len(bare) >= 3:
         out.append(bare)
+    unpadded = bare.lstrip("0")  # "0004471" is also written "4471"
+    if bare.isdigit() and unpadded != bare and len(unpadded) >= 4:
+        out.append(unpadded)
     return out
 
 

@@ -21,6 +21,7 @@ Only the leak's class and location (tag path or frame) are reported, never the v
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +32,18 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from deid_core.conformance import PIXEL_TAGS, ConformanceResult
+from deid_core.freetext import is_clinical_word
 from deid_core.inventory import element
-from deid_core.terms import DATE, PhiTerms, TermMatcher, date_variants
+from deid_core.terms import DATE, NAME, PhiTerms, TermMatcher, date_variants, significant
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
                        "UN", "OB"})
 #: VRs whose values are shifted/coded dates and times, where only the birth date counts as a leak.
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
-# Elements whose values are ours (markers) or legitimately retained and cannot be a patient's.
-_SKIP = frozenset({0x00120063, 0x00120062, 0x00280301})
+# Top-level elements whose values are ours (the markers the anonymizer writes): "Basic Application
+# Confidentiality Profile" is no patient's name, even the name of a patient registered as "PROFILE^BASIC"
+# or "ANON^PATIENT". Only at the top level: a nested copy came with the input and is searched.
+_SKIP = frozenset({0x00120063, 0x00120062, 0x00280301, 0x00120064})
 #: Device identity, retained by the profile (Retain Device Identity): a maker's or model's name may
 #: coincide with an institution's ("TOSHIBA" / "TOSHIBA_MEC") without being a patient identifier.
 _DEVICE = frozenset({0x00080070, 0x00081090, 0x00181020, 0x00181000, 0x00081010, 0x00181030})
@@ -69,8 +73,20 @@ class LeakTerms:
 
     terms: PhiTerms
     birth_date: str = ""
+    #: Original UIDs the anonymizer remapped in this file: none may stand anywhere in the output (in a
+    #: URL, a kept private element, free text). Set by the pipeline after the scrub.
+    uids: frozenset[str] = frozenset()
     matcher: TermMatcher = field(init=False)
     birth: TermMatcher = field(init=False)
+
+    @property
+    def uid_regex(self) -> re.Pattern[str] | None:
+        """One pattern for every original UID, not as part of a longer UID (a new ``2.25.`` UID may start
+        with the digits of an original one)."""
+        if not self.uids:
+            return None
+        alts = "|".join(re.escape(u) for u in sorted(self.uids, key=lambda u: (-len(u), u)))
+        return re.compile(rf"(?<![0-9.])(?:{alts})(?!\.?[0-9])")
 
     def __post_init__(self) -> None:
         self.matcher = TermMatcher(self.terms)
@@ -114,11 +130,14 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     # Most texts hold no term at all: one regex search each rules them out before the span-by-span pass.
     any_term = m._regex
     birth = lt.birth._regex if lt is not None else None
+    uid_re = lt.uid_regex if lt is not None else None
 
     def visit(d: Dataset, prefix: str) -> None:
         for tag in sorted(d.keys()):
             t = int(tag)
             if t in PIXEL_TAGS:  # pixel values are not text (OCR'd separately); never loaded here
+                continue
+            if t in _SKIP and not prefix:
                 continue
             elem = element(d, tag)
             vr = elem.VR
@@ -130,12 +149,19 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             # Private numbers are searched too, as the bytes they are written as: a kept private
             # element can hold text that reads back as DS or SS (fuzz find).
             private_number = (t >> 16) & 1 and vr not in _TEXT_VRS
-            if t in _SKIP or (vr not in _TEXT_VRS and not private_number):
+            if uid_re is not None and vr in ("UI", "UR"):
+                if any(uid_re.search(x) for x in _texts(elem.value)):
+                    leaks.append(Leak("uid", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
+                continue
+            if vr not in _TEXT_VRS and not private_number:
                 continue
             try:
                 texts = _private_number_texts(elem.value, vr) if private_number else _texts(elem.value)
             except Exception:  # an undecodable value cannot be searched: report it, fail closed
                 leaks.append(Leak("undecodable", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
+                continue
+            if uid_re is not None and any(uid_re.search(x) for x in texts):
+                leaks.append(Leak("uid", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
             if len(texts) > 1:  # one search over the texts joined rules them all out (a match in any one
                 joined = "\n".join(texts)  # text is a match here: "\n" is not alphanumeric)
@@ -153,8 +179,11 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
                             continue
                         if t in _DEVICE and span.kind in _DEVICE_TOLERATED:
                             continue
-                        if span.end - span.start < 3:  # two letters ("OB") match too much to mean a leak
+                        if not significant(text[span.start:span.end]):  # two letters ("OB") match too much
                             continue
+                        if vr == "CS" and span.kind == NAME and is_clinical_word(text[span.start:span.end]):
+                            continue  # a code (BodyPartExamined HEAD) that is also the patient's name
+                        # part (HEAD^MARY): the anonymizer keeps such codes (``_own_identifiers``)
                         kind = span.kind
                         break
                 if kind:
@@ -208,7 +237,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
     distance, digit/letter confusions), for every kind of term including every original date:
     nothing shifts dates burned into pixels.
     """
-    from deid_core.pixels import frame_lines, get_engine, has_pixels, read_frame_lines
+    from deid_core.pixels import Rect, crop_to_ink, frame_lines, get_engine, has_pixels, read_frame_lines
     from deid_core.pixels.match import build_lines
     from deid_core.pixels.ocr import OcrEngine
 
@@ -221,8 +250,10 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
         st.frames += 1
         st.frames_screened += 1
         words, ran = read_frame_lines(gray, eng)
-        if alt is not None:  # a stretched window: the pixel stage searched the content's own window too
-            more, ran_alt = read_frame_lines(alt, eng, [r for r, _b in frame_lines(gray)])
+        if alt is not None:  # a second view (stretched window, chroma): the pixel stage searched it too
+            sub, ox, oy = crop_to_ink(alt)
+            more, ran_alt = read_frame_lines(sub, eng, [Rect(r.x - ox, r.y - oy, r.w, r.h)
+                                                        for r, _b in frame_lines(gray)])
             words, ran = words + more, ran or ran_alt
         st.frames_ocr += ran
         if not words:

@@ -25,12 +25,17 @@ class UidHandler:
         self._map = lru_cache(maxsize=65536)(lambda uid: new_uid(key, uid, root))
         self.collect_pairs = collect_pairs
         self.pairs: dict[str, str] = {}
+        #: When a set, every original UID remapped is added to it (the pipeline sets one per file, so
+        #: verification can search the output for any original UID left anywhere: URLs, kept private data).
+        self.originals: set[str] | None = None
 
     def remap(self, uid: str) -> str:
         uid = str(uid).strip().rstrip("\0")
         if not uid or is_well_known_uid(uid):
             return uid
         new = self._map(uid)
+        if self.originals is not None:
+            self.originals.add(uid)
         if self.collect_pairs:
             self.pairs[uid] = new
         return new

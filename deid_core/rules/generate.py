@@ -228,7 +228,16 @@ _SEMANTICS = """\
   exact sequence path, then the path-less signature; enclosing private sequences in a path are
   matched by group + low byte. KB signatures that end in a public attribute inside a private
   sequence are kept in the data but left to the public rules.
-- Not in the table: the caller keeps a public attribute and removes an unknown private one.
+- Not in the table: the caller keeps a public attribute and removes an unknown private one. What
+  the composer (`deid_core/anonymizer.py`) still does to a public attribute the table does not list:
+  sequences are recursed, UIDs remapped, dates shifted, free text (LT/ST/UT/UC/PN) cleaned; a short
+  text (LO/SH/CS/AE: SegmentLabel, CodeMeaning, a nested DeidentificationMethod) loses the file's own
+  identifiers (a code that is a clinical word, such as BodyPartExamined HEAD for a patient named Head,
+  stays); a URL (UR, e.g. RetrieveURL, which names the source's hosts and original UIDs) and a binary
+  element the DICOM dictionary does not know are removed.
+- Beyond the table: a private element the KB keeps (`k`) with a UID value is remapped like every UID;
+  PatientAge over 89 years becomes `090Y` (HIPAA Safe Harbor aggregates ages over 89), the only change
+  to a retained patient characteristic.
 """
 
 

@@ -1,0 +1,171 @@
+"""Identifiers placed where our own generator does not put them (an audit on data the tool had never seen):
+URLs, kept private UIDs, unknown binary elements, labels and code meanings outside the table, nested
+marker copies, accent-free and two-ideograph names, ages over 89, placeholder patient names.
+
+Each case builds one file, runs the whole per-file pipeline, and asserts what a reader of the output
+sees: written (not quarantined for something the tool can clean), and none of the planted values in
+the output bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from deid_core.config import DeidConfig
+from deid_core.pipeline import deidentify_file
+from deid_core.terms import PhiTerms
+from deid_core.verify import LeakTerms, find_leaks
+from tests.conftest import TEST_KEY
+
+ROOT = "1.2.826.0.1.3680043.8.498."
+STUDY, SERIES, SOP = ROOT + "77", ROOT + "88", ROOT + "1001"
+
+
+def _base(name: str = "SMITHERS^JOHNATHAN", pid: str = "PX98765432") -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = SOP, STUDY, SERIES
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, pid, "19440217", "M"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.Modality = "20210303", "101500", "ACC55443322", "CT"
+    ds.InstitutionName = "Bramblewood General Hospital"
+    ds.Manufacturer = "ACME"
+    return ds
+
+
+def _run(tmp_path: Path, ds: Dataset) -> tuple[str, str, bytes]:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    src = tmp_path / "in" / "f.dcm"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
+    data = (tmp_path / "out" / out.output_path).read_bytes() if out.status == "written" else b""
+    return out.status, out.reason, data
+
+
+def _plant_url(ds: Dataset) -> list[str]:
+    ds.RetrieveURL = f"https://pacs.bramblewood.org/wado/studies/{STUDY}/series/{SERIES}"
+    return [STUDY, SERIES, "bramblewood"]
+
+
+def _plant_private_kept_uid(ds: Dataset) -> list[str]:
+    # (0029,"MMCPrivate",D5) EnhancedSopInstanceUid: the TCIA KB keeps it ('k')
+    ds.private_block(0x0029, "MMCPrivate", create=True).add_new(0xD5, "UI", SOP)
+    return [SOP]
+
+
+def _plant_unknown_binary(ds: Dataset) -> list[str]:
+    ds.add_new(0x00089998, "OW", b"SMITHERS^JOHNATHAN PX98765432".ljust(30, b" "))
+    return ["SMITHERS", "PX98765432"]
+
+
+def _plant_labels(ds: Dataset) -> list[str]:
+    ds.add_new(0x00620005, "LO", "SMITHERS liver")  # SegmentLabel, not in the table
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "X1", "99LOCAL", "CT for JOHNATHAN SMITHERS"
+    ds.ProcedureCodeSequence = Sequence([item])
+    return ["SMITHERS", "JOHNATHAN"]
+
+
+def _plant_nested_marker(ds: Dataset) -> list[str]:
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ROOT + "555"
+    item.DeidentificationMethod = "Pseudonymised by J SMITHERS PX98765432"
+    ds.SourceImageSequence = Sequence([item])
+    return ["SMITHERS", "PX98765432"]
+
+
+def _plant_unaccented(ds: Dataset) -> list[str]:
+    ds.PatientName = "MÜLLER^JOSÉ"
+    ds.StudyDescription = "CT MULLER JOSE"
+    ds.ImageComments = "Patient Mueller, Jose"
+    return ["MULLER", "Mueller", "JOSE", "Jose"]
+
+
+def _plant_two_ideographs(ds: Dataset) -> list[str]:
+    ds.PatientName = "Yamada^Taro=山田^太郎"
+    ds.add_new(0x00620005, "LO", "山田 liver")
+    return ["山田"]
+
+
+def _plant_old_age(ds: Dataset) -> list[str]:
+    ds.ImageComments = "92F with chest pain, ninety-two year old"
+    return ["92F", "ninety-two"]
+
+
+def _plant_unpadded_id(ds: Dataset) -> list[str]:
+    ds.PatientID = "0004471"
+    ds.SeriesDescription = "MRN 4471 follow up"
+    return ["4471"]
+
+
+CASES = {
+    "retrieve-url": _plant_url, "private-kept-uid": _plant_private_kept_uid,
+    "unknown-binary": _plant_unknown_binary, "labels-and-code-meanings": _plant_labels,
+    "nested-marker-copy": _plant_nested_marker, "unaccented-name": _plant_unaccented,
+    "two-ideograph-name": _plant_two_ideographs, "age-over-89": _plant_old_age,
+    "id-without-leading-zeros": _plant_unpadded_id,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_planted_value_is_gone_and_the_file_is_written(tmp_path: Path, case: str) -> None:
+    ds = _base()
+    needles = CASES[case](ds)
+    status, reason, data = _run(tmp_path, ds)
+    assert (status, reason) == ("written", "")
+    for n in needles:
+        for enc in ("utf-8", "latin-1"):
+            try:
+                assert n.encode(enc) not in data, (n, enc)
+            except UnicodeEncodeError:
+                continue
+
+
+@pytest.mark.parametrize("name", ["ANON^PATIENT", "PATIENT^TEST", "Anonymized^Patient", "PROFILE^BASIC"])
+def test_placeholder_patient_names_are_not_our_own_markers(tmp_path: Path, name: str) -> None:
+    """The markers we write (code meanings "Basic Application Confidentiality Profile", "Retain Patient
+    Characteristics Option") are not the patient's name, even when the name is "PATIENT^TEST"."""
+    status, reason, data = _run(tmp_path, _base(name=name))
+    assert (status, reason) == ("written", "")
+    assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).DeidentificationMethodCodeSequence
+
+
+def test_surname_that_is_a_body_part_keeps_the_code(tmp_path: Path) -> None:
+    ds = _base(name="HEAD^MARY")
+    ds.BodyPartExamined = "HEAD"
+    status, _reason, data = _run(tmp_path, ds)
+    assert status == "written"
+    assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).BodyPartExamined == "HEAD"
+
+
+@pytest.mark.parametrize(("age", "out"), [("095Y", "090Y"), ("090Y", "090Y"), ("089Y", "089Y"),
+                                          ("999M", "999M"), ("060M", "060M"), ("012W", "012W")])
+def test_patient_age_over_89_is_aggregated(tmp_path: Path, age: str, out: str) -> None:
+    ds = _base()
+    ds.PatientAge = age
+    status, _reason, data = _run(tmp_path, ds)
+    assert status == "written"
+    assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).PatientAge == out
+
+
+def test_verification_finds_an_original_uid_anywhere() -> None:
+    """The safety net behind the URL and private-UID rules: any original UID the scrub remapped, left in
+    any element (a URL, free text, a UI value), is a leak."""
+    ds = Dataset()
+    ds.RetrieveURL = f"https://x/studies/{STUDY}"
+    lt = LeakTerms(PhiTerms())
+    lt.uids = frozenset({STUDY})
+    assert [lk.kind for lk in find_leaks(ds, lt)] == ["uid"]
+    ds.RetrieveURL = f"https://x/studies/{STUDY}.5"  # a longer UID that merely starts with it
+    ds.ImageComments = f"see {STUDY}"
+    assert [lk.element for lk in find_leaks(ds, lt)] == ["(0020,4000)"]
