@@ -211,9 +211,11 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     # Pixels: find burned-in text on every frame and mask it, before any header value changes.
     t0 = time.perf_counter()
     pixels_clean = False
+    bits_cleared = False
     pixels_text_free = True  # no pixels, or the pre-screen proved every frame text-free and nothing changed
     if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         from deid_core.pixels import apply_boxes, find_text_boxes, pixel_policy_for
+        from deid_core.pixels.mask import clear_unused_bits
 
         policy = pixel_policy_for(out.modality, cfg.pixel_policy)
         out.pixel_policy = policy
@@ -224,6 +226,8 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
         if not result.complete:
             raise PixelError(f"only {result.frames_checked} of {result.frames} frames could be checked")
         apply_boxes(ds, result, allow_lossy_reencode=cfg.allow_lossy_reencode)
+        # overlay bits stored above HighBit (retired convention) can spell text no view of the image shows
+        bits_cleared = clear_unused_bits(ds)
         out.boxes = [b.to_dict() for b in result.boxes]
         pixels_text_free = result.prescreen_skipped and not result.boxes
         pixels_clean = True
@@ -234,7 +238,14 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     patient = PatientPseudonyms(entry, offset)
     anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms, matcher=leak_terms.matcher),
                             lambda pid: ctx.patient_map.resolve(cfg.key, pid, cfg.pseudonym_prefix)[0].new_id)
-    actions = anonymizer.anonymize(ds, pixels_clean=pixels_clean)
+    ctx.uids.originals = set()
+    try:
+        actions = anonymizer.anonymize(ds, pixels_clean=pixels_clean)
+        if bits_cleared:
+            actions["unused_pixel_bits_cleared"] += 1
+        leak_terms.uids = frozenset(ctx.uids.originals)
+    finally:
+        ctx.uids.originals = None
     walk_ms = _ms(t0)
     pseudo_names = ("uid", "date_shift", "patient_id", "patient_name")
     pseudo_n = sum(actions.get(n, 0) for n in pseudo_names)

@@ -23,7 +23,7 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import MIN_CHAR_H, Rect, _covers, scored_regions
+from deid_core.pixels.prescreen import MAX_CHAR_H, MIN_CHAR_H, STROKE_CONTRAST, Rect, _covers, scored_regions
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -162,6 +162,37 @@ def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     while len(_SCREENS) > SCREEN_MEMO_SIZE:
         _SCREENS.popitem(last=False)
     return list(scored)
+
+
+#: Context kept around a second view's ink when it is cropped (a 9x9 stroke kernel, a line's ring and pad).
+INK_MARGIN = 24
+
+
+def crop_to_ink(view: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The part of a second view that holds its strokes (pixels >= the stroke contrast, plus INK_MARGIN),
+    with its offset in the frame; the whole view when that part is over half of it. A chroma view is
+    black but for its few coloured pixels: screening only around them costs a fraction of the frame."""
+    ys, xs = np.nonzero(view[::2, ::2] >= STROKE_CONTRAST)
+    rows, cols = view.shape
+    if ys.size == 0:
+        return view[:0, :0], 0, 0
+    y0, y1 = _span(2 * int(ys.min()) - INK_MARGIN, 2 * int(ys.max()) + 2 + INK_MARGIN, rows)
+    x0, x1 = _span(2 * int(xs.min()) - INK_MARGIN, 2 * int(xs.max()) + 2 + INK_MARGIN, cols)
+    if (y1 - y0) * (x1 - x0) > rows * cols // 2:
+        return view, 0, 0
+    return np.ascontiguousarray(view[y0:y1, x0:x1]), x0, y0
+
+
+def _span(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """[lo, hi) clipped to [0, size) and grown to at least 2 * MAX_CHAR_H + 8 where the frame allows: in a
+    crop no taller than a glyph, its flat background would itself pass for a glyph of the level maps."""
+    need = 2 * MAX_CHAR_H + 8
+    if hi - lo < need:
+        lo, hi = lo - (need - (hi - lo)) // 2, lo - (need - (hi - lo)) // 2 + need
+    lo, hi = max(0, lo), min(size, hi)
+    if hi - lo < need:  # against an edge: grow the other way
+        lo, hi = (0, min(size, need)) if lo == 0 else (max(0, size - need), size)
+    return lo, hi
 
 
 def frame_lines(gray: np.ndarray, seen: list[Rect] | None = None) -> list[tuple[Rect, bool]]:
@@ -421,6 +452,13 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         return any(phi_words(ln, matcher, use_presidio=False) for ln in build_lines(read))
 
     boxes: list[Box] = []
+    if policy == ALL_TEXT:
+        # all-text masks every line the screen is sure is text, even where a join with weaker fragments
+        # (speckle beside an outlined label) leaves the joined line to a reading that may find nothing
+        for r, b, strong in scored:
+            if strong and not (seen and any(_covers(o, r) for o in seen)):
+                r = _extend_line(gray, r, b)
+                boxes.append(Box(frame, r.x, r.y, r.w, r.h, "text", 100.0))
     for line, bright in polar:
         if policy == ALL_TEXT and _all_strong(line, scored):
             # all-text masks every text line whatever it says: OCR would only confirm what the screen
@@ -439,6 +477,11 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
                 # reading makes it out, e.g. over speckle: what it says is unknown, so it is masked
                 line = _extend_line(gray, line, bright)
                 boxes.append(Box(frame, line.x, line.y, line.w, line.h, "unsure", conf))
+            elif read and (kind := _short_term(read, matcher)):
+                # two letters that are the patient's whole name ("OB") read with confidence: what
+                # verification would find in the output (it counts such a match), so it is masked
+                x, y, w, h = _union(line, read)
+                boxes.append(Box(frame, x, y, w, h, kind, conf))
             continue  # otherwise nothing (or one stray glyph) legible in any variant: a structure, not text
         longer = _extend_line(gray, line, bright)
         if longer != line and policy == ALL_TEXT:
@@ -463,6 +506,22 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         x, y, w, h = _union(line, read)
         boxes.append(Box(frame, x, y, w, h, kind, conf))
     return boxes, True
+
+
+#: OCR confidence from which a short reading's exact match of a term counts (verification's FUZZY_MIN_CONF).
+SHORT_TERM_CONF = 50.0
+
+
+def _short_term(words: list[OcrWord], matcher: TermMatcher) -> str | None:
+    """Kind of a term a short reading spells exactly, read at SHORT_TERM_CONF or more (else None)."""
+    if not any(w.conf >= SHORT_TERM_CONF and sum(c.isalnum() for c in w.text) >= 2 for w in words):
+        return None  # a lone glyph, or garble read unsure: no need to build the file's matcher
+    for ln in build_lines(words):
+        for span in matcher.find(ln.text):
+            confs = [w.conf for w, (a, b) in zip(ln.words, ln.offsets, strict=True) if a < span.end and span.start < b]
+            if confs and min(confs) >= SHORT_TERM_CONF:
+                return span.kind
+    return None
 
 
 def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool]]) -> bool:
@@ -495,9 +554,11 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
         else:
             before = cache.misses
             boxes, ran = _frame_boxes(gray, f, matcher, policy, eng, cache)
-            if alt is not None:  # the window is stretched: text over the squeezed content shows only here
-                first = [r for r, _b in frame_lines(gray)]
-                more, ran_alt = _frame_boxes(alt, f, matcher, policy, eng, cache, first)
+            if alt is not None:  # a stretched window or coloured pixels: text that shows only in this view
+                sub, ox, oy = crop_to_ink(alt)
+                first = [Rect(r.x - ox, r.y - oy, r.w, r.h) for r, _b in frame_lines(gray)]
+                more, ran_alt = _frame_boxes(sub, f, matcher, policy, eng, cache, first)
+                more = [Box(b.frame, b.x + ox, b.y + oy, b.w, b.h, b.kind, b.confidence) for b in more]
                 boxes, ran = boxes + more, ran or ran_alt
             if ran and cache.misses > before:
                 result.frames_ocr += 1

@@ -208,3 +208,42 @@ def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool 
         except Exception as exc:  # keep the masked native pixels rather than fail: still lossless
             del exc
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+
+def clear_unused_bits(ds: Dataset) -> bool:
+    """Make the bits above HighBit of native monochrome pixels what a reader expects (zeros, or the sign
+    of a signed value), when they hold anything else; returns whether it changed the pixels.
+
+    Why: the retired "overlay in pixel data" convention (60xx,0102 OverlayBitPosition) stores 1-bit
+    graphics, burned-in text included, in those bits. Readers that honour BitsStored never show them, so
+    the text search cannot see them either; a reader that ignores BitsStored shows the text. Pixels whose
+    unused bits are already clean stay byte-identical (the common case: nothing is rewritten)."""
+    if "PixelData" not in ds or "BitsStored" not in ds or "BitsAllocated" not in ds:
+        return False
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    if ts.is_encapsulated or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return False
+    bits, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+    high = int(ds.get("HighBit", stored - 1))
+    if bits not in (16, 32) or not 0 < stored < bits or high != stored - 1:
+        return False
+    raw = ds.PixelData
+    try:
+        view = _native_view(ds, raw)
+    except PixelError:
+        return False
+    unsigned = view.view(np.dtype(view.dtype.str.replace("i", "u")))  # same byte order, bits as they are
+    low = unsigned & ((1 << stored) - 1)
+    if view.dtype.kind == "i":  # sign-extend from the high bit
+        sign = (low >> high) & 1
+        expected = low | (sign * (((1 << bits) - 1) ^ ((1 << stored) - 1))).astype(low.dtype)
+    else:
+        expected = low
+    if np.array_equal(unsigned, expected):
+        return False
+    buf = bytearray(raw)
+    out = _native_view(ds, buf)
+    out_u = out.view(unsigned.dtype)
+    out_u[...] = expected
+    ds.PixelData = bytes(buf)
+    return True

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from deid_core.freetext import _regex_spans, is_clinical_word
 from deid_core.pixels.ocr import OcrWord
-from deid_core.terms import TermMatcher, ocr_digits
+from deid_core.terms import TermMatcher, levenshtein, ocr_digits
 
 _DATE_RE = re.compile(
     r"(?<!\d)(\d{1,4}[/.\-]\d{1,2}[/.\-]\d{2,4}|(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01]))(?!\d)")
@@ -19,6 +20,15 @@ _MONTH_RE = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec
 _TIME_RE = re.compile(r"(?<!\d)\d{1,2}:\d{2}(:\d{2})?(?!\d)")
 _PRESIDIO_ENTITIES = ["PHONE_NUMBER", "EMAIL_ADDRESS", "DATE_TIME", "US_SSN", "US_DRIVER_LICENSE",
                       "IP_ADDRESS", "MEDICAL_LICENSE", "URL", "CREDIT_CARD", "IBAN_CODE", "UK_NHS"]
+#: "FAMILY, GIVEN" / "FAMILY^GIVEN" as viewers and consoles display a patient's name: two words of letters,
+#: capitalised, neither a clinical word ("AXIAL, T2" and "LEFT, PA" stay).
+_DISPLAY_NAME_RE = re.compile(r"(?<![\w^])([A-Z][A-Za-z'\-]+)\s?[,^]\s?([A-Z][A-Za-z'\-]+)(?![\w^])")
+#: A labelled identifier typed in groups ("ID 48 29 17", "MRN: 0044-712"): the label's digits, spaces kept.
+_SPACED_ID_RE = re.compile(r"\b(?:ID|MRN|PID|ACC|Acc|Pat(?:ient)?\s?ID)\s?[:#.]?\s?(\d[\d \-]{2,}\d)(?!\w)")
+_INSTITUTION_WORDS = ("hospital", "clinic", "infirmary", "university", "institute", "healthcare", "klinikum")
+_INSTITUTION_RE = re.compile(
+    r"\b(?:hospital|clinic|infirmary|medical\s+cent(?:er|re)|health\s?care|university|institute"
+    r"|imaging\s+cent(?:er|re)|klinik(?:um)?|h[oô]pital)s?\b", re.IGNORECASE)
 #: Below this confidence a word inside a real text line is treated as possibly-misread PHI.
 UNSURE_CONF = 45.0
 
@@ -92,6 +102,20 @@ def phi_words(line: Line, matcher: TermMatcher, use_presidio: bool = True) -> di
         kind = matcher.fuzzy_token_kind(w.text) or _pattern_kind(w.text)
         if kind:
             hit.setdefault(i, kind)
+    # PHI the header does not spell (another person, a header anonymised upstream): the free-text
+    # cleaner's shapes (titled/labelled/degree names, street addresses, e-mails, SSNs, labelled IDs)
+    # and the way a viewer displays a patient's name ("DOE, JANE", "DOE^JANE")
+    for start, end, kind in _regex_spans(line.text):
+        mark(start, end, kind)
+    for m in _DISPLAY_NAME_RE.finditer(line.text):
+        if not any(is_clinical_word(w) for w in (m.group(1), m.group(2))):
+            mark(m.start(), m.end(), "name")
+    for m in _SPACED_ID_RE.finditer(line.text):
+        mark(m.start(1), m.end(1), "id")
+    if _INSTITUTION_RE.search(line.text) or any(  # a line naming a hospital or clinic names the institution
+            len(w) >= 6 and any(levenshtein(w, k, 2) <= 1 for k in _INSTITUTION_WORDS)
+            for w in re.findall(r"[a-z]+", line.text.lower())):  # OCR's "Haspital"
+        mark(0, len(line.text), "institution")
     for m in _DATE_RE.finditer(line.text):
         mark(m.start(), m.end(), "date")
     for m in _TIME_RE.finditer(line.text):
@@ -106,7 +130,8 @@ def phi_words(line: Line, matcher: TermMatcher, use_presidio: bool = True) -> di
         from deid_core.presidio_offline import get_analyzer
 
         for r in get_analyzer().analyze(text=line.text, language="en", entities=_PRESIDIO_ENTITIES):
-            if r.score >= 0.3:
+            if r.score >= 0.3 and not all(is_clinical_word(w) for w in line.text[r.start:r.end].split()):
+                # a clinical token ("T2", "L4-L5", "3.0T") is no licence or phone number
                 mark(r.start, r.end, "date" if r.entity_type == "DATE_TIME" else "pattern")
     # when unsure inside a line that is really text, mask
     if any(w.conf >= 70 and sum(c.isalnum() for c in w.text) >= 2 for w in line.words):

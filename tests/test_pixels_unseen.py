@@ -1,0 +1,213 @@
+"""Burned-in text and pixel layouts our own planter does not make (an audit on data the tool had never
+seen): anti-aliased TrueType text, text in the bits above HighBit, outlined labels over speckle, and the
+other side of recall, a noisy text-free MR slice that must keep its anatomy.
+
+Text is drawn with Pillow's own scalable font (no system font needed), anti-aliased and alpha-blended
+into the stored values, as a PIL-based generator or a modern console renders it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from deid_core.config import DeidConfig
+from deid_core.pipeline import deidentify_file
+from deid_core.pixels.mask import clear_unused_bits
+from tests.conftest import TEST_KEY
+
+NAME, PID = "SMITH^JOHN", "MRN-482917"
+
+
+def _ds(arr: np.ndarray, modality: str, bits_stored: int | None = None) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4",
+                      "US": "1.2.840.10008.5.1.4.1.1.6.1"}[modality]
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[modality, str(arr.sum())])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID = ds.SeriesInstanceUID = generate_uid(entropy_srcs=["study"])
+    ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate = modality, NAME, PID, "19610304"
+    ds.StudyDate = "20240105"
+    color = arr.ndim == 3
+    ds.Rows, ds.Columns = arr.shape[:2]
+    ds.SamplesPerPixel = 3 if color else 1
+    ds.PhotometricInterpretation = "RGB" if color else "MONOCHROME2"
+    if color:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = arr.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
+    ds.PixelData = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
+    return ds
+
+
+def _alpha(shape: tuple[int, int], text: str, xy: tuple[int, int], size: int, *, stroke: int = 0,
+           supersample: int = 1) -> np.ndarray:
+    """Coverage (0..1) of ``text``; ``supersample`` k renders at k times the size and averages k x k blocks
+    (box-filtered anti-aliasing: thin strokes spread over pixels of partial coverage)."""
+    k = supersample
+    img = Image.new("L", (shape[1] * k, shape[0] * k), 0)
+    ImageDraw.Draw(img).text((xy[0] * k, xy[1] * k), text, fill=255, font=ImageFont.load_default(size=size * k),
+                             stroke_width=stroke * k, stroke_fill=255)
+    cover = np.asarray(img, dtype=np.float64).reshape(shape[0], k, shape[1], k).mean(axis=(1, 3))
+    return cover / 255.0
+
+
+def _run(tmp_path: Path, ds: Dataset) -> tuple[object, Dataset | None]:
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
+    return out, (pydicom.dcmread(tmp_path / "out" / out.output_path) if out.status == "written" else None)
+
+
+def _ct() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    n = 512
+    yy, xx = np.mgrid[:n, :n]
+    arr = np.full((n, n), -1000.0)
+    body = ((xx - n / 2) / (n * 0.38)) ** 2 + ((yy - n / 2) / (n * 0.3)) ** 2 <= 1
+    arr[body] = 40 + rng.normal(0, 15, body.sum())
+    bone = ((xx - n / 2) / (n * 0.05)) ** 2 + ((yy - n * 0.62) / (n * 0.05)) ** 2 <= 1
+    arr[bone] = 900 + rng.normal(0, 40, bone.sum())
+    return arr
+
+
+@pytest.mark.parametrize("size", [9, 10, 12])
+@pytest.mark.parametrize("text", ["SMITH, JOHN", "MRN-482917", "03/04/1961"])
+def test_anti_aliased_small_text_is_masked(tmp_path: Path, size: int, text: str) -> None:
+    """Anti-aliased glyphs of 9-12 px have few pixels at the ink value (ink uniformity 0.22-0.34 here, under
+    the pre-screen's 0.35), but a contrast with their surroundings no anatomy reaches."""
+    arr = _ct()
+    a = _alpha(arr.shape, text, (10, 10), size, supersample=3)
+    arr = arr * (1 - a) + 3071 * a
+    out, ds = _run(tmp_path, _ds(np.round(arr).astype(np.int16), "CT"))
+    assert out.status == "written" and ds is not None  # type: ignore[attr-defined]
+    ink = a >= 0.5
+    changed = ds.pixel_array != np.round(arr).astype(np.int16)
+    assert changed[ink].mean() >= 0.9
+
+
+def test_noisy_text_free_mr_keeps_its_anatomy(tmp_path: Path) -> None:
+    """A noisy MR slice (SNR ~13): a hundred chains of noise grains used to be candidate lines, and OCR's
+    low-confidence readings of some masked 10-31 % of the head as 'unsure'."""
+    rng = np.random.default_rng(5)
+    n = 512
+    yy, xx = np.mgrid[:n, :n]
+    head = ((xx - n / 2) / (n * 0.4)) ** 2 + ((yy - n / 2) / (n * 0.43)) ** 2 <= 1
+    arr = (np.where(head, 800.0, 0.0) + rng.normal(0, 60, (n, n))).clip(0, 4095).astype(np.uint16)
+    out, ds = _run(tmp_path, _ds(arr, "MR", bits_stored=12))
+    assert out.status == "written" and ds is not None  # type: ignore[attr-defined]
+    assert out.boxes == []  # type: ignore[attr-defined]
+    assert np.array_equal(ds.pixel_array, arr)
+
+
+def test_text_in_the_bits_above_high_bit_is_cleared(tmp_path: Path) -> None:
+    """The retired overlay-in-pixel-data convention: 1-bit text in bit 15 of 12-bit data. No view of the
+    image shows it (readers honour BitsStored), so no OCR can find it: those bits are cleared."""
+    rng = np.random.default_rng(9)
+    arr = rng.normal(800, 20, (256, 256)).clip(0, 4095).astype(np.uint16)
+    clean = arr.copy()
+    arr[_alpha(arr.shape, "SMITH, JOHN MRN-482917", (5, 5), 14) >= 0.5] |= 0x8000
+    out, ds = _run(tmp_path, _ds(arr, "MR", bits_stored=12))
+    assert out.status == "written" and ds is not None  # type: ignore[attr-defined]
+    assert out.actions.get("unused_pixel_bits_cleared") == 1  # type: ignore[attr-defined]
+    assert np.array_equal(np.frombuffer(ds.PixelData, "<u2").reshape(256, 256), clean)
+
+
+@pytest.mark.parametrize(("dtype", "signed"), [("<u2", False), ("<i2", True), (">u2", False)])
+def test_clear_unused_bits_changes_only_what_is_not_the_value(dtype: str, signed: bool) -> None:
+    rng = np.random.default_rng(1)
+    values = rng.integers(-2048 if signed else 0, 2048 if signed else 4096, (32, 32)).astype(dtype)
+    ds = _ds(values.astype(values.dtype.newbyteorder("=")), "MR", bits_stored=12)
+    if dtype.startswith(">"):
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+        ds.PixelData = values.tobytes()
+    before = ds.PixelData
+    assert not clear_unused_bits(ds) and ds.PixelData == before  # sign or zero extension: untouched
+    dirty = values.view(dtype.replace("i", "u")).copy()
+    dirty[:4] ^= np.array(0x4000, dtype=dirty.dtype)  # bit 14: above HighBit 11
+    ds.PixelData = dirty.tobytes()
+    assert clear_unused_bits(ds)
+    assert ds.PixelData == before
+
+
+@pytest.mark.parametrize("seed", [30, 31, 32])
+def test_outlined_label_over_speckle_is_masked_under_all_text(tmp_path: Path, seed: int) -> None:
+    """A white label with a 1-px black outline over US speckle: the screen is sure of the label, but joined
+    with speckle fragments beside it the line went to a reading that found no glyph. All-text masks what
+    the screen is sure of."""
+    rng = np.random.default_rng(seed)
+    g = rng.rayleigh(45, (480, 640)).clip(0, 255).astype(np.uint8)
+    im = Image.fromarray(np.stack([g, g, g], -1))
+    ImageDraw.Draw(im).text((250, 200), "SMITH, JOHN", font=ImageFont.load_default(size=20), fill=(255, 255, 255),
+                            stroke_width=1, stroke_fill=(0, 0, 0))
+    rgb = np.asarray(im).copy()
+    ink = _alpha(g.shape, "SMITH, JOHN", (250, 200), 20) >= 0.5
+    out, ds = _run(tmp_path, _ds(rgb, "US"))
+    assert out.status == "written" and ds is not None  # type: ignore[attr-defined]
+    assert (ds.pixel_array[..., 0] != rgb[..., 0])[ink].mean() >= 0.9
+
+
+@pytest.mark.parametrize(("background", "ink"), [((0, 0, 0), (0, 0, 255)), ((60, 60, 60), (255, 0, 0)),
+                                                 ((128, 128, 128), (255, 0, 255))])
+@pytest.mark.parametrize("modality", ["US", "CT"])
+def test_coloured_text_with_little_luminance_contrast_is_masked(tmp_path: Path, background: tuple[int, ...],
+                                                                 ink: tuple[int, ...], modality: str) -> None:
+    """Blue on black, red on dark grey, magenta on mid grey: plainly legible, yet within 30 gray levels of
+    their background in luminance. The chroma view shows them alone (US: all-text; an RGB file of another
+    modality: phi, the header's name)."""
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[:] = background
+    rgb[80:] = np.random.default_rng(3).rayleigh(30, (160, 320, 1)).clip(0, 255).astype(np.uint8)
+    a = _alpha(rgb.shape[:2], "SMITH, JOHN", (15, 10), 18)
+    rgb = np.round(rgb * (1 - a[..., None]) + np.array(ink) * a[..., None]).astype(np.uint8)
+    ds = _ds(rgb, "US")
+    ds.Modality = modality
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != rgb).any(axis=-1)[a >= 0.5].mean() >= 0.9
+
+
+def _ct_with_text(text: str) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(2)
+    n = 512
+    yy, xx = np.mgrid[:n, :n]
+    arr = np.full((n, n), -1000.0)
+    body = ((xx - n / 2) / (n * 0.38)) ** 2 + ((yy - n / 2) / (n * 0.3)) ** 2 <= 1
+    arr[body] = 40 + rng.normal(0, 15, body.sum())
+    ink = _alpha(arr.shape, text, (10, 10), 16) >= 0.5
+    arr[ink] = 3071
+    return arr.astype(np.int16), ink
+
+
+@pytest.mark.parametrize(("text", "header"), [
+    ("SMITH, JOHN", {"PatientName": "ANONYMOUS", "PatientID": "ANON0001"}),  # header anonymised upstream
+    ("DOE, JANE", {}), ("Dr. Robert Jones", {}), ("St. Mary's Hospital", {}), ("12 Maple Avenue", {}),
+    ("ID 48 29 17", {"PatientID": "482917"})])
+def test_burned_in_phi_the_header_does_not_spell_is_masked(tmp_path: Path, text: str,
+                                                           header: dict[str, str]) -> None:
+    arr, ink = _ct_with_text(text)
+    ds = _ds(arr, "CT")
+    for k, v in header.items():
+        setattr(ds, k, v)
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != arr)[ink].mean() >= 0.9
+
+
+@pytest.mark.parametrize("text", ["AXIAL T2 FLAIR", "LEFT, PA VIEW"])
+def test_clinical_text_stays_under_phi(tmp_path: Path, text: str) -> None:
+    arr, _ink = _ct_with_text(text)
+    out, res = _run(tmp_path, _ds(arr, "CT"))
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert out.boxes == [] and np.array_equal(res.pixel_array, arr)  # type: ignore[attr-defined]
