@@ -211,3 +211,22 @@ def test_clinical_text_stays_under_phi(tmp_path: Path, text: str) -> None:
     out, res = _run(tmp_path, _ds(arr, "CT"))
     assert out.status == "written" and res is not None  # type: ignore[attr-defined]
     assert out.boxes == [] and np.array_equal(res.pixel_array, arr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("text", "size"), [("SMITH, JOHN", 90), ("MRN-482917", 80)])
+def test_large_text_on_a_large_image_is_masked(tmp_path: Path, text: str, size: int) -> None:
+    """A label scaled to a 1024-px radiograph: strokes wider than the stroke maps' 9-px kernel, glyphs taller
+    than MAX_CHAR_H. The half-resolution screen sees ordinary text."""
+    rng = np.random.default_rng(4)
+    n = 1024
+    yy, xx = np.mgrid[:n, :n]
+    arr = np.where(((xx - 600) / 300) ** 2 + ((yy - 600) / 380) ** 2 <= 1, 2200.0, 300.0)
+    arr += rng.normal(0, 30, (n, n))
+    a = _alpha(arr.shape, text, (20, 20), size) >= 0.5
+    arr[a] = 4095
+    arr = arr.clip(0, 4095).astype(np.uint16)
+    ds = _ds(arr, "CT", bits_stored=12)
+    ds.Modality = "DX"
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != arr)[a].mean() >= 0.9

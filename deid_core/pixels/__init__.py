@@ -147,7 +147,7 @@ def _memo_for(engine: OcrEngine) -> ReadingMemo:
 _SCREENS: OrderedDict[bytes, list[tuple[Rect, bool, bool]]] = OrderedDict()
 #: Frames whose pre-screen result is kept (verification screens the same frame again when the pixel
 #: stage left it unchanged).
-SCREEN_MEMO_SIZE = 16
+SCREEN_MEMO_SIZE = 48
 
 
 def screen_frame(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
@@ -195,11 +195,45 @@ def _span(lo: int, hi: int, size: int) -> tuple[int, int]:
     return lo, hi
 
 
+#: Frames at least this large on their short side are also screened at half resolution for large text.
+LARGE_MIN_SIDE = 256
+#: Half-resolution candidates are kept from this height (full-resolution pixels) up: glyphs this tall have
+#: strokes near the stroke maps' 9-px kernel and heights near MAX_CHAR_H, where the full-size screen fails.
+LARGE_LINE_H = 40
+
+
+def _large_scored(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
+    """Candidate lines of large text: the screen of the frame at half resolution, scaled back, the tall
+    ones only. A 90-px "SMITH" on a large DX has strokes wider than the stroke maps' kernel and glyphs taller
+    than MAX_CHAR_H; at half size it is ordinary text."""
+    rows, cols = gray.shape
+    if min(rows, cols) < LARGE_MIN_SIDE:
+        return []
+    half = cv2.resize(gray, (cols // 2, rows // 2), interpolation=cv2.INTER_AREA)
+    out = []
+    for r, b, strong in screen_frame(half):
+        if 2 * r.h < LARGE_LINE_H:
+            continue
+        x, y = 2 * r.x, 2 * r.y
+        out.append((Rect(x, y, min(cols - x, 2 * r.w + 1), min(rows - y, 2 * r.h + 1)), b, strong))
+    return out
+
+
+def frame_scored(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
+    """``screen_frame`` of a frame plus the large-text candidates (``_large_scored``) it does not cover."""
+    base = screen_frame(gray)
+    large = [t for t in _large_scored(gray) if not any(_covers(o, t[0]) for o, _b, _s in base)]
+    return base + large if large else base
+
+
 def frame_lines(gray: np.ndarray, seen: list[Rect] | None = None) -> list[tuple[Rect, bool]]:
     """The joined candidate lines of a view, without those a line of ``seen`` (the lines of the frame's
     first view, when this is its second view of a stretched window) already covers: the second view is
     there for the lines the first lost, and the lines both show were read once already."""
-    lines = join_rows([(r, b) for r, b, _s in screen_frame(gray)])
+    scored = frame_scored(gray)
+    base = screen_frame(gray)
+    # large-text lines are not joined with ordinary ones: they come from another scale
+    lines = join_rows([(r, b) for r, b, _s in base]) + [(r, b) for r, b, _s in scored[len(base):]]
     if not seen:
         return lines
     return [(r, b) for r, b in lines if not any(_covers(o, r) for o in seen)]
@@ -437,7 +471,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     extra mask costs little). Only a line read with confidence as non-identifying text stays.
     ``seen``: lines of the frame's first view, skipped in its second (see ``frame_lines``).
     """
-    scored = screen_frame(gray)
+    scored = frame_scored(gray)
     polar = frame_lines(gray, seen)
     if not polar:
         return [], False
