@@ -230,3 +230,44 @@ def test_large_text_on_a_large_image_is_masked(tmp_path: Path, text: str, size: 
     out, res = _run(tmp_path, ds)
     assert out.status == "written" and res is not None  # type: ignore[attr-defined]
     assert (res.pixel_array != arr)[a].mean() >= 0.9
+
+
+@pytest.mark.parametrize("turn", [1, 3])
+def test_vertical_side_label_is_masked(tmp_path: Path, turn: int) -> None:
+    """A name along the right edge, turned a quarter (as on a mammogram's or radiograph's side label): read
+    on a turned crop, masked whole."""
+    arr = _ct()
+    label = _alpha((20, 140), "SMITH, JOHN", (2, 2), 14) >= 0.5
+    label = np.rot90(label, turn)  # 140 x 20
+    ink = np.zeros(arr.shape, bool)
+    ink[150:290, 488:508] = label
+    arr[ink] = 3071
+    out, res = _run(tmp_path, _ds(np.round(arr).astype(np.int16), "CT"))
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != np.round(arr).astype(np.int16))[ink].mean() >= 0.9
+
+
+def test_text_block_columns_are_no_vertical_label(tmp_path: Path) -> None:
+    """Left-aligned lines of clinical text: their first letters stack into columns, which are no side
+    label; under phi the confidently read clinical lines stay as they are."""
+    arr = _ct()
+    ink = np.zeros(arr.shape, bool)
+    for i, text in enumerate(["AXIAL T2 FLAIR", "CORONAL VIEW", "LEFT LATERAL VIEW", "CONTRAST AGENT"]):
+        ink |= _alpha(arr.shape, text, (20, 20 + 30 * i), 16) >= 0.5
+    arr[ink] = 3071
+    out, res = _run(tmp_path, _ds(np.round(arr).astype(np.int16), "CT"))
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert out.boxes == []  # type: ignore[attr-defined]
+
+
+def test_verification_reads_vertical_labels() -> None:
+    """The verifier reads what the pixel stage reads: a name left on a side label is a leak."""
+    from deid_core.terms import capture_terms
+    from deid_core.verify import LeakTerms, find_pixel_leaks
+
+    arr = _ct()
+    label = np.rot90(_alpha((20, 140), "SMITH, JOHN", (2, 2), 14) >= 0.5, 1)
+    arr[150:290, 488:508][label] = 3071
+    ds = _ds(np.round(arr).astype(np.int16), "CT")
+    leaks = find_pixel_leaks(ds, LeakTerms.capture(ds, capture_terms(ds)))
+    assert [lk.kind for lk in leaks] == ["name"]

@@ -23,7 +23,15 @@ from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
-from deid_core.pixels.prescreen import MAX_CHAR_H, MIN_CHAR_H, STROKE_CONTRAST, Rect, _covers, scored_regions
+from deid_core.pixels.prescreen import (
+    MAX_CHAR_H,
+    MIN_CHAR_H,
+    STROKE_CONTRAST,
+    Rect,
+    _covers,
+    scored_regions,
+    vertical_regions,
+)
 from deid_core.terms import PhiTerms, TermMatcher
 
 __all__ = ["Box", "PixelResult", "OcrEngine", "OcrWord", "get_engine", "has_pixels", "find_text_boxes",
@@ -248,9 +256,67 @@ def read_frame_lines(gray: np.ndarray, engine: OcrEngine, seen: list[Rect] | Non
     memo = _memo_for(engine)
     before = memo.misses
     words: list[OcrWord] = []
-    for line, bright in frame_lines(gray, seen):
+    lines = frame_lines(gray, seen)
+    for line, bright in lines:
         words += _read_line(gray, line, bright, engine, memo)
+    if seen is None:
+        for i, (vline, bright, _strong) in enumerate(frame_vertical(gray, [r for r, _b in lines])):
+            # each vertical line's words on a band of their own, so that they form a line of their own
+            words += [OcrWord(w.text, w.x, w.y - 100_000 * (i + 1), w.w, w.h, w.conf)
+                      for w in _read_vertical(gray, vline, bright, engine, memo)]
     return words, memo.misses > before
+
+
+_VERTICAL: OrderedDict[bytes, list[tuple[Rect, bool, bool]]] = OrderedDict()
+
+
+def frame_vertical(gray: np.ndarray, lines: list[Rect]) -> list[tuple[Rect, bool, bool]]:
+    """``vertical_regions`` of a frame (remembered by its pixels for the last few frames), without those
+    that horizontal candidate lines run across: a column of first letters down a block of text is no label."""
+    key = hashlib.blake2b(gray.tobytes() + repr(gray.shape).encode(), digest_size=16).digest()
+    found = _VERTICAL.get(key)
+    if found is None:
+        found = vertical_regions(gray)
+        _VERTICAL[key] = found
+        while len(_VERTICAL) > SCREEN_MEMO_SIZE:
+            _VERTICAL.popitem(last=False)
+    else:
+        _VERTICAL.move_to_end(key)
+    out = []
+    for r, b, s in found:
+        # horizontal lines running across it (not fragments of the vertical text itself)
+        crossed = [_overlap(r, o) for o in lines if o.w > 1.5 * r.w]
+        if sum(crossed) < 0.2 * r.w * r.h and sum(1 for a in crossed if a) < 2:
+            out.append((r, b, s))
+    return out
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    ix = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    iy = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    return ix * iy if ix > 0 and iy > 0 else 0
+
+
+def _read_vertical(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
+                   cache: dict[bytes, list[OcrWord]], enough: int | None = None,
+                   done: Callable[[list[OcrWord]], bool] | None = None) -> list[OcrWord]:
+    """Best reading of a vertical candidate: its crop turned a quarter left (text running bottom to top)
+    and a quarter right (top to bottom), each read as a line (``_read_line``); the reading with more
+    confident letters wins. Word boxes are in the turned crop's coordinates (callers mask the whole line)."""
+    rows, cols = gray.shape
+    region = line.pad(max(3, line.w // 3), cols, rows)
+    crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
+    lx, ly = line.x - region.x, line.y - region.y
+    best: list[OcrWord] = []
+    best_score = -1.0
+    for k, rect in ((1, Rect(ly, region.w - (lx + line.w), line.h, line.w)),  # quarter left
+                    (3, Rect(region.h - (ly + line.h), lx, line.h, line.w))):  # quarter right
+        turned = np.ascontiguousarray(np.rot90(crop, k))
+        words = _read_line(turned, rect, bright, engine, cache, enough, done)
+        score = sum(sum(c.isalnum() for c in w.text) * w.conf for w in words)
+        if score > best_score:
+            best, best_score = words, score
+    return best
 
 
 def _binarize(crop: np.ndarray, bright: bool) -> np.ndarray:
@@ -261,6 +327,8 @@ def _binarize(crop: np.ndarray, bright: bool) -> np.ndarray:
     return np.where(hat >= level, 0, 255).astype(np.uint8)
 
 
+#: Confidence from which all-text masks a vertical line read as text (``_vertical_boxes``).
+VERTICAL_SURE_CONF = 60.0
 #: A line whose best reading has a mean word confidence below this is "unsure": masked whole.
 SURE_CONF = 70.0
 #: A candidate whose best reading has fewer letters/digits is anatomy read as noise, not a text line.
@@ -473,7 +541,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     """
     scored = frame_scored(gray)
     polar = frame_lines(gray, seen)
-    if not polar:
+    if not polar and (seen is not None or not frame_vertical(gray, [])):
         return [], False
 
     def holds_phi(words: list[OcrWord]) -> bool:
@@ -539,7 +607,36 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
                 continue
         x, y, w, h = _union(line, read)
         boxes.append(Box(frame, x, y, w, h, kind, conf))
+    if seen is None:
+        boxes += _vertical_boxes(gray, frame, [r for r, _b in polar], matcher, policy, engine, cache, holds_phi)
     return boxes, True
+
+
+def _vertical_boxes(gray: np.ndarray, frame: int, lines: list[Rect], matcher: TermMatcher, policy: str,
+                    engine: OcrEngine, cache: dict[bytes, list[OcrWord]],
+                    holds_phi: Callable[[list[OcrWord]], bool]) -> list[Box]:
+    """Boxes of the vertical candidate lines (side labels). Unlike horizontal lines, only a reading decides:
+    all-text masks a line read as text with confidence (>= VERTICAL_SURE_CONF), phi one whose reading holds
+    an identifier; nothing is masked as unsure or on the screen's word alone. Vertical candidates are far
+    more often anatomy (sector edges, a spine) than text, and before them no vertical line was masked at all.
+    The whole line is masked (its words are read on a turned crop)."""
+    boxes = []
+    for line, bright, _strong in frame_vertical(gray, lines):
+        words = _read_vertical(gray, line, bright, engine, cache, MIN_LINE_CHARS if policy == ALL_TEXT else None,
+                               None if policy == ALL_TEXT else holds_phi)
+        read = [w for w in words if is_text(w)]
+        conf = _line_conf(read)
+        kind: str | None = None
+        if sum(sum(c.isalnum() for c in w.text) for w in read) < MIN_LINE_CHARS:
+            kind = _short_term(read, matcher) if read else None
+        elif policy == ALL_TEXT:
+            kind = "text" if conf >= VERTICAL_SURE_CONF else None
+        else:
+            kinds = [k for ln in build_lines(read) for k in phi_words(ln, matcher).values() if k != "text"]
+            kind = min(kinds, key=lambda k: (-kinds.count(k), k)) if kinds else None
+        if kind:
+            boxes.append(Box(frame, line.x, line.y, line.w, line.h, kind, conf))
+    return boxes
 
 
 #: OCR confidence from which a short reading's exact match of a term counts (verification's FUZZY_MIN_CONF).
