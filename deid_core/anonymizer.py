@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_has_tag
+from pydicom.datadict import DicomDictionary, dictionary_has_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -37,6 +37,12 @@ from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, RuleTable
 from deid_core.terms import NAME, TermMatcher, significant
 
+#: UIDs of classes, transfer syntaxes and coding schemes: they name a kind of object or a vocabulary, never
+#: an instance or a person, so they are kept even outside the DICOM root (a vendor's private SOP class
+#: 1.3.12.2.1107.5.9.1, SNOMED's 2.16.840.1.113883.6.96); remapped, the object would lose its class.
+CLASS_UID_TAGS = frozenset(
+    tag for tag, entry in DicomDictionary.items()
+    if entry[0] == "UI" and re.search(r"(Class|TransferSyntax|CodingScheme|MappingResource)UID", entry[4]))
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 PATIENT_AGE = 0x00101010
@@ -158,7 +164,7 @@ class Anonymizer:
         if action is None:
             if vr == "SQ":
                 self._recurse(elem, path)
-            elif vr == "UI" and not self.retain_uids:
+            elif vr == "UI" and not self.retain_uids and tag not in CLASS_UID_TAGS:
                 self._apply(self.uids, ds, elem, path)
             elif vr in _DATE_VRS and self.shift_untabled_dates:
                 self._apply(self.dates, ds, elem, path)
@@ -215,7 +221,7 @@ class Anonymizer:
         else:  # KEEP
             if vr == "SQ":
                 self._recurse(elem, path)
-            elif vr == "UI" and not self.retain_uids:
+            elif vr == "UI" and not self.retain_uids and tag not in CLASS_UID_TAGS:
                 self._apply(self.uids, ds, elem, path)
 
     def _own_identifiers(self, elem: DataElement) -> None:
@@ -223,12 +229,11 @@ class Anonymizer:
         value the table does not list (SegmentLabel, a nested DeidentificationMethod, a CodeMeaning):
         each is replaced by the placeholder; a code string (CS) that held one is emptied, except where
         the match is a clinical word standing as a code (BodyPartExamined HEAD of a patient named Head)."""
-        regex = self._phi._regex
         value = elem.value
-        if regex is None or value is None or value == "" or isinstance(value, bytes):
+        if value is None or value == "" or isinstance(value, bytes):
             return
         values = [str(v) for v in value] if isinstance(value, list | MultiValue) else [str(value)]
-        if not regex.search("\n".join(values)):
+        if not self._phi.contains("\n".join(values)):
             return
         vr = elem.VR
         out = []
@@ -434,10 +439,9 @@ def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) ->
         return False
     if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(texts[0]):
         return False
-    regex = phi._regex
     # No term in the texts joined ("\n" is no letter or digit: a match in one text is a match there): no
     # span to weigh.
-    if regex is None or not regex.search(texts[0] if len(texts) == 1 else "\n".join(texts)):
+    if not phi.contains(texts[0] if len(texts) == 1 else "\n".join(texts)):
         return True
     return not any(significant(t[s.start:s.end]) for t in texts for s in phi.find(t))
 

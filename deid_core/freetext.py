@@ -66,6 +66,11 @@ acc accession date time age sex male female m f y/o yo yrs old year years month 
 phase unit units hu suv fdg psma bi-rads birads li-rads pi-rads lesion cyst disc hnp nerve vertebra
 and or of the to for in on at by from no not neg pos is are was were be seen sent per as a an
 dr mr mrs ms prof
+prone supine decubitus erect upright standing sitting moved motion movement repeat repeated rescan
+during due breath breathing inspiration expiration artifact artefact scan scanned poor quality
+radiology team board service department dept surgery surgical cardiology neurology neurosurgery urology
+orthopedics orthopaedics pediatrics emergency medicine internal family oncologist surgeon committee staff
+nursing nurse ward clinic hospital
 """.split())
 
 # Token shapes that are clinical, whatever the layer-2/3 pattern says: T2, C1-C7, L4-L5, 3.0T,
@@ -154,6 +159,7 @@ _LABELLED_ID_RE = re.compile(
 )
 _HASH_ID_RE = re.compile(r"#\s?(?P<v>[A-Z]{0,4}\d{3,}[\w\-]*)", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][\w\-/.#]*[A-Za-z0-9]|[A-Za-z0-9]")
+_LONG_DIGITS = re.compile(r"\d{5}")
 _NOT_ID_RE = re.compile(r"\d+(?:\.\d+)?|\d{2,4}x\d{2,4}(?:x\d{1,4})?", re.IGNORECASE)
 
 # Upper-case "MR"/"MS"/"DR" are modalities or diseases ("MR KNEE", "DR CHEST"); only "DR." and
@@ -176,6 +182,12 @@ _LABEL_RE = re.compile(
     r"|performed\s+by|technologist|tech|provider|resident|fellow|contact|attn)\s*[:=]\s*",
     re.IGNORECASE,
 )
+#: A cue ("ordered by", "discussed with", "per") then two capitalised words, neither clinical: a person
+#: ("per Jennifer Walsh", "ordered by WALSH JENNIFER", "discussed with Kowalski, Anna").
+_CUE_RE = re.compile(
+    r"(?i:\b(?:(?:ordered|referred|seen|read|reported|signed|dictated|performed|requested|discussed|reviewed"
+    r"|approved|verified|interpreted|called|notified|informed|d/w|cc'?d)\s+(?:by|with|to)?|per|d/w|cc|attn|c/o))"
+    r"\s+(?P<a>[A-Z][A-Za-z'\-]+),?\s+(?P<b>[A-Z][A-Za-z'\-]+)\b")
 _LABEL_STOP = frozenset({"mrn", "id", "dob", "acc", "accession", "age", "sex", "tel", "phone", "fax", "ph",
                          "md", "do", "rn", "study", "date", "exam", "ssn", "email", "addr", "address"})
 
@@ -213,8 +225,9 @@ def _regex_spans(text: str) -> list[tuple[int, int, str]]:
                 spans.append((m.start("v"), m.start("v") + len(v), ID))
     for m in _TOKEN_RE.finditer(text):
         tok = m.group(0).rstrip(".")
-        if sum(c.isdigit() for c in tok) >= 5 and not re.fullmatch(r"\d{2,4}x\d{2,4}", tok, re.I) \
-                and not re.fullmatch(r"\d{1,3}\.\d+", tok):
+        # a run of 5+ digits: "DWI_b0_1000", "b50/400/800", "0.9x0.9x1.2" or "1234.5" are parameters
+        if _LONG_DIGITS.search(tok) and not re.fullmatch(r"\d{2,4}x\d{2,4}", tok, re.I) \
+                and not re.fullmatch(r"\d{1,3}\.\d+", tok) and not re.fullmatch(r"\d{1,5}(?:/\d{1,5})+", tok):
             spans.append((m.start(), m.start() + len(tok), ID))
     spans += _name_spans(text)
     return spans
@@ -244,6 +257,9 @@ def _name_spans(text: str) -> list[tuple[int, int, str]]:
                 # trim leading/trailing clinical words from the span ("Dr Jones CT" keeps CT)
                 start, end = m.start("v"), m.end("v")
                 spans.extend(_word_spans(text, start, end))
+    for m in _CUE_RE.finditer(text):
+        if not any(is_clinical_word(m.group(g)) or len(m.group(g)) < 2 for g in ("a", "b")):
+            spans += [(m.start("a"), m.end("a"), NAME), (m.start("b"), m.end("b"), NAME)]
     for m in _LABEL_RE.finditer(text):
         pos, taken = m.end(), 0
         while taken < 4:

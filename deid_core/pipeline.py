@@ -29,7 +29,7 @@ from deid_core.keys import key_fingerprint
 from deid_core.pseudonyms import PatientMap, date_offset_days
 from deid_core.rules import RuleTable, load_rule_table
 from deid_core.terms import capture_terms
-from deid_core.verify import LeakTerms, verify_encoded
+from deid_core.verify import LeakTerms, retained_tags, verify_encoded
 from deid_core.writer import StagedWrite, encode, output_relpath, stage_atomic, write_atomic
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
@@ -97,6 +97,7 @@ class Context:
         self.table: RuleTable = load_rule_table(cfg.profile, list(cfg.options) or None)
         self.patient_map = PatientMap.load(cfg.patient_map) if cfg.patient_map else PatientMap.empty()
         self.uids = UidHandler(cfg.key, cfg.uid_root, collect_pairs=cfg.collect_linkage)
+        self.device_tags, self.trait_tags = retained_tags(self.table)
         self.key_fp = key_fingerprint(cfg.key)
         self._engine: object | None = None
         self._sampled_series: set[str] = set()
@@ -196,6 +197,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
         raise BadInputError("no SOPInstanceUID")
     terms = capture_terms(ds)
     leak_terms = LeakTerms.capture(ds, terms)
+    leak_terms.device_tags, leak_terms.trait_tags = ctx.device_tags, ctx.trait_tags
     original_pid = str(ds.get("PatientID", "") or "")
     entry, mapped = ctx.patient_map.resolve(cfg.key, original_pid, cfg.pseudonym_prefix)
     out.patient_mapped = mapped

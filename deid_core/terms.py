@@ -155,6 +155,8 @@ def name_variants(value: str | PersonName) -> list[str]:
         joined = " ".join(c for c in comps if c)
         if joined:
             out.append(joined)
+    # "ONEILL" in a header is "O'Neill" in a report (an apostrophe variant that does not occur is harmless)
+    out += [f"{w[0]}'{w[1:]}" for w in list(out) if re.fullmatch(r"[OoDdLl][A-Za-z]{3,}", w)]
     # People and systems type accented names without accents ("MULLER", "Mueller" for "MÜLLER").
     out += [f for v in out if not v.isascii() for f in _ascii_spellings(v) if f not in out]
     return out
@@ -215,8 +217,13 @@ def phone_variants(value: str) -> list[str]:
         if len(digits) == 10:
             out += [f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
                     f"{digits[:3]}.{digits[3:6]}.{digits[6:]}", f"{digits[:3]} {digits[3:6]} {digits[6:]}",
-                    f"{digits[3:6]}-{digits[6:]}"]
+                    f"{digits[3:6]}-{digits[6:]}", f"{digits[3:6]} {digits[6:]}", f"{digits[3:6]}.{digits[6:]}",
+                    digits[3:]]  # the local number alone, as people write it ("call 555 0199")
     return out
+
+
+_CITY_STATE_ZIP = re.compile(
+    r"(?P<city>.*?[A-Za-z].*?)[\s,]+(?P<state>[A-Za-z]{2})\.?(?:[\s,]+(?P<zip>\d{5}(?:-\d{4})?))?")
 
 
 def address_variants(value: str) -> list[str]:
@@ -234,6 +241,15 @@ def address_variants(value: str) -> list[str]:
                           r"|pl|terrace|circle)\.?$", "", street, flags=re.I)
             if core != street and len(core) >= 4:
                 out.append(core)
+                if street != part:  # "1261 Leawood": the house number goes with its street
+                    out.append(part[:len(part) - len(street)] + core)
+            # "Little Rock AR 72223": the city, the city with its state, the ZIP code
+            city = _CITY_STATE_ZIP.fullmatch(part)
+            if city:
+                if len(city["city"].strip()) >= 4:
+                    out += [city["city"].strip(), f"{city['city'].strip()} {city['state']}"]
+                if city["zip"]:
+                    out.append(city["zip"])
     return out
 
 
@@ -255,9 +271,11 @@ def institution_variants(value: str) -> list[str]:
     while words and words[-1].strip(".,").casefold() in _INSTITUTION_GENERIC:
         words = words[:-1]
     core = " ".join(words).strip(" ,-")
+    from deid_core.freetext import is_clinical_word  # (freetext imports this module)
+
     if core and core != value and len(core) >= 4 and not all(
-            w.strip(".,").casefold() in _INSTITUTION_GENERIC for w in words):
-        out.append(core)
+            w.strip(".,").casefold() in _INSTITUTION_GENERIC or is_clinical_word(w) for w in words):
+        out.append(core)  # not "Breast" of "Breast Imaging Center": a clinical word identifies no one
     return out
 
 
@@ -440,6 +458,19 @@ def _norm(text: str) -> str:
     return " ".join(_SPLIT.split(text))
 
 
+_FOLD = str.maketrans({c: base for base, marks in {
+    "a": "àáâãäåāăą", "e": "èéêëēĕėęě", "i": "ìíîïĩīĭį", "o": "òóôõöøōŏő", "u": "ùúûüũūŭůűų",
+    "y": "ýÿŷ", "c": "çćĉċč", "n": "ñńņň", "s": "śŝşš", "z": "źżž", "d": "ď", "l": "ĺľł", "r": "ŕř", "t": "ť",
+    "A": "ÀÁÂÃÄÅĀĂĄ", "E": "ÈÉÊËĒĔĖĘĚ", "I": "ÌÍÎÏĨĪĬĮ", "O": "ÒÓÔÕÖØŌŎŐ", "U": "ÙÚÛÜŨŪŬŮŰŲ",
+    "Y": "ÝŸŶ", "C": "ÇĆĈĊČ", "N": "ÑŃŅŇ", "S": "ŚŜŞŠ", "Z": "ŹŻŽ", "D": "Ď", "L": "ĹĽŁ", "R": "ŔŘ", "T": "Ť",
+}.items() for c in marks})
+
+
+def fold(text: str) -> str:
+    """``text`` with the accents of Latin letters dropped, one character for one (positions hold)."""
+    return text if text.isascii() else text.translate(_FOLD)
+
+
 def _char_key(c: str) -> str:
     """Characters that IGNORECASE matches identically share a key (``re`` folds a literal by its lower case)."""
     low = c.lower()
@@ -547,7 +578,10 @@ class TermMatcher:
         self.terms = terms
         # Files of one patient share their terms: the compiled form is cached by the ordered terms.
         # The regex is compiled on first use (a matcher used only for fuzzy tokens never pays for it).
-        self._ordered = tuple(t for t in terms if len(t.text) >= 2)
+        # Terms and texts are matched with their Latin accents folded (``fold``): "MULLER" in a header is
+        # "Müller" in a report and the reverse; the fold keeps every position, so spans hold for the text.
+        folded = {Term(fold(t.text), t.kind): None for t in terms if len(t.text) >= 2}
+        self._ordered = tuple(folded)
         compiled = _compile_terms(self._ordered)
         self._kind_of, self._kind_of_norm, self._tokens = compiled.kind_of, compiled.kind_of_norm, compiled.tokens
         self._compiled_regex: re.Pattern[str] | None = None
@@ -566,7 +600,7 @@ class TermMatcher:
         if regex is None:
             return []
         spans = []
-        for m in regex.finditer(text):
+        for m in regex.finditer(fold(text)):
             if m.end() > m.start():
                 spans.append(Span(m.start(), m.end(), self._kind_for(m.group(0))))
         return spans
@@ -579,11 +613,12 @@ class TermMatcher:
         return self._kind_of_norm.get(_norm(key), OTHER)
 
     def contains(self, text: str) -> bool:
-        return bool(self._regex and self._regex.search(text))
+        """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
+        return bool(self._regex and self._regex.search(fold(text)))
 
     def fuzzy_token_kind(self, token: str) -> str | None:
         """Kind of the term that an OCR token resembles (edit distance, digit/letter confusions)."""
-        tok = token.strip(".,;:()[]{}'\"").casefold()
+        tok = fold(token.strip(".,;:()[]{}'\"")).casefold()
         if len(tok) < 3:
             return None
         if tok in self._tokens:

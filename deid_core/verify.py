@@ -34,7 +34,8 @@ from pydicom.multival import MultiValue
 from deid_core.conformance import PIXEL_TAGS, ConformanceResult
 from deid_core.freetext import is_clinical_word
 from deid_core.inventory import element
-from deid_core.terms import DATE, NAME, PhiTerms, TermMatcher, date_variants, significant
+from deid_core.rules import Action, RuleTable
+from deid_core.terms import DATE, NAME, PhiTerms, Span, TermMatcher, date_variants, fold, significant
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
                        "UN", "OB"})
@@ -76,6 +77,9 @@ class LeakTerms:
     #: Original UIDs the anonymizer remapped in this file: none may stand anywhere in the output (in a
     #: URL, a kept private element, free text). Set by the pipeline after the scrub.
     uids: frozenset[str] = frozenset()
+    #: Tags retained by Retain Device Identity / Retain Patient Characteristics (``retained_tags``).
+    device_tags: frozenset[int] = frozenset()
+    trait_tags: frozenset[int] = frozenset()
     matcher: TermMatcher = field(init=False)
     birth: TermMatcher = field(init=False)
 
@@ -130,7 +134,10 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     # Most texts hold no term at all: one regex search each rules them out before the span-by-span pass.
     any_term = m._regex
     birth = lt.birth._regex if lt is not None else None
+    # the terms were compiled accent-folded (``terms.fold``): texts are searched folded too
     uid_re = lt.uid_regex if lt is not None else None
+    device = lt.device_tags if lt is not None else frozenset()
+    traits = lt.trait_tags if lt is not None else frozenset()
 
     def visit(d: Dataset, prefix: str) -> None:
         for tag in sorted(d.keys()):
@@ -166,18 +173,20 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             if len(texts) > 1:  # one search over the texts joined rules them all out (a match in any one
                 joined = "\n".join(texts)  # text is a match here: "\n" is not alphanumeric)
                 if not ((birth is not None and birth.search(joined))
-                        or (any_term is not None and any_term.search(joined))):
+                        or (any_term is not None and any_term.search(fold(joined)))):
                     continue
             dates_count = include_dates or (lt is not None and vr not in _DATE_VRS)
             for text in texts:
                 kind = None
                 if birth is not None and birth.search(text):
                     kind = BIRTH_DATE
-                elif any_term is not None and any_term.search(text):
+                elif any_term is not None and any_term.search(fold(text)):
                     for span in m.find(text):
                         if span.kind == DATE and not dates_count:
                             continue
-                        if t in _DEVICE and span.kind in _DEVICE_TOLERATED:
+                        if (t in _DEVICE or t in device) and span.kind in _DEVICE_TOLERATED:
+                            continue
+                        if span.kind == NAME and _coincidental_name(t, text, span, device, traits):
                             continue
                         if not significant(text[span.start:span.end]):  # two letters ("OB") match too much
                             continue
@@ -195,6 +204,42 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     if meta is not None:
         visit(meta, "meta:")
     return leaks
+
+
+#: Values of EthnicGroup and similar retained characteristics that are also surnames (WHITE^BARRY).
+_TRAIT_WORDS = frozenset({"white", "black", "asian", "hispanic", "latino", "latina", "caucasian", "african",
+                          "american", "indian", "native", "pacific", "islander", "alaska", "hawaiian", "arab",
+                          "jewish", "other", "unknown", "mixed", "english", "french", "german", "irish",
+                          "italian", "polish", "russian", "chinese", "japanese", "korean"})
+
+
+def _coincidental_name(tag: int, text: str, span: Span, device: frozenset[int], traits: frozenset[int]) -> bool:
+    """Whether a name part met in a value the profile retains is a coincidence, not the patient: one
+    word of a longer device name (StationName "BROWN_CT" of patient BROWN^ALICE; the bare "BROWN" would
+    still count), or a characteristic's vocabulary word (EthnicGroup "WHITE" of patient WHITE^BARRY)."""
+    word = text[span.start:span.end]
+    if not re.fullmatch(r"[^\W\d_]+", word):
+        return False  # more than one word (a whole name), or not a word
+    if tag in traits:
+        return word.casefold() in _TRAIT_WORDS
+    return (tag in device or tag in _DEVICE) and len(text.strip(" \0")) > len(word)
+
+
+def retained_tags(table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
+    """Tags the table keeps because of Retain Device Identity, and because of Retain Patient
+    Characteristics (their values may coincide with a name or an institution: see ``find_leaks``)."""
+    device, traits = set(), set()
+    for row in table.rows():
+        text = row["tag"]
+        if row["kind"] != "public" or row["action"] != Action.KEEP.value or not re.fullmatch(
+                r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", text):
+            continue
+        tag = int(text[1:5] + text[6:10], 16)
+        if "rtnDevIdOpt=K" in row["source"]:
+            device.add(tag)
+        elif "rtnPatCharsOpt=K" in row["source"]:
+            traits.add(tag)
+    return frozenset(device), frozenset(traits)
 
 
 @dataclass

@@ -255,7 +255,8 @@ def test_uids_remapped_consistently_and_well_known_kept() -> None:
     run(ds)
     assert ds.SOPInstanceUID == new_uid(KEY, sop, ROOT) == ds.ReferencedSOPInstanceUID
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" == ds.ReferencedSOPClassUID
-    assert list(ds.RelatedGeneralSOPClassUID) == ["1.2.840.10008.5.1.4.1.1.4", new_uid(KEY, "1.2.3.4", ROOT)]
+    # a class UID names a kind of object, never an instance: kept even outside the DICOM root
+    assert list(ds.RelatedGeneralSOPClassUID) == ["1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"]
 
 
 def test_option_rtn_uids_keeps_uids() -> None:

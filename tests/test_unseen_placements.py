@@ -169,3 +169,78 @@ def test_verification_finds_an_original_uid_anywhere() -> None:
     ds.RetrieveURL = f"https://x/studies/{STUDY}.5"  # a longer UID that merely starts with it
     ds.ImageComments = f"see {STUDY}"
     assert [lk.element for lk in find_leaks(ds, lt)] == ["(0020,4000)"]
+
+
+def _clean_one(tmp_path: Path, ds: Dataset) -> Dataset:
+    status, reason, data = _run(tmp_path, ds)
+    assert (status, reason) == ("written", "")
+    return pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+
+
+def test_class_and_coding_scheme_uids_are_kept(tmp_path: Path) -> None:
+    """A vendor's private SOP class and SNOMED's OID name a kind of object and a vocabulary: remapped, the
+    object would lose its class."""
+    ds = _base()
+    ds.SOPClassUID = "1.3.12.2.1107.5.9.1"
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "39607008", "SCT", "Lung"
+    item.CodingSchemeUID = "2.16.840.1.113883.6.96"
+    ds.AnatomicRegionSequence = Sequence([item])
+    out = _clean_one(tmp_path, ds)
+    assert out.SOPClassUID == out.file_meta.MediaStorageSOPClassUID == "1.3.12.2.1107.5.9.1"
+    assert out.AnatomicRegionSequence[0].CodingSchemeUID == "2.16.840.1.113883.6.96"
+    assert out.SOPInstanceUID != SOP
+
+
+@pytest.mark.parametrize(("keyword", "value"), [
+    ("SeriesDescription", "DWI_b0_1000"), ("SeriesDescription", "ep2d_diff_b50_400_800"),
+    ("SeriesDescription", "CE-MRA 0.9x0.9x1.2"), ("ProtocolName", "TR/TE 12000/120"),
+    ("ImageComments", "Total DLP 1234.5 mGy*cm"), ("ImageComments", "Pt Prone"),
+    ("ImageComments", "Tech: Repeat due to motion"), ("ImageComments", "Seen by Radiology Team")])
+def test_clinical_descriptors_are_not_over_cleaned(tmp_path: Path, keyword: str, value: str) -> None:
+    ds = _base()
+    setattr(ds, keyword, value)
+    assert str(getattr(_clean_one(tmp_path, ds), keyword)) == value
+
+
+def test_institution_named_for_a_body_part_keeps_the_body_part(tmp_path: Path) -> None:
+    ds = _base()
+    ds.InstitutionName, ds.StudyDescription, ds.BodyPartExamined = "Breast Imaging Center", "MR BREAST BILAT", "BREAST"
+    out = _clean_one(tmp_path, ds)
+    assert (out.StudyDescription, out.BodyPartExamined) == ("MR BREAST BILAT", "BREAST")
+
+
+@pytest.mark.parametrize(("header", "text", "gone"), [
+    ({"PatientAddress": "1261 Leawood Street, Little Rock AR 72223"}, "lives alone in Little Rock, AR",
+     ["Little Rock"]),
+    ({"PatientAddress": "1261 Leawood Street, Little Rock AR 72223"}, "home 1261 Leawood", ["1261", "Leawood"]),
+    ({"PatientTelephoneNumbers": "501-555-0199"}, "call 555 0199 after 5pm", ["555 0199"]),
+    ({"PatientName": "ONEILL^ROBERT"}, "pt Robert O'Neill unable to stand", ["O'Neill", "Robert"]),
+    ({"PatientName": "MULLER^HANS"}, "pt Hans Müller unable to stand", ["Müller", "Hans"]),
+    ({}, "CT CHEST W CONTRAST per Jennifer Walsh", ["Jennifer", "Walsh"]),
+    ({}, "Findings discussed with Kowalski, Anna by phone", ["Kowalski", "Anna"]),
+])
+def test_parts_and_spellings_of_identifiers_leave_free_text(tmp_path: Path, header: dict[str, str], text: str,
+                                                            gone: list[str]) -> None:
+    ds = _base()
+    for k, v in header.items():
+        setattr(ds, k, v)
+    ds.AdditionalPatientHistory = text
+    cleaned = str(_clean_one(tmp_path, ds).get("AdditionalPatientHistory", ""))
+    assert not [g for g in gone if g in cleaned], cleaned
+
+
+@pytest.mark.parametrize(("name", "keyword", "value", "written"), [
+    ("WHITE^BARRY", "EthnicGroup", "WHITE", True), ("BROWN^ALICE", "StationName", "BROWN_CT", True),
+    ("BROWN^ALICE", "StationName", "BROWN", False),  # the bare surname: not a coincidence to assume
+])
+def test_retained_values_that_coincide_with_a_name(tmp_path: Path, name: str, keyword: str, value: str,
+                                                   written: bool) -> None:
+    """Retained characteristics and device names may share a word with the patient's name without naming
+    the patient; a whole retained value that is a name part still quarantines the file."""
+    ds = _base(name=name)
+    setattr(ds, keyword, value)
+    status, reason, data = _run(tmp_path, ds)
+    assert status == ("written" if written else "quarantined")
+    if written:
+        assert str(getattr(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)), keyword)) == value
