@@ -71,6 +71,8 @@ during due breath breathing inspiration expiration artifact artefact scan scanne
 radiology team board service department dept surgery surgical cardiology neurology neurosurgery urology
 orthopedics orthopaedics pediatrics emergency medicine internal family oncologist surgeon committee staff
 nursing nurse ward clinic hospital
+stress rest inversion recovery spin gradient fast turbo color colour doppler power pulsed wave continuous
+harmonic harmonics gain depth focus frequency mode tissue soft window level portable mobile
 """.split())
 
 # Token shapes that are clinical, whatever the layer-2/3 pattern says: T2, C1-C7, L4-L5, 3.0T,

@@ -291,6 +291,8 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
         return []
     eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
     leaks: list[Leak] = []
+    colour = int(ds.get("SamplesPerPixel", 1)) > 1 or str(ds.get("PhotometricInterpretation", "")).strip() == (
+        "PALETTE COLOR")  # its second view is of chroma: bright lines only, as the pixel stage reads it
     for f, (gray, alt) in enumerate(_gray_frames(ds, src)):
         st.frames += 1
         st.frames_screened += 1
@@ -298,7 +300,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
         if alt is not None:  # a second view (stretched window, chroma): the pixel stage searched it too
             sub, ox, oy = crop_to_ink(alt)
             more, ran_alt = read_frame_lines(sub, eng, [Rect(r.x - ox, r.y - oy, r.w, r.h)
-                                                        for r, _b in frame_lines(gray)])
+                                                        for r, _b in frame_lines(gray)], only_bright=colour)
             words, ran = words + more, ran or ran_alt
         st.frames_ocr += ran
         if not words:

@@ -211,13 +211,14 @@ def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool 
 
 
 def clear_unused_bits(ds: Dataset) -> bool:
-    """Make the bits above HighBit of native monochrome pixels what a reader expects (zeros, or the sign
-    of a signed value), when they hold anything else; returns whether it changed the pixels.
+    """Clear the overlay planes stored in the bits above HighBit of native monochrome pixels (the retired
+    "overlay in pixel data" convention: an overlay group 60xx with an OverlayBitPosition above HighBit and
+    no OverlayData of its own); returns whether it changed the pixels.
 
-    Why: the retired "overlay in pixel data" convention (60xx,0102 OverlayBitPosition) stores 1-bit
-    graphics, burned-in text included, in those bits. Readers that honour BitsStored never show them, so
-    the text search cannot see them either; a reader that ignores BitsStored shows the text. Pixels whose
-    unused bits are already clean stay byte-identical (the common case: nothing is rewritten)."""
+    Why: such a plane can hold burned-in text that no view of the image shows (readers honour BitsStored,
+    so the text search cannot see it either), while a tool that ignores BitsStored displays it. Only the
+    bit positions an overlay declares are cleared: other bits above HighBit (values that overflow
+    BitsStored, signed data stored without sign extension) are the image's own and stay byte-identical."""
     if "PixelData" not in ds or "BitsStored" not in ds or "BitsAllocated" not in ds:
         return False
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
@@ -225,7 +226,20 @@ def clear_unused_bits(ds: Dataset) -> bool:
         return False
     bits, stored = int(ds.BitsAllocated), int(ds.BitsStored)
     high = int(ds.get("HighBit", stored - 1))
-    if bits not in (16, 32) or not 0 < stored < bits or high != stored - 1:
+    if bits not in (16, 32):
+        return False
+    planes = 0
+    for group in range(0x6000, 0x6020, 2):
+        pos = ds.get((group, 0x0102))
+        if pos is None or (group, 0x3000) in ds:
+            continue  # no overlay here, or one with its own OverlayData (removed with its group)
+        try:
+            bit = int(pos.value)
+        except (TypeError, ValueError):
+            continue
+        if high < bit < bits:
+            planes |= 1 << bit
+    if not planes:
         return False
     raw = ds.PixelData
     try:
@@ -233,17 +247,11 @@ def clear_unused_bits(ds: Dataset) -> bool:
     except PixelError:
         return False
     unsigned = view.view(np.dtype(view.dtype.str.replace("i", "u")))  # same byte order, bits as they are
-    low = unsigned & ((1 << stored) - 1)
-    if view.dtype.kind == "i":  # sign-extend from the high bit
-        sign = (low >> high) & 1
-        expected = low | (sign * (((1 << bits) - 1) ^ ((1 << stored) - 1))).astype(low.dtype)
-    else:
-        expected = low
-    if np.array_equal(unsigned, expected):
+    mask = np.array(planes, dtype=unsigned.dtype)
+    if not (unsigned & mask).any():
         return False
     buf = bytearray(raw)
-    out = _native_view(ds, buf)
-    out_u = out.view(unsigned.dtype)
-    out_u[...] = expected
+    out = _native_view(ds, buf).view(unsigned.dtype)
+    out &= ~mask
     ds.PixelData = bytes(buf)
     return True

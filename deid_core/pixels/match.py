@@ -23,6 +23,13 @@ _PRESIDIO_ENTITIES = ["PHONE_NUMBER", "EMAIL_ADDRESS", "DATE_TIME", "US_SSN", "U
 #: "FAMILY, GIVEN" / "FAMILY^GIVEN" as viewers and consoles display a patient's name: two words of letters,
 #: capitalised, neither a clinical word ("AXIAL, T2" and "LEFT, PA" stay).
 _DISPLAY_NAME_RE = re.compile(r"(?<![\w^])([A-Z][A-Za-z'\-]+)\s?[,^]\s?([A-Z][A-Za-z'\-]+)(?![\w^])")
+#: Makers and product names a console writes as "Maker, Product" (not a patient's "FAMILY, GIVEN").
+_MAKERS = frozenset({
+    "siemens", "healthineers", "philips", "ingenia", "achieva", "hologic", "selenia", "dimensions", "ge",
+    "healthcare", "toshiba", "canon", "fujifilm", "fuji", "agfa", "carestream", "kodak", "samsung", "hitachi",
+    "mindray", "esaote", "konica", "minolta", "varian", "elekta", "acuson", "sonosite", "medison", "aloka",
+    "shimadzu", "planmeca", "sirona", "vatech", "aquilion", "somatom", "magnetom", "signa", "discovery",
+    "revolution", "optima", "voluson", "logiq", "vivid", "epiq", "affiniti", "lunit", "definium"})
 #: A labelled identifier typed in groups ("ID 48 29 17", "MRN: 0044-712"): the label's digits, spaces kept.
 _SPACED_ID_RE = re.compile(r"\b(?:ID|MRN|PID|ACC|Acc|Pat(?:ient)?\s?ID)\s?[:#.]?\s?(\d[\d \-]{2,}\d)(?!\w)")
 _INSTITUTION_WORDS = ("hospital", "clinic", "infirmary", "university", "institute", "healthcare", "klinikum")
@@ -108,7 +115,7 @@ def phi_words(line: Line, matcher: TermMatcher, use_presidio: bool = True) -> di
     for start, end, kind in _regex_spans(line.text):
         mark(start, end, kind)
     for m in _DISPLAY_NAME_RE.finditer(line.text):
-        if not any(is_clinical_word(w) for w in (m.group(1), m.group(2))):
+        if not any(is_clinical_word(w) or w.casefold() in _MAKERS for w in (m.group(1), m.group(2))):
             mark(m.start(), m.end(), "name")
     for m in _SPACED_ID_RE.finditer(line.text):
         mark(m.start(1), m.end(1), "id")

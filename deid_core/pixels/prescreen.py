@@ -41,8 +41,8 @@ NOISE_CHECK_CONTRAST, NOISE_RATIO, NOISE_CROWD = 60, 3.0, 24
 #: A line of anti-aliased text (TrueType, 8-12 px) has few stroke pixels at the ink value itself (its
 #: uniformity measures 0.2-0.35), but stands out from its surroundings like nothing else: a line of this
 #: many characters at this ring contrast is a candidate down to HIGH_CONTRAST_UNIFORMITY. (Thin anatomy
-#: measured 50-125, text drawn at the extreme value 197-255.)
-HIGH_CONTRAST, HIGH_CONTRAST_CHARS, HIGH_CONTRAST_UNIFORMITY = 180, 3, 0.15
+#: measured 50-125, anti-aliased text 140-255; text at 140-180 was an audit's hole when this was 180.)
+HIGH_CONTRAST, HIGH_CONTRAST_CHARS, HIGH_CONTRAST_UNIFORMITY = 140, 3, 0.15
 #: Pixels this close to the frame's extreme value count as drawn at it (the cores of anti-aliased glyphs).
 LEVEL_TOLERANCE = 2
 
@@ -245,7 +245,9 @@ def _line_stats(gray: np.ndarray, candidates_only: bool = False
                 continue
             if candidates_only and contrast < NOISE_CHECK_CONTRAST:
                 faint += 1
-                if around.size >= 8 and contrast < NOISE_RATIO * (
+                # a level-map line (3+ glyphs in a straight row at the frame's extreme value: dark text on
+                # speckle) is ink by its own test, not a grain of the noise around it
+                if hat is not None and around.size >= 8 and contrast < NOISE_RATIO * (
                         _quantile(around, 0.75) - _quantile(around, 0.25)) / 1.349:
                     grains.add(len(out))  # ink that does not stand out from the noise around it
             out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright, hat is None))
@@ -280,13 +282,14 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     stats = [t for t in _line_stats(gray, candidates_only=True)
              if t[1] >= 2 and t[2] >= MIN_RING_CONTRAST and (t[3] >= MIN_INK_UNIFORMITY or (
                  t[1] >= HIGH_CONTRAST_CHARS and t[2] >= HIGH_CONTRAST and t[3] >= HIGH_CONTRAST_UNIFORMITY))]
-    strokes = [t[0] for t in stats if not t[5]]
-    # a level-map line that a stroke-map line already covers adds nothing (text on a flat background is
-    # in both); only the lines the stroke maps lost in texture are added
+    strokes = [(t[0], t[4]) for t in stats if not t[5]]
+    # a level-map line that a stroke-map line of its polarity already covers adds nothing (text on a flat
+    # background is in both); only the lines the stroke maps lost in texture are added (dark text under a
+    # bright speckle "line" is not covered by it)
     # a line let in by its contrast alone (anti-aliased text) never shadows one of uniform ink
     cands = [(r, b, (u >= MIN_INK_UNIFORMITY, c, u),
               n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY)
-             for r, n, c, u, b, lvl in stats if not (lvl and any(_covers(o, r) for o in strokes))]
+             for r, n, c, u, b, lvl in stats if not (lvl and any(ob == b and _covers(o, r) for o, ob in strokes))]
     out = []
     for r, b, score, strong in cands:
         # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
@@ -297,9 +300,11 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
                 continue
             ix = min(r.x + r.w, r2.x + r2.w) - max(r.x, r2.x)
             iy = min(r.y + r.h, r2.y + r2.h) - max(r.y, r2.y)
-            # ... of about the same place: a small blob of the other polarity inside a long line (the gap
-            # in an "N" of 90-px text, ringed by ink) does not shadow the line
-            if ix > 0 and iy > 0 and ix * iy >= 0.5 * min(r.w * r.h, r2.w * r2.h) and r2.w * r2.h >= 0.5 * r.w * r.h:
+            # ... of about the same place and size: a small blob of the other polarity inside a long line (the
+            # gap in an "N" of 90-px text, ringed by ink) does not shadow the line, nor a wide region of bright
+            # speckle the dark text line inside it
+            if ix > 0 and iy > 0 and ix * iy >= 0.5 * min(r.w * r.h, r2.w * r2.h) and \
+                    0.5 * r.w * r.h <= r2.w * r2.h <= 2 * r.w * r.h:
                 shadowed = True
                 break
         if not shadowed:
@@ -313,6 +318,20 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
 #: contrast VERTICAL_MIN_CONTRAST (labels are drawn near the extreme value; a spine or a rib edge seen
 #: end-on is not), and to run at least twice as long as it is wide.
 VERTICAL_MIN_SIDE, VERTICAL_BAND, VERTICAL_MIN_CHARS, VERTICAL_MIN_CONTRAST = 256, 0.2, 3, 150
+
+
+def _straight(gray: np.ndarray, line: Rect, bright: bool) -> bool:
+    """Whether a candidate line's stroke pixels keep to one band: their rows, column by column, stay
+    within the line's middle (printed text sits on a baseline; an arc of bone drifts across the band)."""
+    top, black = stroke_hats(gray[line.y:line.y + line.h, line.x:line.x + line.w])
+    ink = (top if bright else black) >= STROKE_CONTRAST
+    cols = np.flatnonzero(ink.any(axis=0))
+    if cols.size < 4:
+        return False
+    rows = np.arange(line.h)[:, None]
+    centres = (ink * rows).sum(axis=0)[cols] / ink.sum(axis=0)[cols]
+    quarter = max(1, cols.size // 4)  # the mean centre of the first and last quarter of the columns
+    return abs(float(centres[:quarter].mean()) - float(centres[-quarter:].mean())) <= 0.25 * line.h
 
 
 def vertical_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
@@ -330,6 +349,8 @@ def vertical_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
             if n < VERTICAL_MIN_CHARS or c < VERTICAL_MIN_CONTRAST or r.w < 2 * r.h or (
                     u < MIN_INK_UNIFORMITY and (c < HIGH_CONTRAST or u < HIGH_CONTRAST_UNIFORMITY)):
                 continue
+            if not _straight(t, r, b):
+                continue  # a curve (the side of a skull), not a row of glyphs
             rect = Rect(x0 + r.y, r.x, r.h, r.w)
             strong = n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY
             if any(_covers(o, rect) and oc >= c for o, (_ob, _os, oc) in found.items()):
