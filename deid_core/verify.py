@@ -132,9 +132,8 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     assert isinstance(m, TermMatcher)
     leaks: list[Leak] = []
     # Most texts hold no term at all: one regex search each rules them out before the span-by-span pass.
-    any_term = m._regex
+    any_term = m._regex  # compiled from accent-folded terms (``terms.fold``): texts are searched folded too
     birth = lt.birth._regex if lt is not None else None
-    # the terms were compiled accent-folded (``terms.fold``): texts are searched folded too
     uid_re = lt.uid_regex if lt is not None else None
     device = lt.device_tags if lt is not None else frozenset()
     traits = lt.trait_tags if lt is not None else frozenset()
@@ -156,8 +155,8 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             # Private numbers are searched too, as the bytes they are written as: a kept private
             # element can hold text that reads back as DS or SS (fuzz find).
             private_number = (t >> 16) & 1 and vr not in _TEXT_VRS
-            if uid_re is not None and vr in ("UI", "UR"):
-                if any(uid_re.search(x) for x in _texts(elem.value)):
+            if vr == "UI":  # a UID: only an original one (``uids``) is a leak here
+                if uid_re is not None and any(uid_re.search(x) for x in _texts(elem.value)):
                     leaks.append(Leak("uid", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
             if vr not in _TEXT_VRS and not private_number:

@@ -244,3 +244,15 @@ def test_retained_values_that_coincide_with_a_name(tmp_path: Path, name: str, ke
     assert status == ("written" if written else "quarantined")
     if written:
         assert str(getattr(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)), keyword)) == value
+
+
+def test_verification_searches_urls_for_names_too() -> None:
+    from deid_core.terms import NAME as NAME_KIND
+
+    ds = Dataset()
+    ds.add_new(0x00080120, "UR", "https://x/patients/SMITHERS")  # URNCodeValue
+    terms = PhiTerms()
+    terms.add("SMITHERS", NAME_KIND)
+    lt = LeakTerms(terms)
+    lt.uids = frozenset({STUDY})
+    assert [lk.kind for lk in find_leaks(ds, lt)] == ["name"]
