@@ -33,7 +33,9 @@ class DeidConfig:
     pseudonym_prefix: str = "DEID"
     pixel_policy: str | None = None
     pixel_engine: str = "tesseract"
-    allow_lossy_reencode: bool = False
+    #: Mask lossy-compressed images by writing them decompressed (Explicit VR LE, LossyImageCompression
+    #: "01" kept): never re-encoded lossy. False quarantines them instead (``pixel_error``).
+    allow_lossy_reencode: bool = True
     verify: bool = True
     collect_linkage: bool = False
     #: dciodvfy coverage of outputs: "full" (every file), "sample" (first file of each series per

@@ -103,7 +103,7 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                 secret_loader: Callable[[str], bytes | str] | None = None, new_key: bool = False,
                 patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
                 uid_root: str = "2.25.", pixel_policy: str | None = None, pixel_engine: str = "tesseract",
-                linkage_dir: str | None = None, allow_lossy_reencode: bool = False,
+                linkage_dir: str | None = None, allow_lossy_reencode: bool = True,
                 conformance: str = "sample", date_shift_days: tuple[int, int] = (1, 365),
                 pseudonym_prefix: str = "DEID",
                 parameters: dict[str, object] | None = None) -> RunPlan:

@@ -379,8 +379,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "32-256 files; each task costs its worker ~0.1 s of Prefect bookkeeping)")
     p.add_argument("--no-incremental", dest="incremental", action="store_false",
                    help="reprocess inputs already written with the same rules and key")
-    p.add_argument("--allow-lossy-reencode", action="store_true",
-                   help="allow masking lossy-compressed images (written decompressed)")
+    p.add_argument("--allow-lossy-reencode", dest="allow_lossy_reencode", action="store_true", default=True,
+                   help="mask lossy-compressed images (JPEG baseline...) by writing them decompressed, "
+                        "LossyImageCompression kept '01', never re-encoded lossy (the default)")
+    p.add_argument("--refuse-lossy", dest="allow_lossy_reencode", action="store_false",
+                   help="quarantine lossy-compressed images that have text to mask (pixel_error) instead of "
+                        "writing them decompressed")
     p.add_argument("--conformance", choices=("full", "sample", "off"), default="sample",
                    help="dciodvfy on every output (full), the first of each series per batch (sample, "
                         "default) or none (off); the pydicom-level checks run on every output")

@@ -92,9 +92,9 @@ class CohortParameters(BaseModel):
     incremental: bool = Field(True, description=(
         "Skip inputs already written with the same input hash, rules, key and version whose outputs "
         "still exist unchanged."))
-    allow_lossy_reencode: bool = Field(False, description=(
-        "Allow masking lossy-compressed images (written decompressed, LossyImageCompression kept "
-        "'01')."))
+    allow_lossy_reencode: bool = Field(True, description=(
+        "Mask lossy-compressed images by writing them decompressed (LossyImageCompression kept '01'; "
+        "never re-encoded lossy). Off: such images with text to mask are quarantined (pixel_error)."))
     conformance: Literal["full", "sample", "off"] = Field("sample", description=(
         "dciodvfy coverage of outputs: 'sample' (first file of each series per batch), 'full' (every "
         "file) or 'off'. Read-back, leak search and type 1/VR checks run on every file regardless."))

@@ -313,3 +313,26 @@ def test_maker_and_technique_pairs_are_no_display_names(tmp_path: Path, text: st
     out, res = _run(tmp_path, _ds(arr, "CT"))
     assert out.status == "written" and res is not None  # type: ignore[attr-defined]
     assert out.boxes == []  # type: ignore[attr-defined]
+
+
+def test_lossy_input_with_text_is_written_decompressed_unless_refused(tmp_path: Path) -> None:
+    """A JPEG-baseline ultrasound cine with burned-in text: masked and written decompressed by default (never
+    re-encoded lossy, LossyImageCompression kept "01"); ``allow_lossy_reencode=False`` (``--refuse-lossy``)
+    quarantines it instead."""
+    from pydicom.data import get_testdata_file
+
+    src = Path(get_testdata_file("examples_ybr_color.dcm"))
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "a"))
+    assert out.status == "written" and out.boxes
+    res = pydicom.dcmread(tmp_path / "a" / out.output_path)
+    assert res.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and res.LossyImageCompression == "01"
+    refused = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "b", allow_lossy_reencode=False))
+    assert (refused.status, refused.reason) == ("quarantined", "pixel_error")
+
+
+def test_cli_refuse_lossy_flag() -> None:
+    from flows.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["run", "in", "out"]).allow_lossy_reencode is True
+    assert p.parse_args(["run", "in", "out", "--refuse-lossy"]).allow_lossy_reencode is False
