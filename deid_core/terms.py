@@ -466,6 +466,12 @@ _FOLD = str.maketrans({c: base for base, marks in {
 }.items() for c in marks})
 
 
+def _gluable(text: str) -> bool:
+    """An ID of 6+ characters with 4+ digits: matched even glued to other characters, which would be chance
+    for a short or all-letter one."""
+    return len(text) >= 6 and sum(c.isdigit() for c in text) >= 4 and text.isascii()
+
+
 def fold(text: str) -> str:
     """``text`` with the accents of Latin letters dropped, one character for one (positions hold)."""
     return text if text.isascii() else text.translate(_FOLD)
@@ -582,6 +588,9 @@ class TermMatcher:
         # "Müller" in a report and the reverse; the fold keeps every position, so spans hold for the text.
         folded = {Term(fold(t.text), t.kind): None for t in terms if len(t.text) >= 2}
         self._ordered = tuple(folded)
+        # IDs long and digit-rich enough to be found glued to other characters ("ptAB1234_fu")
+        self._glued_ids = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == ID and _gluable(t.text)},
+                                       key=lambda s: (-len(s), s)))
         compiled = _compile_terms(self._ordered)
         self._kind_of, self._kind_of_norm, self._tokens = compiled.kind_of, compiled.kind_of_norm, compiled.tokens
         self._compiled_regex: re.Pattern[str] | None = None
@@ -603,6 +612,15 @@ class TermMatcher:
         for m in regex.finditer(fold(text)):
             if m.end() > m.start():
                 spans.append(Span(m.start(), m.end(), self._kind_for(m.group(0))))
+        low = text.lower()
+        if self._glued_ids and len(low) == len(text):
+            for ident in self._glued_ids:
+                at = low.find(ident)
+                while at >= 0:
+                    if not any(s.start < at + len(ident) and at < s.end for s in spans):
+                        spans.append(Span(at, at + len(ident), ID))
+                    at = low.find(ident, at + 1)
+            spans.sort(key=lambda s: (s.start, s.end))
         return spans
 
     def _kind_for(self, matched: str) -> str:
@@ -614,6 +632,10 @@ class TermMatcher:
 
     def contains(self, text: str) -> bool:
         """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
+        if self._glued_ids:
+            low = text.lower()
+            if any(ident in low for ident in self._glued_ids):
+                return True
         return bool(self._regex and self._regex.search(fold(text)))
 
     def fuzzy_token_kind(self, token: str) -> str | None:

@@ -35,7 +35,7 @@ from deid_core.conformance import PIXEL_TAGS, ConformanceResult
 from deid_core.freetext import is_clinical_word
 from deid_core.inventory import element
 from deid_core.rules import Action, RuleTable
-from deid_core.terms import DATE, NAME, PhiTerms, Span, TermMatcher, date_variants, fold, significant
+from deid_core.terms import DATE, NAME, PhiTerms, Span, TermMatcher, date_variants, significant
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT",
                        "UN", "OB"})
@@ -131,8 +131,8 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     m = lt.matcher if lt else matcher
     assert isinstance(m, TermMatcher)
     leaks: list[Leak] = []
-    # Most texts hold no term at all: one regex search each rules them out before the span-by-span pass.
-    any_term = m._regex  # compiled from accent-folded terms (``terms.fold``): texts are searched folded too
+    # Most texts hold no term at all: one search each (``TermMatcher.contains``: the terms' regex on the
+    # accent-folded text, glued IDs) rules them out before the span-by-span pass.
     birth = lt.birth._regex if lt is not None else None
     uid_re = lt.uid_regex if lt is not None else None
     device = lt.device_tags if lt is not None else frozenset()
@@ -171,15 +171,14 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
                 continue
             if len(texts) > 1:  # one search over the texts joined rules them all out (a match in any one
                 joined = "\n".join(texts)  # text is a match here: "\n" is not alphanumeric)
-                if not ((birth is not None and birth.search(joined))
-                        or (any_term is not None and any_term.search(fold(joined)))):
+                if not ((birth is not None and birth.search(joined)) or m.contains(joined)):
                     continue
             dates_count = include_dates or (lt is not None and vr not in _DATE_VRS)
             for text in texts:
                 kind = None
                 if birth is not None and birth.search(text):
                     kind = BIRTH_DATE
-                elif any_term is not None and any_term.search(fold(text)):
+                elif m.contains(text):
                     for span in m.find(text):
                         if span.kind == DATE and not dates_count:
                             continue

@@ -126,6 +126,7 @@ def _texts_for(ordered: tuple[Term, ...], corpus: list[str], rng: random.Random)
 
 def _check_same(ordered: tuple[Term, ...], texts: list[str]) -> int:
     m = TermMatcher(PhiTerms(set(ordered)))
+    m._glued_ids = ()  # the regex part only (glued IDs: test_long_ids_are_found_glued_to_other_characters)
     # the matcher works on accent-folded terms and texts (``fold`` keeps every position)
     folded = tuple(dict.fromkeys(Term(fold(t.text), t.kind) for t in ordered))
     assert m._ordered == folded
@@ -296,3 +297,13 @@ def test_capture_skipping_undecoded_elements_keeps_emails_and_listed_keywords(im
     got = _capture_same(lambda: pydicom.dcmread(BytesIO(buf.getvalue())))
     texts = {t.text for t in got}
     assert {"jo.doe@clinic.org", "ADM-77123", "ADM77123"} <= texts
+
+
+def test_long_ids_are_found_glued_to_other_characters() -> None:
+    t = PhiTerms()
+    t.add("AB1234", ID)
+    t.add("4471", ID)  # short: only with boundaries
+    m = TermMatcher(t)
+    assert [(s.start, s.end, s.kind) for s in m.find("SeriesDescription ptAB1234_fu")] == [(20, 26, ID)]
+    assert m.contains("xab1234x") and not m.contains("x4471x")
+    assert [(s.start, s.end) for s in m.find("MRN 4471 and x4471")] == [(4, 8)]

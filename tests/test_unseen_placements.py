@@ -218,6 +218,7 @@ def test_institution_named_for_a_body_part_keeps_the_body_part(tmp_path: Path) -
     ({"PatientName": "ONEILL^ROBERT"}, "pt Robert O'Neill unable to stand", ["O'Neill", "Robert"]),
     ({"PatientName": "MULLER^HANS"}, "pt Hans Müller unable to stand", ["Müller", "Hans"]),
     ({}, "CT CHEST W CONTRAST per Jennifer Walsh", ["Jennifer", "Walsh"]),
+    ({"PatientID": "AB1234"}, "follow up ptAB1234_fu", ["AB1234"]),
     ({}, "Findings discussed with Kowalski, Anna by phone", ["Kowalski", "Anna"]),
 ])
 def test_parts_and_spellings_of_identifiers_leave_free_text(tmp_path: Path, header: dict[str, str], text: str,
