@@ -467,9 +467,10 @@ _FOLD = str.maketrans({c: base for base, marks in {
 
 
 def _gluable(text: str) -> bool:
-    """An ID of 6+ characters with 4+ digits: matched even glued to other characters, which would be chance
-    for a short or all-letter one."""
-    return len(text) >= 6 and sum(c.isdigit() for c in text) >= 4 and text.isascii()
+    """An ID of 6+ characters with 4+ digits and a letter: matched even glued to other characters, which would
+    be chance for a short one, an all-letter one, or an all-digit one (times and numbers hold any digits)."""
+    return (len(text) >= 6 and sum(c.isdigit() for c in text) >= 4 and any(c.isalpha() for c in text)
+            and text.isascii())
 
 
 def fold(text: str) -> str:

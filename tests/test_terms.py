@@ -303,7 +303,9 @@ def test_long_ids_are_found_glued_to_other_characters() -> None:
     t = PhiTerms()
     t.add("AB1234", ID)
     t.add("4471", ID)  # short: only with boundaries
+    t.add("123456", ID)  # all digits: only with boundaries (a time "101234567" holds any digits)
     m = TermMatcher(t)
     assert [(s.start, s.end, s.kind) for s in m.find("SeriesDescription ptAB1234_fu")] == [(20, 26, ID)]
     assert m.contains("xab1234x") and not m.contains("x4471x")
     assert [(s.start, s.end) for s in m.find("MRN 4471 and x4471")] == [(4, 8)]
+    assert not m.contains("StudyTime 0912345612")
