@@ -90,9 +90,8 @@ def _mono_views(arr: np.ndarray, pi: str, stretched: bool) -> tuple[np.ndarray, 
     return gray, alt
 
 
-#: A colour frame whose most coloured pixel has at least this chroma (64 missed purple or orange text of
-#: chroma 40-63 on grey) (max - min of R, G, B, on 0-255) gets
-#: a second view of its chroma.
+#: A colour frame whose most coloured pixel has at least this chroma (max - min of R, G, B, on 0-255) gets
+#: a second view of its chroma (64 missed purple or orange text of chroma 40-63 on grey).
 CHROMA_MIN = 40
 
 
