@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,24 +156,18 @@ def name_variants(value: str | PersonName) -> list[str]:
             out.append(joined)
     # "ONEILL" in a header is "O'Neill" in a report (an apostrophe variant that does not occur is harmless)
     out += [f"{w[0]}'{w[1:]}" for w in list(out) if re.fullmatch(r"[OoDdLl][A-Za-z]{3,}", w)]
-    # People and systems type accented names without accents ("MULLER", "Mueller" for "MÜLLER").
-    out += [f for v in out if not v.isascii() for f in _ascii_spellings(v) if f not in out]
+    # People type "Mueller" for "MÜLLER" ("MULLER" is the matcher's own accent fold).
+    out += [g for v in list(out) if not v.isascii() and (g := _german_spelling(v)) != fold(v) and g not in out]
     return out
 
 
 _GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
 
 
-def _ascii_spellings(text: str) -> list[str]:
-    """ASCII spellings of a Latin name with diacritics: accents dropped, and German umlauts as ae/oe/ue
-    (names in other scripts have none: they are matched as written)."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    out = []
-    for v in (folded, unicodedata.normalize("NFKD", text.translate(_GERMAN))):
-        v = "".join(c for c in v if not unicodedata.combining(c))
-        if v != text and v.isascii() and v not in out:
-            out.append(v)
-    return out
+def _german_spelling(text: str) -> str:
+    """A name with umlauts as German typists write it without them ("MÜLLER" -> "MUELLER"); other accents
+    need no variant: the matcher folds them (``fold``)."""
+    return fold(text.translate(_GERMAN))
 
 
 def significant(matched: str) -> bool:

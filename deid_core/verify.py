@@ -281,6 +281,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
     nothing shifts dates burned into pixels.
     """
     from deid_core.pixels import Rect, crop_to_ink, frame_lines, get_engine, has_pixels, read_frame_lines
+    from deid_core.pixels.decode import has_chroma_view
     from deid_core.pixels.match import build_lines
     from deid_core.pixels.ocr import OcrEngine
 
@@ -289,8 +290,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
         return []
     eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
     leaks: list[Leak] = []
-    colour = int(ds.get("SamplesPerPixel", 1)) > 1 or str(ds.get("PhotometricInterpretation", "")).strip() == (
-        "PALETTE COLOR")  # its second view is of chroma: bright lines only, as the pixel stage reads it
+    colour = has_chroma_view(ds)  # bright lines only in its second view, as the pixel stage reads it
     for f, (gray, alt) in enumerate(_gray_frames(ds, src)):
         st.frames += 1
         st.frames_screened += 1

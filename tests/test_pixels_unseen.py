@@ -70,15 +70,17 @@ def _run(tmp_path: Path, ds: Dataset) -> tuple[object, Dataset | None]:
     return out, (pydicom.dcmread(tmp_path / "out" / out.output_path) if out.status == "written" else None)
 
 
-def _ct() -> np.ndarray:
-    rng = np.random.default_rng(0)
+def _ct(seed: int = 0, bone: bool = True) -> np.ndarray:
+    """A 512x512 CT slice in HU: air, a soft-tissue body and (``bone``) a vertebra."""
+    rng = np.random.default_rng(seed)
     n = 512
     yy, xx = np.mgrid[:n, :n]
     arr = np.full((n, n), -1000.0)
     body = ((xx - n / 2) / (n * 0.38)) ** 2 + ((yy - n / 2) / (n * 0.3)) ** 2 <= 1
     arr[body] = 40 + rng.normal(0, 15, body.sum())
-    bone = ((xx - n / 2) / (n * 0.05)) ** 2 + ((yy - n * 0.62) / (n * 0.05)) ** 2 <= 1
-    arr[bone] = 900 + rng.normal(0, 40, bone.sum())
+    if bone:
+        spine = ((xx - n / 2) / (n * 0.05)) ** 2 + ((yy - n * 0.62) / (n * 0.05)) ** 2 <= 1
+        arr[spine] = 900 + rng.normal(0, 40, spine.sum())
     return arr
 
 
@@ -197,12 +199,7 @@ def test_coloured_text_with_little_luminance_contrast_is_masked(tmp_path: Path, 
 
 
 def _ct_with_text(text: str) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(2)
-    n = 512
-    yy, xx = np.mgrid[:n, :n]
-    arr = np.full((n, n), -1000.0)
-    body = ((xx - n / 2) / (n * 0.38)) ** 2 + ((yy - n / 2) / (n * 0.3)) ** 2 <= 1
-    arr[body] = 40 + rng.normal(0, 15, body.sum())
+    arr = _ct(seed=2, bone=False)
     ink = _alpha(arr.shape, text, (10, 10), 16) >= 0.5
     arr[ink] = 3071
     return arr.astype(np.int16), ink

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from deid_core.errors import ConfigError, PixelError
-from deid_core.pixels.decode import frame_count, has_pixels, iter_gray_views
+from deid_core.pixels.decode import frame_count, has_chroma_view, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
 from deid_core.pixels.ocr import OcrEngine, OcrWord, get_engine
@@ -742,8 +742,7 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
     seen: dict[bytes, list[Box]] = {}
     cache = _memo_for(eng)
     any_ocr = False
-    colour = int(ds.get("SamplesPerPixel", 1)) > 1 or str(ds.get("PhotometricInterpretation", "")).strip() == (
-        "PALETTE COLOR")  # its second view is of chroma (``decode.gray_views``)
+    colour = has_chroma_view(ds)
     for f, views in enumerate(iter_gray_views(ds)):
         gray, alt = views
         key = hashlib.blake2b(gray.tobytes() + (b"" if alt is None else alt.tobytes()), digest_size=16).digest()

@@ -95,6 +95,13 @@ def _mono_views(arr: np.ndarray, pi: str, stretched: bool) -> tuple[np.ndarray, 
 CHROMA_MIN = 40
 
 
+def has_chroma_view(ds: Dataset) -> bool:
+    """Whether the second view ``gray_views`` gives this dataset's frames is of chroma (colour data), where
+    only bright lines are coloured text (see ``pixels._frame_boxes``)."""
+    return int(ds.get("SamplesPerPixel", 1)) > 1 or str(ds.get("PhotometricInterpretation", "")).strip() == (
+        "PALETTE COLOR")
+
+
 def _chroma_view(rgb: np.ndarray) -> np.ndarray | None:
     """Chroma (max - min of the channels) of a colour frame as 8-bit gray, or None when nothing in it is
     coloured. Grey content (speckle, anatomy) is 0 there, so coloured text stands alone: blue on black or
