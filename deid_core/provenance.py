@@ -440,6 +440,33 @@ def _partition_lock(directory: Path, exclusive: bool) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
+_TMP_NAME = re.compile(r"\..+\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp")
+
+
+def clean_stale_tmp(prov_dir: Path) -> int:
+    """Remove the temporary Parquet files of writers that are gone (a run killed between a batch's write
+    and its rename); returns how many. The writer's PID is in the name (``_atomic_write_table``): a file of
+    a live process (another run writing into the same provenance directory) is left alone."""
+    removed = 0
+    for tmp in Path(prov_dir).rglob(".*.tmp"):
+        m = _TMP_NAME.fullmatch(tmp.name)
+        if m is None or _alive(int(m["pid"])):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def _atomic_write_table(table: pa.Table, dest: Path) -> None:
     """Write ``table`` to ``dest`` so readers see the old file or the new one, never a torn one."""
     tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"

@@ -25,7 +25,7 @@ from deid_core.errors import ConfigError
 from deid_core.inventory import InventoryRecord
 from deid_core.keys import check_key_history, key_fingerprint, load_key
 from deid_core.pipeline import Outcome
-from deid_core.provenance import ProvenanceWriter, done_outputs, write_run_record
+from deid_core.provenance import ProvenanceWriter, clean_stale_tmp, done_outputs, write_run_record
 from deid_core.pseudonyms import PatientMap
 from deid_core.rules import load_rule_table
 from deid_core.writer import _makedirs, clean_tmp, output_umask
@@ -141,6 +141,7 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     with open(table_dir / f"{table.sha256[:16]}.csv", "w", encoding="utf-8", newline="") as fh:
         table.to_csv(fh)
     clean_tmp(out)
+    clean_stale_tmp(prov)  # a run killed mid-write left its provenance temporary file behind
     now = datetime.now(UTC)
     return RunPlan(cfg=cfg, input_dir=inp.resolve(), provenance_dir=prov.resolve(), run_id=new_run_id(now),
                    run_date=now.date().isoformat(), started_at=now, table_sha256=table.sha256, key_fp=fp,

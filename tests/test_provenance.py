@@ -479,3 +479,22 @@ def test_measure_audit_runs_100k_rows_20_files(tmp_path: Path, capsys: pytest.Ca
         print(f"\naudit_runs over 100k rows / 20 files: median {times[2] * 1000:.0f} ms, "
               f"min {times[0] * 1000:.0f} ms (5 runs)")
     assert times[2] < 5.0
+
+
+def test_stale_provenance_tmp_files_of_gone_writers_are_removed(tmp_path: Path) -> None:
+    """A run killed between a batch's Parquet write and its rename leaves ``.part-….parquet.<pid>.<uuid>.tmp``:
+    the next run removes it, but never the file of a writer that is still running."""
+    import uuid
+
+    from deid_core.provenance import clean_stale_tmp
+
+    part = tmp_path / "records" / "run_date=2026-11-27" / "run_id=r1"
+    part.mkdir(parents=True)
+    dead_pid = 2 ** 22 + 12345  # above the default pid_max: never alive
+    stale = part / f".part-0f6d.parquet.{dead_pid}.{uuid.uuid4().hex}.tmp"
+    live = part / f".part-0f6d.parquet.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    other = part / "notes.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"x")
+    assert clean_stale_tmp(tmp_path) == 1
+    assert not stale.exists() and live.exists() and other.exists()
