@@ -643,6 +643,13 @@ class TermMatcher:
         for known, kind in self._tokens.items():
             if abs(len(known) - len(tok)) > 2:
                 continue
+            if len(known) <= 4:
+                # one edit of four characters is a quarter of the token: garble read off anatomy ("I-97")
+                # came within one edit of a year; a short token counts only spelled out, or with letters
+                # OCR confuses for digits ("I997")
+                if len(tok) == len(known) and ocr_digits == known.translate(_DIGIT_FOR):
+                    return kind
+                continue
             if fuzzy_equal(tok, known) or (any(c.isdigit() for c in known) and
                                            fuzzy_equal(ocr_digits, known.translate(_DIGIT_FOR))):
                 return kind

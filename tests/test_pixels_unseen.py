@@ -333,3 +333,38 @@ def test_cli_refuse_lossy_flag() -> None:
     p = build_parser()
     assert p.parse_args(["run", "in", "out"]).allow_lossy_reencode is True
     assert p.parse_args(["run", "in", "out", "--refuse-lossy"]).allow_lossy_reencode is False
+
+
+@pytest.mark.parametrize("index", [8, 776, 1571])
+def test_garble_of_noisy_ct_slices_is_no_date_or_id(index: int) -> None:
+    """CT_small with faint noise (the throughput benchmark's slices): OCR read its spine as "I-97" and
+    "23=-?F". The first came within one edit of the study's year 1997 and the second passed as an
+    alphanumeric ID, so 14 of 2,000 text-free slices were masked. A 4-character term now counts only
+    spelled out (digit confusions allowed), and an ID is letters and digits only."""
+    from pydicom.data import get_testdata_file
+
+    from deid_core.pixels import find_text_boxes
+    from deid_core.terms import capture_terms
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    pixels = ds.pixel_array.astype(np.int64)
+    lo, hi = int(pixels.min()), int(pixels.max())
+    amp = max(1, (hi - lo) // 100)
+    noise = np.random.default_rng([11, index]).integers(-amp, amp + 1, size=pixels.shape)
+    ds.PixelData = np.clip(pixels + noise, lo, hi).astype(ds.pixel_array.dtype).tobytes()
+    ds.PatientBirthDate = "19521225"
+    result = find_text_boxes(ds, capture_terms(ds), "phi")
+    assert result.complete and result.boxes == []
+
+
+def test_short_terms_match_only_spelled_out() -> None:
+    from deid_core.pixels.match import _pattern_kind
+    from deid_core.terms import TermMatcher, capture_terms
+
+    header = Dataset()
+    header.PatientName, header.StudyDate = "NGUYEN^GRACE", "19970430"
+    matcher = TermMatcher(capture_terms(header))
+    assert matcher.fuzzy_token_kind("I-97") is None
+    assert matcher.fuzzy_token_kind("I997") == "date"  # OCR's letter for a digit still counts
+    assert _pattern_kind("23=-?F") is None
+    assert _pattern_kind("AB12C") == "id"

@@ -89,8 +89,8 @@ def _pattern_kind(token: str) -> str | None:
         return "phone" if n_digits in (7, 10, 11) and re.search(r"[\-.()]", t) else "id"
     if n_digits >= 5 or sum(c.isdigit() for c in ocr_digits(bare)) >= 6:
         return "id"
-    if len(bare) >= 5 and n_digits >= 2 and any(c.isalpha() for c in bare):
-        return "id"
+    if len(bare) >= 5 and n_digits >= 2 and any(c.isalpha() for c in bare) and bare.isalnum():
+        return "id"  # letters and digits only: "23=?F" read off anatomy is garble, not an identifier
     return None
 
 
