@@ -348,6 +348,13 @@ def warm_up() -> None:
 
 
 def _presidio_spans(text: str) -> list[tuple[int, int, str]]:
+    return list(_presidio_spans_of(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _presidio_spans_of(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Presidio's spans of a text, kept per process: the analyzer is a pure function of the text, and a
+    series repeats its descriptions in every file (0.6 of ~20 ms per file on the throughput benchmark)."""
     from deid_core.presidio_offline import get_analyzer
 
     results = get_analyzer().analyze(text=text, language="en", entities=list(PRESIDIO_ENTITIES))
@@ -359,7 +366,7 @@ def _presidio_spans(text: str) -> list[tuple[int, int, str]]:
         if all(is_clinical_word(w) for w in re.findall(r"[\w.%/\-]+", frag)):
             continue
         spans.append((r.start, r.end, _PRESIDIO_KIND.get(r.entity_type, ID)))
-    return spans
+    return tuple(spans)
 
 
 # --------------------------------------------------------------------------------------------
