@@ -459,6 +459,12 @@ _FOLD = str.maketrans({c: base for base, marks in {
 }.items() for c in marks})
 
 
+#: All-digit IDs of this many digits are also matched typed in digit groups: one space, hyphen, dot or slash
+#: between any two digits ("1234 5678" of PatientID 12345678). Shorter runs recur by chance in numbers.
+GROUPED_ID_MIN_DIGITS = 6
+_GROUP_SEP = r"[ \-./]?"
+
+
 def _gluable(text: str) -> bool:
     """An ID of 6+ characters with 4+ digits and a letter: matched even glued to other characters, which would
     be chance for a short one, an all-letter one, or an all-digit one (times and numbers hold any digits)."""
@@ -585,6 +591,11 @@ class TermMatcher:
         # IDs long and digit-rich enough to be found glued to other characters ("ptAB1234_fu")
         self._glued_ids = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == ID and _gluable(t.text)},
                                        key=lambda s: (-len(s), s)))
+        # all-digit IDs of 6+ digits, also found typed in groups ("1234 5678", "12-34-56-78")
+        self._grouped_ids = tuple(sorted({d for t in self._ordered if t.kind == ID
+                                          and len(d := re.sub(r"[\s\-_./]", "", t.text)) >= GROUPED_ID_MIN_DIGITS
+                                          and d.isascii() and d.isdigit()}, key=lambda s: (-len(s), s)))
+        self._grouped_regex: re.Pattern[str] | None = None
         compiled = _compile_terms(self._ordered)
         self._kind_of, self._kind_of_norm, self._tokens = compiled.kind_of, compiled.kind_of_norm, compiled.tokens
         self._compiled_regex: re.Pattern[str] | None = None
@@ -594,6 +605,14 @@ class TermMatcher:
         if self._compiled_regex is None and self._ordered:
             self._compiled_regex = _compile_regex(self._ordered)
         return self._compiled_regex
+
+    @property
+    def _grouped(self) -> re.Pattern[str] | None:
+        """An ID's digits with one separator allowed between any two (``_grouped_ids``)."""
+        if self._grouped_regex is None and self._grouped_ids:
+            alts = "|".join(_GROUP_SEP.join(d) for d in self._grouped_ids)
+            self._grouped_regex = re.compile(rf"(?<![0-9])(?:{alts})(?![0-9])")
+        return self._grouped_regex
 
     def find(self, text: str) -> list[Span]:
         """Non-overlapping exact matches (case-insensitive, flexible separators)."""
@@ -606,6 +625,12 @@ class TermMatcher:
         for m in regex.finditer(fold(text)):
             if m.end() > m.start():
                 spans.append(Span(m.start(), m.end(), self._kind_for(m.group(0))))
+        grouped = self._grouped
+        if grouped is not None:
+            for m in grouped.finditer(text):
+                if not any(s.start < m.end() and m.start() < s.end for s in spans):
+                    spans.append(Span(m.start(), m.end(), ID))
+            spans.sort(key=lambda s: (s.start, s.end))
         low = text.lower()
         if self._glued_ids and len(low) == len(text):
             for ident in self._glued_ids:
@@ -630,6 +655,9 @@ class TermMatcher:
             low = text.lower()
             if any(ident in low for ident in self._glued_ids):
                 return True
+        grouped = self._grouped
+        if grouped is not None and grouped.search(text):
+            return True
         return bool(self._regex and self._regex.search(fold(text)))
 
     def fuzzy_token_kind(self, token: str) -> str | None:

@@ -220,6 +220,9 @@ def test_institution_named_for_a_body_part_keeps_the_body_part(tmp_path: Path) -
     ({}, "CT CHEST W CONTRAST per Jennifer Walsh", ["Jennifer", "Walsh"]),
     ({"PatientID": "AB1234"}, "follow up ptAB1234_fu", ["AB1234"]),
     ({}, "Findings discussed with Kowalski, Anna by phone", ["Kowalski", "Anna"]),
+    ({"PatientID": "12345678"}, "outside film ID 1234 5678 reviewed", ["1234 5678"]),
+    ({"PatientID": "0044712839"}, "prior MRN 0044-712-839 see report", ["0044-712-839"]),
+    ({"AccessionNumber": "20455871"}, "compare acc 20.45.58.71", ["20.45.58.71"]),
 ])
 def test_parts_and_spellings_of_identifiers_leave_free_text(tmp_path: Path, header: dict[str, str], text: str,
                                                             gone: list[str]) -> None:
@@ -257,3 +260,15 @@ def test_verification_searches_urls_for_names_too() -> None:
     lt = LeakTerms(terms)
     lt.uids = frozenset({STUDY})
     assert [lk.kind for lk in find_leaks(ds, lt)] == ["name"]
+
+
+def test_ids_in_digit_groups_are_leaks_and_short_runs_are_not() -> None:
+    """An all-digit ID of 6+ digits typed in groups is the ID (verification finds what cleaning removes);
+    a run of the same digits with another digit glued on, or a shorter ID in groups, is not."""
+    from deid_core.terms import TermMatcher, capture_terms
+
+    header = Dataset()
+    header.PatientID, header.AccessionNumber = "12345678", "A77"
+    m = TermMatcher(capture_terms(header))
+    assert [(s.start, s.end, s.kind) for s in m.find("ID 1234 5678.")] == [(3, 12, "id")]
+    assert m.contains("12-34-56-78") and not m.contains("1234 56789") and not m.contains("7 7")
