@@ -19,8 +19,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from deid_core import __version__
 from deid_core.freetext import PLACEHOLDER, TextCleaner, is_clinical_word, truncate_for_vr
 from deid_core.handlers import (
     CleanTextHandler,
@@ -91,16 +92,38 @@ class Anonymizer:
         self.text = CleanTextHandler(cleaner)
         self._phi = cleaner.matcher  # the same terms: one matcher per file
         self.actions: Counter[str] = Counter()
+        #: class UID elements the walk kept (``_uid_unless_class``), checked once the walk is over
+        self._class_kept: list[tuple[Dataset, DataElement]] = []
 
     # ---------------------------------------------------------------- public
     def anonymize(self, ds: Dataset, *, pixels_clean: bool) -> Counter[str]:
         """Scrub ``ds`` (and its file meta), add the de-identification markers, return action counts."""
-        self._walk(ds, ())
+        own = self.uids.originals is None
+        if own:
+            self.uids.originals = set()
+        self._class_kept = []
+        try:
+            self._walk(ds, ())
+            self._class_uids_that_are_instances()
+        finally:
+            if own:
+                self.uids.originals = None
         self._markers(ds, pixels_clean)
         if getattr(ds, "file_meta", None) is None:
             ds.file_meta = FileMetaDataset()
         self._file_meta(ds)
         return self.actions
+
+    def _class_uids_that_are_instances(self) -> None:
+        """A class UID element kept by the walk whose value the walk remapped elsewhere is an instance UID
+        in the wrong place (pydicom's reportsi.dcm has SR instance UIDs in nested ReferencedSOPClassUID):
+        it is remapped like its other occurrences, else the original UID would stay in the output."""
+        remapped = self.uids.originals or set()
+        for ds, elem in self._class_kept:
+            value = elem.value
+            values = [str(v) for v in value] if isinstance(value, list | MultiValue) else [str(value)]
+            if any(v.strip().rstrip("\0") in remapped for v in values):
+                self._apply(self.uids, ds, elem, ())
 
     # ---------------------------------------------------------------- walk
     def _walk(self, ds: Dataset, path: ElementPath) -> None:
@@ -164,8 +187,8 @@ class Anonymizer:
         if action is None:
             if vr == "SQ":
                 self._recurse(elem, path)
-            elif vr == "UI" and not self.retain_uids and tag not in CLASS_UID_TAGS:
-                self._apply(self.uids, ds, elem, path)
+            elif vr == "UI" and not self.retain_uids:
+                self._uid_unless_class(ds, elem, path)
             elif vr in _DATE_VRS and self.shift_untabled_dates:
                 self._apply(self.dates, ds, elem, path)
             elif vr in _FREE_TEXT_VRS:
@@ -221,8 +244,16 @@ class Anonymizer:
         else:  # KEEP
             if vr == "SQ":
                 self._recurse(elem, path)
-            elif vr == "UI" and not self.retain_uids and tag not in CLASS_UID_TAGS:
-                self._apply(self.uids, ds, elem, path)
+            elif vr == "UI" and not self.retain_uids:
+                self._uid_unless_class(ds, elem, path)
+
+    def _uid_unless_class(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
+        """Remap a UID, except a class, transfer syntax or coding scheme UID (``CLASS_UID_TAGS``), which is
+        kept unless the walk finds its value remapped elsewhere (``_class_uids_that_are_instances``)."""
+        if int(elem.tag) in CLASS_UID_TAGS:
+            self._class_kept.append((ds, elem))
+        else:
+            self._apply(self.uids, ds, elem, path)
 
     def _own_identifiers(self, elem: DataElement) -> None:
         """Remove the file's own identifiers (3+ characters, as verification counts them) from a short text
@@ -376,6 +407,11 @@ class Anonymizer:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         if "SOPClassUID" in ds:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        # The implementation that writes the file (PS3.10): ours, not the source's. The source's class UID
+        # can also stand in the dataset (InstanceCreatorUID, remapped there), and kept here it was an
+        # original UID left in the output (pydicom's test-SR.dcm and reportsi.dcm, quarantined).
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = f"DEIDFLOW_{__version__}"[:16]
 
 
 _AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}

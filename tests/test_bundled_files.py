@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from deid_core.config import DeidConfig
 from deid_core.inventory import inspect_file
@@ -96,6 +97,25 @@ def test_broken_inputs_are_bad_input(results: dict[str, Result]) -> None:
         assert results[name].status != "written" and results[name].reason == "bad_input", name
 
 
+def test_no_bundled_file_is_quarantined_for_a_leak(results: dict[str, Result]) -> None:
+    """A leak found is a scrub that missed something (verification is right) or a false alarm: both are
+    defects. test-SR.dcm and reportsi.dcm were quarantined for their writer's ImplementationClassUID (kept in
+    the file meta while InstanceCreatorUID, the same value, was remapped) and for SR instance UIDs standing
+    in nested ReferencedSOPClassUID."""
+    assert sorted(r.name for r in results.values() if r.reason == "leak_found") == []
+
+
+def test_sr_instance_uid_in_a_class_uid_element_is_remapped(results: dict[str, Result]) -> None:
+    r = results["reportsi.dcm"]
+    assert r.status == "written" and r.output is not None and r.original is not None
+    def values(ds: pydicom.Dataset) -> list[str]:
+        return [str(e.value) for e in ds.iterall() if e.tag == 0x00081150]
+
+    before, after = values(r.original), values(pydicom.dcmread(r.output))
+    assert any(not v.startswith("1.2.840.10008.") for v in before)
+    assert after == [v if v.startswith("1.2.840.10008.") else new_uid(TEST_KEY, v) for v in before]
+
+
 def test_most_files_are_written(results: dict[str, Result]) -> None:
     written = [r for r in results.values() if r.status == "written"]
     assert len(written) >= 45
@@ -116,6 +136,7 @@ def test_written_output_reads_back_de_identified(results: dict[str, Result], nam
     assert orig is not None
     assert ds.SOPInstanceUID == new_uid(TEST_KEY, str(orig.SOPInstanceUID).strip("\0 "))
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.file_meta.ImplementationClassUID == PYDICOM_IMPLEMENTATION_UID  # the writer is deidflow (PS3.10)
     raw = r.output.read_bytes()
     pixels_at = raw.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010): a short ID may occur by chance in pixel bytes
     raw = raw[:pixels_at] if pixels_at > 0 else raw

@@ -238,6 +238,11 @@ _SEMANTICS = """\
 - Beyond the table: a private element the KB keeps (`k`) with a UID value is remapped like every UID;
   PatientAge over 89 years becomes `090Y` (HIPAA Safe Harbor aggregates ages over 89), the only change
   to a retained patient characteristic.
+- UIDs of classes, transfer syntaxes and coding schemes (SOPClassUID, ReferencedSOPClassUID,
+  CodingSchemeUID...) name a kind of object or a vocabulary and are kept, even outside the DICOM root,
+  unless the same value is remapped elsewhere in the file (an instance UID in the wrong element). The
+  file meta names the writer: ImplementationClassUID is pydicom's, ImplementationVersionName
+  `DEIDFLOW_<version>` (PS3.10); the source's AE titles and private information are dropped.
 """
 
 
