@@ -368,3 +368,47 @@ def test_short_terms_match_only_spelled_out() -> None:
     assert matcher.fuzzy_token_kind("I997") == "date"  # OCR's letter for a digit still counts
     assert _pattern_kind("23=-?F") is None
     assert _pattern_kind("AB12C") == "id"
+
+
+def _parametric_map(text: str, nan: bool = False) -> Dataset:
+    """A float parametric map (ADC-like values around 2.5e-3) with ``text`` burned in at 3e-3 on frame 0."""
+    yy, xx = np.mgrid[:256, :256]
+    base = (np.exp(-((yy - 128) ** 2 + (xx - 128) ** 2) / 3000.0) * 2.5e-3).astype(np.float32)
+    rng = np.random.default_rng(3)
+    arr = np.stack([base + rng.normal(0, 5e-5, base.shape).astype(np.float32) for _ in range(2)])
+    if text:
+        arr[0][_alpha((256, 256), text, (10, 10), 14) > 0.5] = 3.0e-3
+    if nan:
+        arr[1, 200:210, 200:210] = np.nan
+    ds = _ds(np.zeros((256, 256), np.uint8), "MR")
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"
+    ds.BitsAllocated, ds.NumberOfFrames = 32, 2
+    ds.FloatPixelData = arr.astype("<f4").tobytes()
+    return ds
+
+
+@pytest.mark.parametrize(("text", "nan"), [("SMITH, JOHN  MRN-482917", False), ("", True)])
+def test_float_parametric_maps_are_searched_and_masked(tmp_path: Path, text: str, nan: bool) -> None:
+    """Float Pixel Data (parametric maps) was quarantined unsearched: now every frame is searched (NaN shown
+    as the floor), burned-in PHI masked with the frame's lowest value, and a text-free map kept bit for bit."""
+    ds = _parametric_map(text, nan)
+    src = tmp_path / "pm.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
+    assert out.status == "written", out.error
+    written = pydicom.dcmread(tmp_path / "out" / out.output_path)
+    if text:
+        assert [b["kind"] for b in out.boxes] == ["name"] and written.FloatPixelData != ds.FloatPixelData
+        masked = np.frombuffer(written.FloatPixelData, "<f4").reshape(2, 256, 256)[0, 10:26, 10:180]
+        assert not (masked >= 2.9e-3).any()
+    else:
+        assert out.boxes == [] and written.FloatPixelData == ds.FloatPixelData
+
+
+def test_verification_reads_float_pixel_data() -> None:
+    from deid_core.terms import capture_terms
+    from deid_core.verify import LeakTerms, find_pixel_leaks
+
+    ds = _parametric_map("SMITH, JOHN")
+    assert [lk.kind for lk in find_pixel_leaks(ds, LeakTerms.capture(ds, capture_terms(ds)))] == ["name"]

@@ -18,7 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from deid_core.errors import ConfigError, PixelError
+from deid_core.errors import ConfigError
 from deid_core.pixels.decode import frame_count, has_chroma_view, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
@@ -734,8 +734,6 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
         raise ConfigError(f"unknown pixel policy {policy!r}")
     if not has_pixels(ds):
         return PixelResult(frames=0, engine=(engine.name if engine else "tesseract"))
-    if "PixelData" not in ds:
-        raise PixelError("float pixel data is not supported for text search")
     eng = engine or get_engine("tesseract")
     matcher = _LazyMatcher(terms)
     result = PixelResult(frames=frame_count(ds), engine=eng.name)

@@ -71,6 +71,11 @@ def _mono_views(arr: np.ndarray, pi: str, stretched: bool) -> tuple[np.ndarray, 
     data = arr.astype(np.float32)
     if data.size == 0:
         raise PixelError("empty frame")
+    if arr.dtype.kind == "f" and not np.isfinite(data).all():  # float pixel data: NaN/inf shown as the floor
+        finite = data[np.isfinite(data)]
+        data = np.nan_to_num(data, nan=float(finite.min()) if finite.size else 0.0,
+                             posinf=float(finite.max()) if finite.size else 0.0,
+                             neginf=float(finite.min()) if finite.size else 0.0)
     sample = data[:: max(1, data.shape[0] // 256)]
     lo = float(np.percentile(sample, 0.5))
     hi = float(data.max())
@@ -154,7 +159,7 @@ def iter_gray_views(ds: Dataset, src: BinaryIO | None = None
     from it one by one, so the whole PixelData value is never loaded. Raises PixelError when the pixel
     data cannot be decoded: the caller must not publish a file whose pixels were not examined.
     """
-    if src is None and "PixelData" not in ds:
+    if src is None and not has_pixels(ds):
         raise PixelError("no PixelData to decode")
     pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     n = frame_count(ds)

@@ -179,11 +179,32 @@ def _mask_native(ds: Dataset, boxes: Iterable[Box]) -> None:
     ds.PixelData = new
 
 
+def _mask_float(ds: Dataset, boxes: Iterable[Box]) -> None:
+    """Mask Float / Double Float Pixel Data (parametric maps: native little endian, one sample): the boxes
+    take the frame's lowest finite value, which displays as black like a MONOCHROME2 mask."""
+    keyword = "FloatPixelData" if "FloatPixelData" in ds else "DoubleFloatPixelData"
+    dtype = np.dtype("<f4" if keyword == "FloatPixelData" else "<f8")
+    rows, cols, frames = int(ds.Rows), int(ds.Columns), max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    raw = getattr(ds, keyword)
+    if len(raw) < rows * cols * frames * dtype.itemsize:
+        raise PixelError("float pixel data shorter than the image geometry")
+    arr = np.frombuffer(raw, dtype=dtype, count=rows * cols * frames).reshape(frames, rows, cols).copy()
+    for f, x0, y0, x1, y1 in _rects(ds, boxes):
+        if not 0 <= f < frames:
+            raise PixelError("box frame index outside the image")
+        finite = arr[f][np.isfinite(arr[f])]
+        arr[f, y0:y1, x0:x1] = finite.min() if finite.size else 0.0
+    setattr(ds, keyword, arr.tobytes() + bytes(raw)[arr.nbytes:])
+
+
 def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool = False) -> None:
     """Mask ``boxes`` in ``ds`` (see module docstring for the re-encoding policy)."""
     if not boxes:
         return
     if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            _mask_float(ds, boxes)
+            return
         raise PixelError("no PixelData to mask")
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
     if ts in NATIVE_SYNTAXES or not ts.is_encapsulated:
