@@ -182,6 +182,8 @@ def _mask_native(ds: Dataset, boxes: Iterable[Box]) -> None:
 def _mask_float(ds: Dataset, boxes: Iterable[Box]) -> None:
     """Mask Float / Double Float Pixel Data (parametric maps: native little endian, one sample): the boxes
     take the frame's lowest finite value, which displays as black like a MONOCHROME2 mask."""
+    if UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))) == ExplicitVRBigEndian:
+        raise PixelError("big endian float pixel data is not masked")
     keyword = "FloatPixelData" if "FloatPixelData" in ds else "DoubleFloatPixelData"
     dtype = np.dtype("<f4" if keyword == "FloatPixelData" else "<f8")
     rows, cols, frames = int(ds.Rows), int(ds.Columns), max(1, int(ds.get("NumberOfFrames", 1) or 1))
