@@ -412,3 +412,47 @@ def test_verification_reads_float_pixel_data() -> None:
 
     ds = _parametric_map("SMITH, JOHN")
     assert [lk.kind for lk in find_pixel_leaks(ds, LeakTerms.capture(ds, capture_terms(ds)))] == ["name"]
+
+
+def _planted_run(tmp_path: Path, ds: Dataset) -> tuple[object, Dataset]:
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
+    assert out.status == "written", out.error
+    return out, pydicom.dcmread(tmp_path / "out" / out.output_path)
+
+
+@pytest.mark.parametrize(("top", "bits_stored"), [(15, 4), (31, 5), (35, 8)])
+def test_text_at_the_top_of_a_narrow_8_bit_range_is_masked(tmp_path: Path, top: int, bits_stored: int) -> None:
+    """8-bit frames were screened unscaled: on an NM image of counts up to 15-35 (or BitsStored 4-5) text drawn
+    at the top of the stored range stood less than 40 gray levels from its background and was never a
+    candidate. A frame spanning less than NARROW_RANGE is windowed like deeper data."""
+    rng = np.random.default_rng(top)
+    yy, xx = np.mgrid[:256, :256]
+    body = np.exp(-((yy - 140) ** 2 + (xx - 128) ** 2) / 4000.0)
+    arr = np.clip(rng.poisson(body * top * 0.6), 0, top).astype(np.uint8)
+    ink = _alpha((256, 256), "SMITH, JOHN", (8, 6), 12) > 0.5
+    arr[ink] = top
+    out, written = _planted_run(tmp_path, _ds(arr, "CT", bits_stored))
+    assert [b["kind"] for b in out.boxes] == ["name"]  # type: ignore[attr-defined]
+    assert not (written.pixel_array[ink] == top).any()
+
+
+@pytest.mark.parametrize("text", ["SMITH, JOHN", ""])
+def test_one_bit_images_are_searched_and_masked(tmp_path: Path, text: str) -> None:
+    """BitsAllocated 1: decoded as 0/1, the screen saw nothing and a burned-in name was written unmasked;
+    masking was refused too. Now searched as 0/255 and masked in the packed bits (padding bits kept)."""
+    arr = np.zeros((2, 100, 200), np.uint8)
+    arr[:, 60:90, 20:180] = 1  # a shape, not text
+    ink = _alpha((100, 200), text, (6, 8), 14) > 0.5 if text else np.zeros((100, 200), bool)
+    arr[0][ink] = 1
+    ds = _ds(np.zeros((100, 200), np.uint8), "CT")
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.NumberOfFrames = 1, 1, 0, 2
+    ds.PixelData = np.packbits(arr.ravel(), bitorder="little").tobytes()
+    out, written = _planted_run(tmp_path, ds)
+    if not text:
+        assert out.boxes == [] and written.PixelData == pydicom.dcmread(tmp_path / "in.dcm").PixelData  # type: ignore[attr-defined]
+        return
+    assert [b["kind"] for b in out.boxes] == ["name"]  # type: ignore[attr-defined]
+    after = written.pixel_array
+    assert not after[0][ink].any() and (after[1] == arr[1]).all() and (after[0, 60:90, 20:180] == 1).all()

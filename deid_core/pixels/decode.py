@@ -54,9 +54,20 @@ def to_gray8(frame: np.ndarray, photometric: str, ds: Dataset | None = None) -> 
         if arr.dtype.itemsize > 1 and top > 255:
             top = max(float(lum.max()), 1.0)  # 16-bit colour: scale by the content
         return np.clip(lum * (255.0 / top), 0, 255).astype(np.uint8)
-    if arr.dtype == np.uint8 and pi != "MONOCHROME1":
+    if arr.dtype == np.uint8 and pi != "MONOCHROME1" and not _narrow(arr):
         return np.ascontiguousarray(arr)
     return _mono_views(arr, pi, stretched=False)[0]
+
+
+#: An 8-bit monochrome frame whose values span less than this is windowed like deeper data (0.5th percentile
+#: to maximum): BitsStored 1-5, or nuclear medicine counts up to 20-35, put text drawn at the top of the
+#: stored range within 40 gray levels of its background, below the pre-screen's stroke contrast.
+NARROW_RANGE = 128
+
+
+def _narrow(arr: np.ndarray) -> bool:
+    lo, hi, _, _ = cv2.minMaxLoc(arr)
+    return hi - lo < NARROW_RANGE
 
 
 #: The content below the frame's top values must span at least this share of the window; else the

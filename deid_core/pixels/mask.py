@@ -62,7 +62,7 @@ def _native_layout(ds: Dataset) -> tuple[np.dtype, tuple[int, ...], int, int]:
 
     Frames are contiguous in native data (PS3.5 8.1.1), whatever the planar configuration; native
     YBR_FULL_422 stores two bytes-per-sample units per pixel (pairs share chroma). BitsAllocated 1
-    (packed bits) is refused: a frame may start mid-byte.
+    (packed bits, a frame may start mid-byte) has its own path (``_mask_one_bit``).
     """
     bits = int(ds.BitsAllocated)
     if bits not in (8, 16, 32, 64):
@@ -179,6 +179,26 @@ def _mask_native(ds: Dataset, boxes: Iterable[Box]) -> None:
     ds.PixelData = new
 
 
+def _mask_one_bit(ds: Dataset, boxes: Iterable[Box]) -> None:
+    """Mask native 1-bit PixelData (bits packed least significant first, frames back to back and possibly
+    starting mid-byte, PS3.5 8.1.1): the boxes take the value that displays as black."""
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise PixelError("1-bit colour pixel data is not masked")
+    rows, cols, frames = int(ds.Rows), int(ds.Columns), frame_count(ds)
+    raw = ds.PixelData
+    n = rows * cols * frames
+    if len(raw) * 8 < n:
+        raise PixelError("PixelData shorter than the image geometry")
+    every = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")  # padding bits kept as they are
+    bits = every[:n].reshape(frames, rows, cols)  # a view: masking it masks ``every``
+    fill = 1 if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1" else 0
+    for f, x0, y0, x1, y1 in _rects(ds, boxes):
+        if not 0 <= f < frames:
+            raise PixelError("box frame index outside the image")
+        bits[f, y0:y1, x0:x1] = fill
+    ds.PixelData = np.packbits(every, bitorder="little").tobytes()
+
+
 def _mask_float(ds: Dataset, boxes: Iterable[Box]) -> None:
     """Mask Float / Double Float Pixel Data (parametric maps: native little endian, one sample): the boxes
     take the frame's lowest finite value, which displays as black like a MONOCHROME2 mask."""
@@ -209,6 +229,9 @@ def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool 
             return
         raise PixelError("no PixelData to mask")
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    if int(ds.get("BitsAllocated", 8)) == 1 and not ts.is_encapsulated:
+        _mask_one_bit(ds, boxes)
+        return
     if ts in NATIVE_SYNTAXES or not ts.is_encapsulated:
         _mask_native(ds, boxes)
         return
