@@ -168,7 +168,7 @@ class Anonymizer:
             del ds[tag]
             self.actions["overlay_removed"] += 1
             return
-        if tag == PATIENT_ID and elem.value not in (None, ""):
+        if tag == PATIENT_ID and (elem.value not in (None, "") or not path):  # an empty one: the pseudonym too
             self._patient_id(elem, path)
             return
         if tag == PATIENT_NAME and not path:

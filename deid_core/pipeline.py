@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from deid_core import __version__
 from deid_core.anonymizer import Anonymizer, PatientPseudonyms
 from deid_core.config import DeidConfig
@@ -184,6 +186,19 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
     return out
 
 
+def patient_key_of(ds: Dataset) -> str:
+    """What a file's pseudonyms and date shift are keyed on: its PatientID, or, when that is empty, its
+    patient's name and birth date. Keyed on the empty ID alone, every patient without one got the same
+    pseudonym and date shift (an audit merged two patients). The derived key holds control characters,
+    which no PatientID (LO) or patient map entry can, so it never equals one."""
+    pid = str(ds.get("PatientID", "") or "")
+    if pid.strip():
+        return pid
+    name = str(ds.get("PatientName", "") or "").strip()
+    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    return f"\x1fname={name}\x1fbirth={birth}" if name or birth else ""
+
+
 def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dciodvfy: bool,
                 defer_commit: bool = False) -> None:
     t0 = time.perf_counter()
@@ -199,13 +214,14 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     leak_terms = LeakTerms.capture(ds, terms)
     leak_terms.device_tags, leak_terms.trait_tags = ctx.device_tags, ctx.trait_tags
     original_pid = str(ds.get("PatientID", "") or "")
-    entry, mapped = ctx.patient_map.resolve(cfg.key, original_pid, cfg.pseudonym_prefix)
+    patient_key = patient_key_of(ds)
+    entry, mapped = ctx.patient_map.resolve(cfg.key, patient_key, cfg.pseudonym_prefix)
     out.patient_mapped = mapped
     if not mapped:
         out.unmapped_new_id = entry.new_id
-    if cfg.collect_linkage:
+    if cfg.collect_linkage and original_pid.strip():
         out.patient_pair = (original_pid, entry.new_id)
-    offset = date_offset_days(cfg.key, original_pid, cfg.date_shift_min_days, cfg.date_shift_max_days)
+    offset = date_offset_days(cfg.key, patient_key, cfg.date_shift_min_days, cfg.date_shift_max_days)
     out.modality = str(ds.get("Modality", "") or out.modality)
     out.sop_class_uid = str(ds.get("SOPClassUID", "") or "")
     out.inventory_ms = _ms(t0)

@@ -272,3 +272,18 @@ def test_ids_in_digit_groups_are_leaks_and_short_runs_are_not() -> None:
     m = TermMatcher(capture_terms(header))
     assert [(s.start, s.end, s.kind) for s in m.find("ID 1234 5678.")] == [(3, 12, "id")]
     assert m.contains("12-34-56-78") and not m.contains("1234 56789") and not m.contains("7 7")
+
+
+def test_patients_without_a_patient_id_are_not_merged(tmp_path: Path) -> None:
+    """Keyed on an empty PatientID alone, every patient without one got the same pseudonym and date shift;
+    the name and birth date key them now, and the empty PatientID gets the pseudonym too."""
+    outs = []
+    for i, (name, birth) in enumerate([("WHITAKER^HAROLD", "19580412"), ("NGUYEN^THANH", "19900101"),
+                                       ("WHITAKER^HAROLD", "19580412")]):
+        ds = _base(name, "")
+        ds.PatientBirthDate = birth
+        ds.SOPInstanceUID = f"{SOP}{i}"
+        outs.append(_clean_one(tmp_path / str(i), ds))
+    ids = [(str(o.PatientName), str(o.PatientID), str(o.StudyDate)) for o in outs]
+    assert ids[0] == ids[2] and ids[0][0] != ids[1][0] and ids[0][2] != ids[1][2]
+    assert all(pid == name.replace("^", "-") for name, pid, _ in ids)
