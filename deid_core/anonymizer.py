@@ -45,6 +45,9 @@ CLASS_UID_TAGS = frozenset(
     tag for tag, entry in DicomDictionary.items()
     if entry[0] == "UI" and re.search(r"(Class|TransferSyntax|CodingScheme|MappingResource)UID", entry[4]))
 PATIENT_ID = 0x00100020
+LOCAL_NAMESPACE_ENTITY_ID = 0x00400031
+PERSON_ID_CODES = 0x00401101  # PersonIdentificationCodeSequence
+_CODE_VALUE_TAGS = frozenset({0x00080100, 0x00080104, 0x00080119, 0x00080120})
 PATIENT_NAME = 0x00100010
 PATIENT_AGE = 0x00101010
 _DATE_VRS = ("DA", "DT")
@@ -180,6 +183,12 @@ class Anonymizer:
             # retains patient characteristics; the age stays, capped at 90 years.
             elem.value = "090Y"
             self.actions["age_capped"] += 1
+            return
+        if tag == LOCAL_NAMESPACE_ENTITY_ID or (path and path[-1] == PERSON_ID_CODES and tag in _CODE_VALUE_TAGS):
+            # Beyond the table: the organisation or system that issued an identifier (IssuerOf...Sequence,
+            # AssigningFacilitySequence, Order Placer/Filler), and the value and meaning of a code that
+            # identifies a person (a staff or licence number, the person's name) are replaced by dummies
+            self._apply(self.dummy, ds, elem, path)
             return
         rule = self.table.rule_for(tag)
         action = rule.action if rule is not None else None

@@ -68,6 +68,8 @@ _ADDRESS_KEYWORDS = ("PatientAddress", "InstitutionAddress", "ReferringPhysician
                      "RegionOfResidence")
 _PHONE_KEYWORDS = ("PatientTelephoneNumbers", "ReferringPhysicianTelephoneNumbers", "PersonTelephoneNumbers")
 _INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName")
+#: The value and meaning of a code item (in PersonIdentificationCodeSequence they identify a person).
+_CODE_VALUE_KEYWORDS = frozenset({"CodeValue", "CodeMeaning", "LongCodeValue", "URNCodeValue"})
 _OTHER_KEYWORDS = ("PatientMotherBirthName", "PatientBirthName", "ResponsiblePerson", "ResponsibleOrganization",
                    "Occupation", "PatientReligiousPreference", "BranchOfService")
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # boundary: linear, not quadratic
@@ -356,7 +358,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
     """Collect the identifiers of ``ds`` (top level and every sequence) with their variants."""
     terms = PhiTerms()
 
-    def visit(d: Dataset) -> None:
+    def visit(d: Dataset, parent: str = "") -> None:
         elements = d._dict
         for tag in list(elements):
             try:
@@ -371,7 +373,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                 continue
             if elem.VR == "SQ":
                 for item in elem.value or []:
-                    visit(item)
+                    visit(item, elem.keyword)
                 continue
             try:
                 vals = list(_values(elem.value))
@@ -381,7 +383,11 @@ def capture_terms(ds: Dataset) -> PhiTerms:
             for v in vals:
                 if not v.strip():
                     continue
-                if elem.VR == "PN":
+                if parent == "PersonIdentificationCodeSequence" and kw in _CODE_VALUE_KEYWORDS:
+                    # a code that identifies a person: its value is a staff or licence number, its meaning
+                    # the person's name ("Lindqvist, Anna")
+                    terms.terms |= _variant_terms(NAME if kw == "CodeMeaning" else ID, v)
+                elif elem.VR == "PN":
                     terms.terms |= _variant_terms(NAME, v)
                 elif elem.VR == "DA" and not elem.tag.is_private:
                     terms.terms |= _variant_terms(DATE, v)
@@ -396,7 +402,10 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                     terms.terms |= _variant_terms(ADDRESS, v)
                 elif kw in _PHONE_KEYWORDS:
                     terms.terms |= _variant_terms(PHONE, v)
-                elif kw in _INSTITUTION_KEYWORDS:
+                elif kw in _INSTITUTION_KEYWORDS or (kw == "LocalNamespaceEntityID" and len(v.strip()) >= 5):
+                    # LocalNamespaceEntityID names the organisation or system that issued an identifier
+                    # ("St Agatha Oncology Institute", "EPIC_STAGATHA"); a short one ("RIS", "HIS") is a
+                    # kind of system and a common word in free text, not searched for
                     terms.terms |= _variant_terms(INSTITUTION, v)
                 elif kw in _OTHER_KEYWORDS and len(v) >= 3:
                     terms.add(v, OTHER)

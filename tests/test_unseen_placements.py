@@ -287,3 +287,36 @@ def test_patients_without_a_patient_id_are_not_merged(tmp_path: Path) -> None:
     ids = [(str(o.PatientName), str(o.PatientID), str(o.StudyDate)) for o in outs]
     assert ids[0] == ids[2] and ids[0][0] != ids[1][0] and ids[0][2] != ids[1][2]
     assert all(pid == name.replace("^", "-") for name, pid, _ in ids)
+
+
+def _item(**values: object) -> Dataset:
+    d = Dataset()
+    for k, v in values.items():
+        setattr(d, k, v)
+    return d
+
+
+def test_person_identification_codes_and_issuer_names_are_replaced(tmp_path: Path) -> None:
+    """A requesting physician identified by a code (staff/licence number as CodeValue, the name as
+    CodeMeaning) and issuers named in LocalNamespaceEntityID were kept: no table row covers them, and code
+    meanings and namespaces yielded no term. Both are dummies now, and their values are terms (a mention
+    in free text is cleaned, and verification would find one left anywhere)."""
+    ds = _base()
+    ident = _item(CodeValue="NPI1487654321", CodingSchemeDesignator="99NPI", CodeMeaning="Lindqvist, Anna")
+    ds.RequestingPhysicianIdentificationSequence = [_item(PersonIdentificationCodeSequence=[ident])]
+    staff = _item(CodeValue="E55821", CodingSchemeDesignator="99STAFF", CodeMeaning="Anna Lindqvist")
+    ds.RequestAttributesSequence = [_item(
+        RequestingPhysicianIdentificationSequence=[_item(PersonIdentificationCodeSequence=[staff])],
+        IssuerOfAccessionNumberSequence=[_item(LocalNamespaceEntityID="StAgathaRIS")])]
+    ds.IssuerOfPatientIDQualifiersSequence = [_item(AssigningFacilitySequence=[
+        _item(LocalNamespaceEntityID="St Agatha Oncology Institute")])]
+    ds.OrderPlacerIdentifierSequence = [_item(LocalNamespaceEntityID="RIS")]
+    ds.AdditionalPatientHistory = "ordered by Dr Lindqvist at St Agatha Oncology"
+    status, reason, data = _run(tmp_path, ds)
+    assert (status, reason) == ("written", "")
+    for gone in (b"Lindqvist", b"1487654321", b"E55821", b"Agatha", b"RIS"):
+        assert gone not in data, gone
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    assert out.RequestingPhysicianIdentificationSequence[0].PersonIdentificationCodeSequence[0].CodingSchemeDesignator \
+        == "99NPI"
+    assert "ordered by" in out.AdditionalPatientHistory

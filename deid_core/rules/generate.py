@@ -243,6 +243,11 @@ _SEMANTICS = """\
   unless the same value is remapped elsewhere in the file (an instance UID in the wrong element). The
   file meta names the writer: ImplementationClassUID is pydicom's, ImplementationVersionName
   `DEIDFLOW_<version>` (PS3.10); the source's AE titles and private information are dropped.
+- Also replaced by dummies though no row lists them: LocalNamespaceEntityID at any depth (the
+  organisation or system that issued an identifier, in IssuerOf...Sequence, AssigningFacilitySequence,
+  Order Placer/Filler identifier sequences), and the CodeValue, CodeMeaning, LongCodeValue and
+  URNCodeValue of PersonIdentificationCodeSequence items (a staff or licence number and the person's
+  name; the sequence's D is otherwise applied by recursing, as for SR content).
 """
 
 
