@@ -7,8 +7,8 @@ first; keeping it leaks the second. ``TextCleaner`` replaces only the PHI spans,
 layers whose spans are merged:
 
 1. the file's own identifiers (``TermMatcher``) — always removed, the allowlist never applies;
-2. regular expressions for PHI shapes (dates, phones, IDs, emails, URLs, SSNs, ages > 89,
-   street addresses, titled and labelled names);
+2. regular expressions for PHI shapes (dates, also with CJK units and Japanese eras, phones, IDs,
+   emails, URLs, SSNs, ages > 89, street addresses, titled and labelled names);
 3. Presidio's pattern recognizers (offline, no model) as a backstop, only on text that still has
    something PHI-shaped left (a digit or an '@' not already covered), because it costs ~0.5 ms.
 
@@ -113,6 +113,11 @@ _DATE_CORE = (
     rf")"
 )
 _DATE_RE = re.compile(rf"(?<![\w./-]){_DATE_CORE}{_TIME}?(?![\w/])", re.IGNORECASE)
+#: Dates written with Chinese/Japanese (年月日) or Korean (년월일) units, Gregorian or in a Japanese era
+#: ("2021年3月15日", "2021년 3월 15일", "令和3年3月15日"); CJK text is all word characters, so no word boundary.
+_CJK_DATE_RE = re.compile(
+    r"(?:(?<!\d)\d{4}|(?:明治|大正|昭和|平成|令和)\s?(?:\d{1,2}|元))\s?[年년]\s?\d{1,2}\s?[月월]"
+    r"(?:\s?\d{1,2}\s?[日일])?")
 
 _PHONE_RE = re.compile(
     r"(?<![\w+])(?:"
@@ -207,6 +212,8 @@ def _regex_spans(text: str) -> list[tuple[int, int, str]]:
     for m in _DATE_RE.finditer(text):
         if _plausible_date(m.group(0)):
             spans.append((m.start(), m.end(), DATE))
+    for m in _CJK_DATE_RE.finditer(text):
+        spans.append((m.start(), m.end(), DATE))
     for m in _SSN_RE.finditer(text):
         spans.append((m.start(), m.end(), SSN))
     for m in _PHONE_RE.finditer(text):

@@ -196,7 +196,8 @@ def date_variants(da: str) -> list[str]:
            f"{m}/{dd}/{yy}", f"{d.month}/{d.day}/{yy}", f"{dd}.{m}.{yy}", f"{dd}/{m}/{yy}",
            f"{mon} {d.day}, {y}", f"{mon} {d.day} {y}", f"{d.day} {mon} {y}", f"{mon[:3]} {d.day}, {y}",
            f"{mon[:3]} {d.day} {y}", f"{d.day} {mon[:3]} {y}", f"{dd}-{mon[:3]}-{y}", f"{d.day}-{mon[:3]}-{y}",
-           f"{dd}{mon[:3]}{y}", f"{dd}-{mon[:3].upper()}-{y}", f"{dd}-{mon[:3]}-{yy}"]
+           f"{dd}{mon[:3]}{y}", f"{dd}-{mon[:3].upper()}-{y}", f"{dd}-{mon[:3]}-{yy}",
+           f"{y}年{d.month}月{d.day}日", f"{y}年{m}月{dd}日", f"{y}년 {d.month}월 {d.day}일"]
     return list(dict.fromkeys(out))
 
 

@@ -320,3 +320,17 @@ def test_person_identification_codes_and_issuer_names_are_replaced(tmp_path: Pat
     assert out.RequestingPhysicianIdentificationSequence[0].PersonIdentificationCodeSequence[0].CodingSchemeDesignator \
         == "99NPI"
     assert "ordered by" in out.AdditionalPatientHistory
+
+
+@pytest.mark.parametrize("text", ["検査日 2021年3月15日 右肺結節", "検査日2021年03月15日", "2021년 3월 15일 촬영",
+                                  "前回 令和3年3月15日", "前回 平成元年1月8日"])
+def test_dates_with_cjk_units_leave_free_text(tmp_path: Path, text: str) -> None:
+    """Dates written with 年月日 / 년월일 (Gregorian or in a Japanese era) stayed in free text while the same
+    element's "2021/3/15" was removed."""
+    ds = _base()
+    ds.StudyDate = "20210315"
+    ds.ImageComments = text
+    cleaned = str(_clean_one(tmp_path, ds).get("ImageComments", ""))
+    assert not any(u in cleaned for u in "年년"), cleaned
+    if " " in text and not text[0].isdigit():  # the words around stay (a glued one goes with the date)
+        assert cleaned.split()[0] == text.split()[0]
