@@ -45,6 +45,7 @@ CLASS_UID_TAGS = frozenset(
     tag for tag, entry in DicomDictionary.items()
     if entry[0] == "UI" and re.search(r"(Class|TransferSyntax|CodingScheme|MappingResource)UID", entry[4]))
 PATIENT_ID = 0x00100020
+CS_PLACEHOLDER = "X"  # what replaces an identifier inside a code string (CS: A-Z, 0-9, space, underscore)
 LOCAL_NAMESPACE_ENTITY_ID = 0x00400031
 PERSON_ID_CODES = 0x00401101  # PersonIdentificationCodeSequence
 _CODE_VALUE_TAGS = frozenset({0x00080100, 0x00080104, 0x00080119, 0x00080120})
@@ -267,7 +268,8 @@ class Anonymizer:
     def _own_identifiers(self, elem: DataElement) -> None:
         """Remove the file's own identifiers (3+ characters, as verification counts them) from a short text
         value the table does not list (SegmentLabel, a nested DeidentificationMethod, a CodeMeaning):
-        each is replaced by the placeholder; a code string (CS) that held one is emptied, except where
+        each is replaced by the placeholder, in a code string (CS) by "X" (the only placeholder CS allows:
+        emptied, a type 1 ContentLabel "WHITAKER_MEAS" made its presentation state invalid), except where
         the match is a clinical word standing as a code (BodyPartExamined HEAD of a patient named Head)."""
         value = elem.value
         if value is None or value == "" or isinstance(value, bytes):
@@ -281,13 +283,11 @@ class Anonymizer:
             spans = [sp for sp in self._phi.find(text) if significant(text[sp.start:sp.end])]
             if vr == "CS":
                 spans = [sp for sp in spans if not (sp.kind == NAME and is_clinical_word(text[sp.start:sp.end]))]
-                out.append("" if spans else text)
-                continue
             parts, pos = [], 0
             for sp in sorted(spans, key=lambda sp: sp.start):
                 if sp.start < pos:
                     continue
-                parts += [text[pos:sp.start], PLACEHOLDER]
+                parts += [text[pos:sp.start], CS_PLACEHOLDER if vr == "CS" else PLACEHOLDER]
                 pos = sp.end
             out.append(truncate_for_vr("".join(parts) + text[pos:], vr) if spans else text)
         if out != values:

@@ -148,6 +148,14 @@ def test_surname_that_is_a_body_part_keeps_the_code(tmp_path: Path) -> None:
     assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).BodyPartExamined == "HEAD"
 
 
+def test_a_name_inside_a_code_string_is_replaced_not_emptied(tmp_path: Path) -> None:
+    """ContentLabel (CS, type 1 in presentation states and segmentations) "WHITAKER_MEAS" was emptied,
+    which made the object invalid; the name part is replaced by the CS placeholder "X"."""
+    ds = _base(name="WHITAKER^HAROLD")
+    ds.ContentLabel = "WHITAKER_MEAS"
+    assert _clean_one(tmp_path, ds).ContentLabel == "X_MEAS"
+
+
 @pytest.mark.parametrize(("age", "out"), [("095Y", "090Y"), ("090Y", "090Y"), ("089Y", "089Y"),
                                           ("999M", "999M"), ("060M", "060M"), ("012W", "012W")])
 def test_patient_age_over_89_is_aggregated(tmp_path: Path, age: str, out: str) -> None:
