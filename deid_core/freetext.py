@@ -140,7 +140,7 @@ _AGE_RE = re.compile(
     r"(?P<n1>9\d|1[0-4]\d)(?=\s*-?\s*(?:y/?o\b|y\.o\.|yo\b|yrs?\b|years?\b|yr-old|year-old))"
     r"|(?:aged?|age:)\s*(?P<n2>9\d|1[0-4]\d)(?![\w]|\.\d)"
     r"|(?P<as>0?(?:9\d|1[0-4]\d)\s?Y)(?![\w])"
-    r"|(?P<sx>(?:9\d|1[0-4]\d)\s?[FM])(?![\w])"  # "92F with chest pain", "92 M"
+    r"|(?P<sx>(?:9\d|1[0-4]\d)\s?(?-i:[FfM]))(?![\w])"  # "92F", "92f", "92 M" ("120 m" is metres)
     r"|(?<![\w/])[FM]/(?P<xs>9\d|1[0-4]\d)(?![\w])"  # "F/92"
     r"|(?P<w>(?:ninety|one\s+hundred(?:\s+and)?)(?:[\s-]+(?:one|two|three|four|five|six|seven|eight|nine|ten"
     r"|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty))?)"

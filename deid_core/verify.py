@@ -311,6 +311,8 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
 
 def _line_leak(lines: list, lt: LeakTerms) -> str | None:  # type: ignore[type-arg]
     """Kind of the first identifier found in OCR lines (birth date, exact, then tolerant)."""
+    from deid_core.pixels.match import split_tokens
+
     for line in lines:
         if lt.birth.contains(line.text):
             return BIRTH_DATE
@@ -327,6 +329,13 @@ def _line_leak(lines: list, lt: LeakTerms) -> str | None:  # type: ignore[type-a
             k = lt.matcher.fuzzy_token_kind(w.text)
             if k:
                 return k
+        for i, j, joined in split_tokens(line):  # "1961-" "03-02": a date OCR split at its separator
+            conf = min(w.conf for w in line.words[i:j + 1])
+            if lt.birth.contains(joined):
+                return BIRTH_DATE
+            for span in lt.matcher.find(joined):
+                if span.end - span.start >= EXACT_ANY_CONF_LEN or conf >= FUZZY_MIN_CONF:
+                    return span.kind
     return None
 
 

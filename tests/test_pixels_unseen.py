@@ -228,6 +228,21 @@ def test_clinical_text_stays_under_phi(tmp_path: Path, text: str) -> None:
     assert out.boxes == [] and np.array_equal(res.pixel_array, arr)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(("words", "kind"), [
+    (["DWI", "b1000"], None), (["Img:", "45/120"], None), (["kVp", "120", "m", "As", "200"], None),
+    (["ID", "AB12C"], "id"), (["07/14/2023"], "date"), (["92", "M"], "age")])
+def test_clinical_annotation_is_no_phi_pattern(words: list[str], kind: str | None) -> None:
+    """Under phi an audit's console annotation was masked as PHI: the b-value "b1000" as a letter+digit ID,
+    the image counter "45/120" as a 5-digit ID, and "120 m" (OCR's split of "120 mAs") as an age over 89."""
+    from deid_core.pixels.match import build_lines, phi_words
+    from deid_core.pixels.ocr import OcrWord
+    from deid_core.terms import TermMatcher, capture_terms
+
+    line = build_lines([OcrWord(t, 40 * i, 0, 36, 12, 92.0) for i, t in enumerate(words)])[0]
+    found = set(phi_words(line, TermMatcher(capture_terms(Dataset())), use_presidio=False).values())
+    assert found == ({kind} if kind else set())
+
+
 @pytest.mark.parametrize(("text", "size"), [("SMITH, JOHN", 90), ("MRN-482917", 80)])
 def test_large_text_on_a_large_image_is_masked(tmp_path: Path, text: str, size: int) -> None:
     """A label scaled to a 1024-px radiograph: strokes wider than the stroke maps' 9-px kernel, glyphs taller
@@ -456,3 +471,25 @@ def test_one_bit_images_are_searched_and_masked(tmp_path: Path, text: str) -> No
     assert [b["kind"] for b in out.boxes] == ["name"]  # type: ignore[attr-defined]
     after = written.pixel_array
     assert not after[0][ink].any() and (after[1] == arr[1]).all() and (after[0, 60:90, 20:180] == 1).all()
+
+
+def test_a_date_ocr_split_at_its_separator_is_phi_and_a_leak() -> None:
+    """At 13 px in a monospace font OCR read "DOB: 1961-03-02" as "DOB:" "1961-" "03-02" (an audit's console
+    stacks): no single word and no span of the joined line text is a date then. The words are joined back
+    at the separator: a date pattern (phi) and the file's own dates (phi and verification) are found."""
+    from deid_core.pixels.match import build_lines, phi_words
+    from deid_core.pixels.ocr import OcrWord
+    from deid_core.terms import TermMatcher, capture_terms
+    from deid_core.verify import LeakTerms, _line_leak
+
+    def line(*texts: str, conf: float = 90.0):  # type: ignore[no-untyped-def]
+        return build_lines([OcrWord(t, 40 * i, 0, 36, 12, conf) for i, t in enumerate(texts)])[0]
+
+    header = Dataset()
+    header.PatientName, header.StudyDate = "SMITH^JOHN", "20230714"
+    terms = capture_terms(header)
+    none = TermMatcher(capture_terms(Dataset()))
+    assert set(phi_words(line("Study:", "2023-", "07-14"), none, use_presidio=False)) == {1, 2}
+    assert set(phi_words(line("2023", "-07", "-14"), none, use_presidio=False)) == {0, 1, 2}
+    assert _line_leak([line("Study:", "2023-", "07-14", conf=30.0)], LeakTerms.capture(header, terms)) == "date"
+    assert phi_words(line("L4-", "L5"), none, use_presidio=False) == {}

@@ -74,6 +74,21 @@ def build_lines(words: list[OcrWord]) -> list[Line]:
     return out
 
 
+def split_tokens(line: Line) -> list[tuple[int, int, str]]:
+    """Words OCR split at a date or ID separator, joined back: (first index, last index, joined text) for
+    every run of 2+ neighbouring words with digits where each junction has a '-', '.' or '/' on one side
+    ("1961-" "03-02" is 1961-03-02, read at 13 px in a monospace font)."""
+    words = [w.text for w in line.words]
+    out = []
+    for i in range(len(words) - 1):
+        j = i
+        while j + 1 < len(words) and (words[j][-1:] in "-./" or words[j + 1][:1] in "-./") and \
+                any(c.isdigit() for c in words[j]) and any(c.isdigit() for c in words[j + 1]):
+            j += 1
+            out.append((i, j, "".join(words[i:j + 1])))
+    return out
+
+
 def _pattern_kind(token: str) -> str | None:
     t = token.strip(".,;:()[]{}'\"\u201c\u201d\u2018\u2019`|_-~")
     if not t:
@@ -87,10 +102,13 @@ def _pattern_kind(token: str) -> str | None:
     n_digits = sum(c.isdigit() for c in bare)
     if n_digits >= 7 and re.fullmatch(r"\+?\d+", bare):
         return "phone" if n_digits in (7, 10, 11) and re.search(r"[\-.()]", t) else "id"
+    if re.fullmatch(r"\d{1,4}(?:/\d{1,4})+", t):
+        return None  # a counter or a ratio ("Img: 45/120", "b50/400/800"), not an identifier
     if n_digits >= 5 or sum(c.isdigit() for c in ocr_digits(bare)) >= 6:
         return "id"
-    if len(bare) >= 5 and n_digits >= 2 and any(c.isalpha() for c in bare) and bare.isalnum():
-        return "id"  # letters and digits only: "23=?F" read off anatomy is garble, not an identifier
+    if len(bare) >= 5 and n_digits >= 2 and any(c.isalpha() for c in bare) and bare.isalnum() \
+            and not is_clinical_word(t):
+        return "id"  # letters and digits only: "23=?F" read off anatomy is garble; "b1000" is a b-value
     return None
 
 
@@ -109,6 +127,12 @@ def phi_words(line: Line, matcher: TermMatcher, use_presidio: bool = True) -> di
         kind = matcher.fuzzy_token_kind(w.text) or _pattern_kind(w.text)
         if kind:
             hit.setdefault(i, kind)
+    for i, j, joined in split_tokens(line):
+        kind = next((sp.kind for sp in matcher.find(joined)), None) or matcher.fuzzy_token_kind(joined) \
+            or _pattern_kind(joined)
+        if kind:
+            for k in range(i, j + 1):
+                hit.setdefault(k, kind)
     # PHI the header does not spell (another person, a header anonymised upstream): the free-text
     # cleaner's shapes (titled/labelled/degree names, street addresses, e-mails, SSNs, labelled IDs)
     # and the way a viewer displays a patient's name ("DOE, JANE", "DOE^JANE")
