@@ -7,6 +7,7 @@ and element offset (never by raw tag), at every nesting level. File I/O stays ou
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections import Counter
@@ -22,7 +23,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_core import __version__
-from deid_core.freetext import PLACEHOLDER, TextCleaner, is_clinical_word, truncate_for_vr
+from deid_core.freetext import PLACEHOLDER, TextCleaner, truncate_for_vr
 from deid_core.handlers import (
     CleanTextHandler,
     DateShiftHandler,
@@ -36,7 +37,8 @@ from deid_core.handlers.base import ElementPath
 from deid_core.inventory import element
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, RuleTable
-from deid_core.terms import NAME, TermMatcher, significant
+from deid_core.terms import TermMatcher, significant
+from deid_core.verify import retained_tags, span_is_leak
 
 #: UIDs of classes, transfer syntaxes and coding schemes: they name a kind of object or a vocabulary, never
 #: an instance or a person, so they are kept even outside the DICOM root (a vendor's private SOP class
@@ -59,6 +61,8 @@ _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC", "PN"})
 #: Short text VRs of elements the table does not list (labels, code meanings, names of things): kept, but
 #: a value holding one of the file's own identifiers is cleaned of it rather than quarantining the file.
 _SHORT_TEXT_VRS = frozenset({"LO", "SH", "CS", "AE"})
+#: Text VRs of kept elements searched for the file's own identifiers (``_own_identifiers``).
+_KEPT_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT"})
 _FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
 
 
@@ -78,8 +82,11 @@ class Anonymizer:
     """
 
     def __init__(self, table: RuleTable, uid_handler: UidHandler, patient: PatientPseudonyms,
-                 cleaner: TextCleaner, resolve_patient_id: Callable[[str], str] | None = None) -> None:
+                 cleaner: TextCleaner, resolve_patient_id: Callable[[str], str] | None = None,
+                 retained: tuple[frozenset[int], frozenset[int]] | None = None) -> None:
         self.table = table
+        #: tags kept by Retain Device Identity and by Retain Patient Characteristics (``verify.retained_tags``)
+        self._device, self._traits = retained if retained is not None else _retained_tags(table)
         self.patient = patient
         self._resolve_patient_id = resolve_patient_id
         self.uids = uid_handler
@@ -256,6 +263,10 @@ class Anonymizer:
                 self._recurse(elem, path)
             elif vr == "UI" and not self.retain_uids:
                 self._uid_unless_class(ds, elem, path)
+            elif vr in _KEPT_TEXT_VRS:
+                # a kept value (device identity, patient characteristics...) that names the patient: the name
+                # goes, the device identity stays (a file was quarantined for a LensMake naming the patient)
+                self._own_identifiers(elem)
 
     def _uid_unless_class(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
         """Remap a UID, except a class, transfer syntax or coding scheme UID (``CLASS_UID_TAGS``), which is
@@ -278,11 +289,11 @@ class Anonymizer:
         if not self._phi.contains("\n".join(values)):
             return
         vr = elem.VR
+        tag = int(elem.tag)
         out = []
         for text in values:
-            spans = [sp for sp in self._phi.find(text) if significant(text[sp.start:sp.end])]
-            if vr == "CS":
-                spans = [sp for sp in spans if not (sp.kind == NAME and is_clinical_word(text[sp.start:sp.end]))]
+            # exactly the spans verification counts as leaks: a coincidence it forgives stays ("BROWN_CT")
+            spans = [sp for sp in self._phi.find(text) if span_is_leak(tag, vr, text, sp, self._device, self._traits)]
             parts, pos = [], 0
             for sp in sorted(spans, key=lambda sp: sp.start):
                 if sp.start < pos:
@@ -421,6 +432,16 @@ class Anonymizer:
         # original UID left in the output (pydicom's test-SR.dcm and reportsi.dcm, quarantined).
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = f"DEIDFLOW_{__version__}"[:16]
+
+
+@functools.lru_cache(maxsize=8)
+def _retained_by_table(sha: str, table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
+    del sha  # the cache key: tables are not hashable by content
+    return retained_tags(table)
+
+
+def _retained_tags(table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
+    return _retained_by_table(table.sha256, table)
 
 
 _AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}

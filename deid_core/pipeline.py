@@ -255,7 +255,8 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     t0 = time.perf_counter()
     patient = PatientPseudonyms(entry, offset)
     anonymizer = Anonymizer(ctx.table, ctx.uids, patient, TextCleaner(terms, matcher=leak_terms.matcher),
-                            lambda pid: ctx.patient_map.resolve(cfg.key, pid, cfg.pseudonym_prefix)[0].new_id)
+                            lambda pid: ctx.patient_map.resolve(cfg.key, pid, cfg.pseudonym_prefix)[0].new_id,
+                            retained=(ctx.device_tags, ctx.trait_tags))
     ctx.uids.originals = set()
     try:
         actions = anonymizer.anonymize(ds, pixels_clean=pixels_clean)

@@ -180,19 +180,9 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
                     kind = BIRTH_DATE
                 elif m.contains(text):
                     for span in m.find(text):
-                        if span.kind == DATE and not dates_count:
-                            continue
-                        if (t in _DEVICE or t in device) and span.kind in _DEVICE_TOLERATED:
-                            continue
-                        if span.kind == NAME and _coincidental_name(t, text, span, device, traits):
-                            continue
-                        if not significant(text[span.start:span.end]):  # two letters ("OB") match too much
-                            continue
-                        if vr == "CS" and span.kind == NAME and is_clinical_word(text[span.start:span.end]):
-                            continue  # a code (BodyPartExamined HEAD) that is also the patient's name
-                        # part (HEAD^MARY): the anonymizer keeps such codes (``_own_identifiers``)
-                        kind = span.kind
-                        break
+                        if span_is_leak(t, vr, text, span, device, traits, dates_count):
+                            kind = span.kind
+                            break
                 if kind:
                     leaks.append(Leak(kind, f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                     break
@@ -202,6 +192,23 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     if meta is not None:
         visit(meta, "meta:")
     return leaks
+
+
+def span_is_leak(tag: int, vr: str, text: str, span: Span, device: frozenset[int], traits: frozenset[int],
+                 dates_count: bool = True) -> bool:
+    """Whether a term matched in an element's value is an identifier left in the output. The anonymizer
+    removes exactly these from the values it keeps (``Anonymizer._own_identifiers``), so what it writes
+    passes this test and what it leaves is a coincidence this test forgives too."""
+    if span.kind == DATE and not dates_count:
+        return False
+    if (tag in _DEVICE or tag in device) and span.kind in _DEVICE_TOLERATED:
+        return False
+    if span.kind == NAME and _coincidental_name(tag, text, span, device, traits):
+        return False
+    if not significant(text[span.start:span.end]):  # two letters ("OB") match too much
+        return False
+    # a code (BodyPartExamined HEAD) that is also the patient's name part (HEAD^MARY): kept as a code
+    return not (vr == "CS" and span.kind == NAME and is_clinical_word(text[span.start:span.end]))
 
 
 #: Values of EthnicGroup and similar retained characteristics that are also surnames (WHITE^BARRY).

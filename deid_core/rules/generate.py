@@ -243,6 +243,10 @@ _SEMANTICS = """\
   unless the same value is remapped elsewhere in the file (an instance UID in the wrong element). The
   file meta names the writer: ImplementationClassUID is pydicom's, ImplementationVersionName
   `DEIDFLOW_<version>` (PS3.10); the source's AE titles and private information are dropped.
+- A kept text value (K: Retain Device Identity, Retain Patient Characteristics, or outside the table)
+  that holds one of the file's own identifiers loses that part (the placeholder `[X]`, `X` in a code
+  string), exactly as verification counts leaks: a word a device name shares with the patient's name
+  ("BROWN_CT" for BROWN^ALICE) is a coincidence and stays. Such files used to be quarantined.
 - Also replaced by dummies though no row lists them: LocalNamespaceEntityID at any depth (the
   organisation or system that issued an identifier, in IssuerOf...Sequence, AssigningFacilitySequence,
   Order Placer/Filler identifier sequences), and the CodeValue, CodeMeaning, LongCodeValue and
