@@ -364,7 +364,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-secret", metavar="NAME", help="name of a Prefect Secret block holding the key")
     p.add_argument("--new-key", action="store_true",
                    help="accept a key that differs from the one recorded for earlier runs")
-    p.add_argument("--profile", default="tcia", help="rule profile: tcia (default) or basic")
+    p.add_argument("--profile", default="tcia",
+                   help="rule profile: tcia (default: Basic + TCIA's options, PS3.15 option columns), "
+                        "tcia-lists (same options, TCIA's supplied attribute lists first, as MIDI-B scores: "
+                        "e.g. StationName removed) or basic")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="NAME",
                    help="add a PS3.15 option (repeatable), e.g. rtnUIDs")
     p.add_argument("--uid-root", default="2.25.", help="root of new UIDs (default 2.25.)")

@@ -71,7 +71,8 @@ class CohortParameters(BaseModel):
         "Accept a key different from the one earlier runs into this provenance directory used "
         "(pseudonyms will not match theirs)."))
     profile: str = Field("tcia", description=(
-        "Rule profile: 'tcia' (Basic + TCIA options) or 'basic'."))
+        "Rule profile: 'tcia' (Basic + TCIA options), 'tcia-lists' (the same options with TCIA's supplied "
+        "attribute lists first, as the MIDI-B validator scores) or 'basic'."))
     options: list[str] = Field(default_factory=list, description=(
         "Extra PS3.15 options to apply on top of the profile (see `deidflow explain --options`)."))
     uid_root: str = Field("2.25.", description=(

@@ -269,3 +269,22 @@ def test_explain_repeating_and_unknown(tcia):
 def test_explain_unparseable_is_config_error(tcia, query):
     with pytest.raises(ConfigError, match="explain query|private signature"):
         explain(query, tcia)
+
+
+@pytest.mark.parametrize(("keyword", "tcia_action", "lists_action"), [
+    ("StationName", Action.KEEP, Action.REMOVE),  # Retain Device Identity vs TCIA's remove list
+    ("ImageComments", Action.CLEAN, Action.REMOVE),  # Clean Descriptors vs TCIA's remove list
+    ("ContextGroupVersion", Action.SHIFT_DATE, Action.KEEP),  # modified dates vs TCIA's keep list
+    ("ReferencedStudySequence", Action.EMPTY, Action.KEEP),  # TCIA "process": recursed
+    ("InstitutionName", Action.REMOVE, Action.REMOVE),
+    ("StudyDate", Action.SHIFT_DATE, Action.SHIFT_DATE),
+])
+def test_tcia_lists_profile_lets_tcia_lists_decide(keyword, tcia_action, lists_action):
+    """tcia-lists: the tcia options, but TCIA's supplied lists win where they name an attribute (MIDI-B scores
+    TCIA's choice); the default tcia profile lets the option columns override, as PS3.15 says."""
+    tcia, lists = load_rule_table("tcia"), load_rule_table("tcia-lists")
+    assert PROFILES["tcia-lists"] == PROFILES["tcia"]
+    assert tcia.rule_by_keyword(keyword).action is tcia_action  # type: ignore[union-attr]
+    rule = lists.rule_by_keyword(keyword)
+    assert rule is not None and rule.action is lists_action and rule.source.startswith("TCIA ")
+    assert lists.sha256 != tcia.sha256

@@ -344,3 +344,26 @@ def test_dates_with_cjk_units_leave_free_text(tmp_path: Path, text: str) -> None
     assert not any(u in cleaned for u in "年년"), cleaned
     if " " in text and not text[0].isdigit():  # the words around stay (a glued one goes with the date)
         assert cleaned.split()[0] == text.split()[0]
+
+
+def test_tcia_lists_profile_end_to_end(tmp_path: Path) -> None:
+    """--profile tcia-lists: StationName and ImageComments go (TCIA's remove list), descriptions are cleaned,
+    dates shifted and the file written; the default profile keeps StationName (Retain Device Identity)."""
+    outs = {}
+    for profile in ("tcia", "tcia-lists"):
+        ds = _base()
+        ds.StationName, ds.ImageComments, ds.StudyDescription = "CT01", "seen by SMITHERS", "CT CHEST SMITHERS"
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        src = tmp_path / profile / "f.dcm"
+        src.parent.mkdir(parents=True)
+        ds.save_as(src, enforce_file_format=True)
+        o = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / profile / "out", profile=profile))
+        assert o.status == "written", o.error
+        outs[profile] = pydicom.dcmread(tmp_path / profile / "out" / o.output_path)
+    assert outs["tcia"].StationName == "CT01" and "StationName" not in outs["tcia-lists"]
+    assert "ImageComments" not in outs["tcia-lists"] and outs["tcia"].ImageComments == "seen by [X]"
+    assert outs["tcia-lists"].StudyDescription == outs["tcia"].StudyDescription == "CT CHEST [X]"
+    assert outs["tcia-lists"].StudyDate == outs["tcia"].StudyDate != "20210303"

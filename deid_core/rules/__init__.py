@@ -122,7 +122,17 @@ _OPTION_DEFS: tuple[tuple[str, str, str, str], ...] = (
 PROFILES: dict[str, tuple[str, ...]] = {
     "basic": (),
     "tcia": ("cleanPixel", "cleanDesc", "rtnLongModifDates", "rtnPatChars", "rtnDevId", "rtnSafePriv"),
+    # the same options, but where TCIA's supplied lists name an attribute their action wins over the option
+    # columns: what TCIA's curation does, and what the MIDI-B validator scores (``resolve_row``)
+    "tcia-lists": ("cleanPixel", "cleanDesc", "rtnLongModifDates", "rtnPatChars", "rtnDevId", "rtnSafePriv"),
 }
+#: Profiles in which TCIA's supplied attribute lists take precedence over the option columns.
+TCIA_FIRST_PROFILES = frozenset({"tcia-lists"})
+#: TCIA list -> action under those profiles ("process": a sequence recursed, its contents by their own rules;
+#: "time": kept; "incrementdate": shifted, kept where the VR holds no date).
+_TCIA_FIRST = {"remove": Action.REMOVE, "empty": Action.EMPTY, "replace": Action.DUMMY, "lookup": Action.DUMMY,
+               "hashname": Action.DUMMY, "hashuid": Action.UID, "keep": Action.KEEP, "time": Action.KEEP,
+               "incrementdate": Action.SHIFT_DATE, "process": Action.KEEP}
 
 # Short option name -> column of Table E.1-1 ("" for the pixel options, which have no column:
 # they are carried out by the pixel stage, not by attribute rules).
@@ -315,10 +325,18 @@ def _mask_parts(tag: str) -> tuple[int, int]:
     return mask, value
 
 
-def resolve_row(row: dict[str, Any], columns: frozenset[str]) -> tuple[Action, str]:
-    """Resolve one Table E.1-1 row for the selected columns to an Action and a provenance text."""
+def resolve_row(row: dict[str, Any], columns: frozenset[str], tcia_first: bool = False) -> tuple[Action, str]:
+    """Resolve one Table E.1-1 row for the selected columns to an Action and a provenance text.
+
+    ``tcia_first`` (profile tcia-lists): an attribute TCIA's supplied lists name takes the list's action,
+    whatever the option columns say (StationName: removed, not kept by Retain Device Identity)."""
     codes: dict[str, str] = row["codes"]
     vr: str = row.get("vr", "")
+    tcia_action = _TCIA_FIRST.get(row.get("tcia") or "") if tcia_first else None
+    if tcia_action is not None:
+        if tcia_action is Action.SHIFT_DATE and vr.split(" or ")[0] not in ("DA", "DT"):
+            return Action.KEEP, f"TCIA {row['tcia']} list first (VR {vr} holds no date: kept)"
+        return tcia_action, f"TCIA {row['tcia']} list first"
     basic = codes["basicProfile"]
     notes = []
     if basic in _SINGLE:
@@ -371,7 +389,7 @@ class RuleTable:
         self._meta: dict[str, tuple[str, str]] = {}  # tag text -> (keyword, vr)
         self._public: list[Rule] = []
         for row in data["rows"]:
-            action, source = resolve_row(row, columns)
+            action, source = resolve_row(row, columns, profile in TCIA_FIRST_PROFILES)
             rule = Rule(tag=row["tag"], name=row["name"], action=action, source=source)
             self._public.append(rule)
             self._by_tagtext[rule.tag.lower()] = rule

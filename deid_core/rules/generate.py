@@ -214,6 +214,12 @@ _SEMANTICS = """\
   alternatives include D. Otherwise (not listed, or TCIA's keep/incrementdate/time which are no
   alternative) the default: X/Z->Z, X/D->D, X/Z/D->D, Z/D->D (type 1/2 attributes stay present with
   non-identifying content), X/Z/U*->U for UI VR else Z. `Rule.source` records the decision.
+- Profile `tcia-lists` (the tcia options): where TCIA's supplied lists name an attribute, their action
+  wins over every option column: remove->X, empty->Z, replace/lookup/hashname->D, hashuid->U,
+  keep/time->K, incrementdate->S (K where the VR holds no date), process->K (a sequence recursed, its
+  contents by their own rules). TCIA's lists and PS3.15's option columns disagree on about a hundred
+  attributes (StationName and other device identity, comments that Clean Descriptors would clean,
+  version dates of coding resources); the MIDI-B validator scores TCIA's choice.
 - UIDs (`U`) are remapped by the composer regardless of options unless rtnUIDs is selected.
 - Private attributes: basicProfile X. Without rtnSafePriv the effective table holds no private
   rules (all private elements are removed). With it, the TCIA KB decides per signature: `k` keep,
