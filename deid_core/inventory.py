@@ -25,6 +25,23 @@ from pydicom.valuerep import AMBIGUOUS_VR, IS, DSfloat
 
 from deid_core.errors import BadInputError
 
+
+def quiet_pydicom() -> None:
+    """Keep pydicom from printing values: its validation warnings quote them in full ("Invalid value for VR
+    UI: '1.2.840.113619.2.055.3...'": an original UID on stderr, an audit found), and they reach logs,
+    Dask workers' stderr and Prefect. Values are checked by deidflow's own conformance step, which names
+    elements, never values. Called when this module is imported: every reading path goes through it."""
+    import logging
+    import warnings
+
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+quiet_pydicom()
+
 #: Modalities whose images commonly carry burned-in annotation (PS3.3 BurnedInAnnotation notes).
 BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "IVUS", "DOC", "RF", "XA", "CR",
                                   "DX", "MG", "IO", "PX"})

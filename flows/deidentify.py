@@ -10,6 +10,7 @@ LocalCluster sized to the machine by default, or an existing Dask cluster by add
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -140,6 +141,34 @@ def make_task_runner(params: CohortParameters) -> DaskTaskRunner:
                                           "dashboard_address": None})
 
 
+#: Paths of runs started from this process (the CLI): the Prefect API stores a flow run's parameters, and
+#: folder and file names can name patients ("Smith_John_MRN123/"), so the parameters it sees hold a token
+#: in their place (``with_local_paths``) and the flow takes the paths back from here. Runs started from the
+#: UI or a deployment carry the paths their user typed in.
+LOCAL_PATHS: dict[str, dict[str, str | None]] = {}
+_LOCAL_PREFIX = "deidflow-cli:"
+_PATH_FIELDS = ("input_dir", "output_dir", "provenance_dir", "patient_map", "key_file", "linkage_dir")
+
+
+def with_local_paths(params: CohortParameters) -> CohortParameters:
+    """``params`` with every path replaced by a token of this process (see LOCAL_PATHS)."""
+    token = secrets.token_hex(8)
+    LOCAL_PATHS[token] = {f: getattr(params, f) for f in _PATH_FIELDS}
+    return params.model_copy(update={f: f"{_LOCAL_PREFIX}{token}:{f}" if getattr(params, f) else None
+                                     for f in _PATH_FIELDS})
+
+
+def _real_paths(params: CohortParameters) -> CohortParameters:
+    if not params.input_dir.startswith(_LOCAL_PREFIX):
+        return params
+    token = params.input_dir[len(_LOCAL_PREFIX):].split(":", 1)[0]
+    paths = LOCAL_PATHS.get(token)
+    if paths is None:
+        raise ConfigError("this run's folders are known only to the deidflow process that started it; "
+                          "start a new run with the folders as parameters")
+    return params.model_copy(update=paths)
+
+
 # Plans and input paths stay in this process: a subflow's parameters are stored by the Prefect API,
 # and neither the key nor input paths (which may name patients) belong there.
 _PLANS: dict[str, tuple[RunPlan, list[str]]] = {}
@@ -180,6 +209,7 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
 def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
     """De-identify a cohort: every input ends written, quarantined or skipped, with its reason."""
     logger = get_run_logger()
+    params = _real_paths(params)
     plan = prepare_run(params.input_dir, params.output_dir, provenance_dir=params.provenance_dir,
                        key_file=params.key_file, key_secret=params.key_secret, secret_loader=_load_secret,
                        new_key=params.new_key, patient_map=params.patient_map, profile=params.profile,

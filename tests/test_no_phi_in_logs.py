@@ -117,7 +117,11 @@ def test_debug_run_leaves_no_identifier_in_logs_artifacts_or_parameters(tmp_path
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
 
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "flows.cli", "--log-level", "DEBUG", "run", str(tmp_path / "in"),
+    # the input folder is the patient's own export folder ("Smith_John_MRN123/"): the flow-run parameters the
+    # Prefect API stores must not carry it (the CLI passes a token in place of its paths)
+    patient_dir = next(p for p in sorted((tmp_path / "in").iterdir()) if p.is_dir())
+    assert patient_dir.name in planted
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "--log-level", "DEBUG", "run", str(patient_dir),
                           str(tmp_path / "out"), "--workers", "1"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=240, check=False)
     took = time.monotonic() - t0

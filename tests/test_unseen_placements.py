@@ -367,3 +367,19 @@ def test_tcia_lists_profile_end_to_end(tmp_path: Path) -> None:
     assert "ImageComments" not in outs["tcia-lists"] and outs["tcia"].ImageComments == "seen by [X]"
     assert outs["tcia-lists"].StudyDescription == outs["tcia"].StudyDescription == "CT CHEST [X]"
     assert outs["tcia-lists"].StudyDate == outs["tcia"].StudyDate != "20210303"
+
+
+def test_pydicom_prints_no_value_of_an_invalid_uid(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                   recwarn: pytest.WarningsRecorder) -> None:
+    """A legacy UID with leading-zero components is invalid: pydicom's validation warning quoted it in full,
+    and a default-level CLI run printed the original StudyInstanceUID to stderr."""
+    import logging
+
+    legacy = "1.2.840.113619.2.055.3.0274877906.0917"
+    ds = _base()
+    ds.StudyInstanceUID = legacy
+    with caplog.at_level(logging.DEBUG):
+        status, reason, data = _run(tmp_path, ds)
+    assert (status, reason) == ("written", "") and legacy.encode() not in data
+    assert "0274877906" not in caplog.text
+    assert not [w for w in recwarn if "0274877906" in str(w.message)]
