@@ -146,7 +146,10 @@ class _EphemeralApi:
             [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
-            env=env, preexec_fn=_die_with_parent)
+            env=env, preexec_fn=_die_with_parent,
+            # its own session: a Ctrl-C at the terminal (SIGINT to the foreground process group) must not stop
+            # the API under the flow, which then retried the dead API for a minute and exited 1, not 130
+            start_new_session=True)
 
     def wait_healthy(self, timeout: float) -> None:
         """Poll ``/api/health`` until 200; a child that could not bind its port (uvicorn exits 3) is

@@ -46,6 +46,21 @@ def _group(pgid: int) -> list[str]:
     return [r[3] if len(r) > 3 else r[0] for r in rows if r[1] == str(pgid) and not r[2].startswith("Z")]
 
 
+def _api_children(base: Path) -> list[str]:
+    """Live Prefect API servers started for runs under ``base`` (they run in a session of their own, so a
+    Ctrl-C at the terminal does not stop them under the flow: found by their PREFECT_HOME)."""
+    home = f"PREFECT_HOME={base / '.prefect'}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"uvicorn" in (proc / "cmdline").read_bytes() and \
+                    home in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(proc.name)
+        except OSError:
+            continue
+    return found
+
+
 def _start(base: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as fh:
         return subprocess.Popen(RUN, cwd=base, env=_env(base), stdout=fh, stderr=subprocess.STDOUT,
@@ -116,9 +131,9 @@ def test_sigkill_at_three_points_then_rerun_matches_uninterrupted(tmp_path: Path
     proc.kill()
     proc.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while _group(proc.pid) and time.monotonic() < deadline:
+    while (_group(proc.pid) or _api_children(base)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    lingering = _group(proc.pid)
+    lingering = _group(proc.pid) + _api_children(base)
     if lingering:
         os.killpg(proc.pid, signal.SIGKILL)
     assert not lingering, f"processes outlived the killed run: {lingering}"
@@ -194,3 +209,33 @@ def _records(prov: Path) -> list[tuple[str, str]]:
 
     with connect(prov) as con:
         return [(r[0], r[1]) for r in con.execute("SELECT input_path, status FROM records").fetchall()]
+
+
+def test_ctrl_c_mid_run_exits_130_promptly_then_the_rerun_completes(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group. It used to stop the Prefect
+    API under the flow, which retried the dead API for a minute and exited 1; the API now runs in a session
+    of its own and dies with the CLI (PR_SET_PDEATHSIG)."""
+    from deid_core.synth import generate_cohort
+
+    generate_cohort(tmp_path / "in", patients=1, seed=11)
+    out = tmp_path / "out"
+    proc = _start(tmp_path, tmp_path / "int.log")
+    _wait_for(proc, lambda: bool(_outputs(out)), "the first output file")
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        code = proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    took = time.monotonic() - t0
+    assert code == 130, (tmp_path / "int.log").read_text()[-3000:]
+    assert took < 30, took
+    deadline = time.monotonic() + 20
+    while (_group(proc.pid) or _api_children(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group(proc.pid) and not _api_children(tmp_path)
+    done = subprocess.run(RUN, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".dcm"]
