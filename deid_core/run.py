@@ -85,7 +85,8 @@ def check_paths(input_dir: str | Path, output_dir: str | Path, provenance_dir: s
 
 def precheck(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
              linkage_dir: str | Path | None = None, key_file: str | None = None, key_secret: str | None = None,
-             patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = ()) -> None:
+             patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
+             uid_root: str = "2.25.", pixel_policy: str | None = None) -> None:
     """Usage errors found in milliseconds, before Prefect and Dask start; creates nothing.
 
     ``prepare_run`` repeats these checks inside the flow (deployments skip this function)."""
@@ -96,6 +97,20 @@ def precheck(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: s
     if patient_map:
         PatientMap.load(patient_map)
     load_rule_table(profile, list(options) or None)
+    check_settings(uid_root, pixel_policy)
+
+
+def check_settings(uid_root: str, pixel_policy: str | None) -> None:
+    """A bad UID root or pixel policy stops the run before any file: checked per file, it had quarantined
+    every input as ``config_error`` and the run exited 0 (an audit)."""
+    from deid_core.pseudonyms import new_uid
+
+    new_uid(b"settings-check-key", "1.2.3", uid_root)
+    if pixel_policy and pixel_policy.strip().lower() not in ("", "auto"):
+        from deid_core.pixels import pixel_policy_for
+
+        for modality in ("", "CT", "MR", "US", "SC", "CR", "DX", "MG", "XA", "OT", "NM", "PT"):
+            pixel_policy_for(modality, pixel_policy)
 
 
 def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
@@ -109,6 +124,7 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                 parameters: dict[str, object] | None = None) -> RunPlan:
     """Validate everything run-level and return the plan; raises ConfigError with a clear reason."""
     inp, out, prov, link = check_paths(input_dir, output_dir, provenance_dir, linkage_dir)
+    check_settings(uid_root, pixel_policy)
     umask = output_umask()  # a bad DEIDFLOW_UMASK stops the run here, not in every worker
     for d, what in ((out, "output"), (prov, "provenance")):
         try:

@@ -71,6 +71,24 @@ def test_bad_umask_stops_the_run_before_anything_is_created(tmp_path: Path,
     assert not (tmp_path / "out").exists() and not (tmp_path / "prov").exists()
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"uid_root": "1.2.3.abc"}, "UID root is malformed"), ({"pixel_policy": "bogus"}, "unknown pixel policy"),
+    ({"pixel_policy": "US=maybe"}, "unknown pixel policy")])
+def test_bad_uid_root_or_pixel_policy_stops_the_run_before_anything(tmp_path: Path, setting: dict[str, str],
+                                                                    message: str) -> None:
+    """Checked per file, a bad setting quarantined every input as config_error and the run exited 0."""
+    from deid_core.run import precheck
+
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    save(base_dataset(2), tmp_path / "in" / "x.dcm")
+    with pytest.raises(ConfigError, match=message):
+        precheck(tmp_path / "in", tmp_path / "out", key_file=str(tmp_path / "key.bin"), **setting)
+    with pytest.raises(ConfigError, match=message):
+        prepare_run(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov",
+                    key_file=str(tmp_path / "key.bin"), **setting)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "prov").exists()
+
+
 def test_output_root_is_created_with_the_restrictive_mode(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "key.bin").write_bytes(TEST_KEY)
