@@ -136,6 +136,24 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
             raise ConfigError(f"cannot create the {what} directory ({exc.strerror})") from None
         if not os.access(d, os.W_OK):
             raise ConfigError(f"the {what} directory is not writable")
+    lock_output(out)
+    try:
+        return _plan(inp, out, prov, link, key_file=key_file, key_secret=key_secret, secret_loader=secret_loader,
+                     new_key=new_key, patient_map=patient_map, profile=profile, options=options, uid_root=uid_root,
+                     pixel_policy=pixel_policy, pixel_engine=pixel_engine, allow_lossy_reencode=allow_lossy_reencode,
+                     conformance=conformance, date_shift_days=date_shift_days, pseudonym_prefix=pseudonym_prefix,
+                     parameters=parameters)
+    except BaseException:
+        release_output(out)
+        raise
+
+
+def _plan(inp: Path, out: Path, prov: Path, link: Path | None, *, key_file: str | None, key_secret: str | None,
+          secret_loader: Callable[[str], bytes | str] | None, new_key: bool, patient_map: str | None, profile: str,
+          options: Iterable[str], uid_root: str, pixel_policy: str | None, pixel_engine: str,
+          allow_lossy_reencode: bool, conformance: str, date_shift_days: tuple[int, int], pseudonym_prefix: str,
+          parameters: dict[str, object] | None) -> RunPlan:
+    """``prepare_run`` once its directories exist and the output is this run's."""
     key = load_key(key_file, provenance_dir=prov, secret_loader=secret_loader, secret_name=key_secret)
     fp = key_fingerprint(key)
     check_key_history(prov, fp, new_key)
@@ -162,6 +180,36 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     return RunPlan(cfg=cfg, input_dir=inp.resolve(), provenance_dir=prov.resolve(), run_id=new_run_id(now),
                    run_date=now.date().isoformat(), started_at=now, table_sha256=table.sha256, key_fp=fp,
                    linkage_dir=link, parameters=dict(parameters or {}))
+
+
+#: Output folders this process runs into, with the open descriptor that holds each one's lock.
+_OUTPUT_LOCKS: dict[str, int] = {}
+
+
+def lock_output(out: Path) -> None:
+    """Take the output folder for this run: an exclusive ``flock`` on the folder itself (no file is added
+    to the output tree), held until ``finish_run`` or until the process ends (a killed run leaves no stale
+    lock). A second run into the same output, from another process, is refused: at its start it would
+    empty the first run's staging folder (an audit's overlapping scheduled runs lost a file). A plan made
+    earlier in this process for the same folder is superseded."""
+    import fcntl
+
+    key = str(out.resolve())
+    release_output(key)
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError("another deidflow run is writing into this output directory; wait for it to "
+                          "finish (or stop it) and start this run again") from None
+    _OUTPUT_LOCKS[key] = fd
+
+
+def release_output(out: str | Path) -> None:
+    fd = _OUTPUT_LOCKS.pop(str(Path(out).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def split_done(plan: RunPlan, records: list[InventoryRecord], skip_done: bool = True
@@ -332,6 +380,7 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
     tmp.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
     summary.summary_path = str(path)
+    release_output(plan.cfg.output_dir)
     return summary
 
 

@@ -41,6 +41,7 @@ from deid_core.run import (
     prepare_run,
     record_batch_failure,
     record_outcomes,
+    release_output,
     split_done,
 )
 from tasks.deid_tasks import deidentify_batch, inventory_chunk
@@ -234,6 +235,9 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
     try:
         summaries = process_cohort.with_options(task_runner=runner)(  # type: ignore[arg-type]
             plan.run_id, params.batch_size, params.incremental, str(progress_id) if progress_id else None)
+    except BaseException:
+        release_output(plan.cfg.output_dir)  # finish_run releases it otherwise
+        raise
     finally:
         _PLANS.pop(plan.run_id, None)
         for done in DASK_DONE:

@@ -139,3 +139,29 @@ def test_no_incremental_still_refuses_sop_collisions(tmp_path: Path) -> None:
     todo, decided = split_done(plan, records, skip_done=False)
     assert [Path(r.path).name for r in todo] == ["a.dcm"]
     assert [(Path(o.input_path).name, o.reason) for o in decided] == [("b.dcm", "duplicate_sop_instance")]
+
+
+def test_a_second_run_into_the_same_output_is_refused(tmp_path: Path) -> None:
+    """Overlapping runs into one output: the second would empty the first's staging folder at its start (an
+    audit lost a file). The output folder is locked for the run; another process's run is refused before it
+    touches anything, and the lock goes with the run (or with its process)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    save(base_dataset(2), tmp_path / "in" / "x.dcm")
+    out = tmp_path / "out"
+    plan = prepare_run(tmp_path / "in", out, provenance_dir=tmp_path / "prov", key_file=str(tmp_path / "key.bin"))
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, '.')\n"
+        "from deid_core.run import prepare_run\n"
+        "from deid_core.errors import ConfigError\n"
+        f"try:\n    prepare_run({str(tmp_path / 'in')!r}, {str(out)!r}, provenance_dir={str(tmp_path / 'p2')!r},"
+        f" key_file={str(tmp_path / 'key.bin')!r})\nexcept ConfigError as e:\n    print('refused:', e)\n")],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    said, _ = other.communicate(timeout=60)
+    assert said.startswith("refused: another deidflow run is writing into this output directory"), said
+    finish_run(plan, [])
+    again = subprocess.run(other.args, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert "refused" not in again.stdout and again.returncode == 0, again.stdout + again.stderr
