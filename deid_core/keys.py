@@ -147,9 +147,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def check_key_history(provenance_dir: Path, fingerprint: str, allow_new_key: bool) -> None:
+def check_key_history(provenance_dir: Path, fingerprint: str, allow_new_key: bool, record: bool = True) -> None:
     """Refuse to mix keys in one output/provenance tree unless explicitly allowed (--new-key),
-    and record the fingerprint of the key used."""
+    and record the fingerprint of the key used (unless ``record`` is False: the CLI's precheck)."""
     provenance_dir = Path(provenance_dir)
     path = provenance_dir / HISTORY_NAME
     known: list[str] = []
@@ -167,9 +167,11 @@ def check_key_history(provenance_dir: Path, fingerprint: str, allow_new_key: boo
     if known and not allow_new_key:
         raise ConfigError("this output/provenance tree was processed with a different key; pass --new-key "
                           f"to accept it (recorded {known[-1]}, now {fingerprint})")
+    if not record:
+        return
     try:
         provenance_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, (json.dumps(known + [fingerprint], indent=1) + "\n").encode("utf-8"), 0o644)
+        atomic_write(path, (json.dumps(known + [fingerprint], indent=1) + "\n").encode("utf-8"), 0o600)
     except OSError as exc:
         raise ConfigError("cannot record key fingerprint in the provenance directory "
                           f"({type(exc).__name__})") from None

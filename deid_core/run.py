@@ -86,14 +86,17 @@ def check_paths(input_dir: str | Path, output_dir: str | Path, provenance_dir: s
 def precheck(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
              linkage_dir: str | Path | None = None, key_file: str | None = None, key_secret: str | None = None,
              patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
-             uid_root: str = "2.25.", pixel_policy: str | None = None) -> None:
+             uid_root: str = "2.25.", pixel_policy: str | None = None, new_key: bool = False) -> None:
     """Usage errors found in milliseconds, before Prefect and Dask start; creates nothing.
 
     ``prepare_run`` repeats these checks inside the flow (deployments skip this function)."""
-    check_paths(input_dir, output_dir, provenance_dir, linkage_dir)
+    _inp, _out, prov, _link = check_paths(input_dir, output_dir, provenance_dir, linkage_dir)
     output_umask()
     if key_file is not None or (key_secret is None and "DEIDFLOW_KEY" in os.environ):
-        load_key(key_file, secret_name=key_secret)
+        key = load_key(key_file, secret_name=key_secret)
+        # a different key than earlier runs into this tree: refused here, before Prefect starts (inside the
+        # flow the refusal came with Prefect's traceback of the failed flow run)
+        check_key_history(prov, key_fingerprint(key), new_key, record=False)
     if patient_map:
         PatientMap.load(patient_map)
     load_rule_table(profile, list(options) or None)
@@ -172,8 +175,10 @@ def _plan(inp: Path, out: Path, prov: Path, link: Path | None, *, key_file: str 
     table = load_rule_table(profile, list(options) or None)
     table_dir = prov / "rules"
     table_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(table_dir, 0o700)  # provenance: folders 0700, files 0600 (docs/provenance.md)
     with open(table_dir / f"{table.sha256[:16]}.csv", "w", encoding="utf-8", newline="") as fh:
         table.to_csv(fh)
+    os.chmod(table_dir / f"{table.sha256[:16]}.csv", 0o600)
     clean_tmp(out)
     clean_stale_tmp(prov)  # a run killed mid-write left its provenance temporary file behind
     now = datetime.now(UTC)
@@ -375,9 +380,11 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
                       sorted(patient_pairs.items()))
     sdir = plan.provenance_dir / "summaries"
     sdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(sdir, 0o700)
     path = sdir / f"{plan.run_id}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str))
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     summary.summary_path = str(path)
     release_output(plan.cfg.output_dir)

@@ -511,7 +511,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     provenance_dir = str(Path(args.provenance).resolve()) if args.provenance else None
     precheck(input_dir, output_dir, provenance_dir=provenance_dir, linkage_dir=args.linkage,
              key_file=args.key_file, key_secret=args.key_secret, patient_map=args.patient_map,
-             profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy)
+             profile=args.profile, options=args.options, uid_root=args.uid_root, pixel_policy=args.pixel_policy,
+             new_key=args.new_key)
     workers = _local_workers(args)
     with _api_starting(workers) as ready:
         from flows.deidentify import CohortParameters, deidentify_cohort, with_local_paths

@@ -165,3 +165,28 @@ def test_a_second_run_into_the_same_output_is_refused(tmp_path: Path) -> None:
     again = subprocess.run(other.args, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
                            timeout=60, check=False)
     assert "refused" not in again.stdout and again.returncode == 0, again.stdout + again.stderr
+
+
+def test_provenance_entries_are_private_and_a_key_change_is_refused_up_front(tmp_path: Path) -> None:
+    """docs/provenance.md: provenance folders 0700, files 0600 (rules/, summaries/ and key_fingerprints.json
+    were 0755/0644); the CLI's precheck refuses a different key before Prefect starts, writing nothing."""
+    import os
+
+    from deid_core.run import precheck
+
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    (tmp_path / "other.bin").write_bytes(b"another-key-0123456789")
+    save(base_dataset(2), tmp_path / "in" / "x.dcm")
+    plan = prepare_run(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov",
+                       key_file=str(tmp_path / "key.bin"))
+    finish_run(plan, [])
+    loose = [f"{oct(p.stat().st_mode & 0o777)} {p.relative_to(tmp_path)}" for p in (tmp_path / "prov").rglob("*")
+             if p.stat().st_mode & 0o077]
+    assert loose == []
+    before = sorted(os.listdir(tmp_path / "prov"))
+    with pytest.raises(ConfigError, match="different key"):
+        precheck(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov",
+                 key_file=str(tmp_path / "other.bin"))
+    precheck(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov", key_file=str(tmp_path / "other.bin"),
+             new_key=True)
+    assert sorted(os.listdir(tmp_path / "prov")) == before
