@@ -163,8 +163,10 @@ class _Gen:
     # -- primitives -----------------------------------------------------------------------------
     def uid(self) -> str:
         self._uid_n += 1
-        return str(generate_uid(prefix=_UID_PREFIX, entropy_srcs=["deidflow-synth", str(self.seed),
-                                                                   self.scope, str(self._uid_n)]))
+        # one source with separators: generate_uid joins its sources with nothing, so "patient:1" + "12" and
+        # "patient:11" + "2" gave one UID to two files from 11 patients on (an audit)
+        return str(generate_uid(prefix=_UID_PREFIX,
+                                entropy_srcs=[f"deidflow-synth|{self.seed}|{self.scope}|{self._uid_n}"]))
 
     def font(self, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         if size not in self.font_cache:
@@ -534,7 +536,7 @@ def _patient(g: _Gen, p: _Person, index: int) -> None:
         z = -50.0 + 2.5 * i
         hu = g.phantom(128, 128, (i - n_ct / 2) / n_ct * 4, mr=False)
         _set_mono(ds, np.clip(hu, 0, 4000).astype(np.int16), 16)
-        ds.FrameOfReferenceUID = str(generate_uid(prefix=_UID_PREFIX, entropy_srcs=[ct_series, "for"]))
+        ds.FrameOfReferenceUID = str(generate_uid(prefix=_UID_PREFIX, entropy_srcs=[f"{ct_series}|for"]))
         _geometry(ds, 128, 2.7, z)
         ds.SliceThickness = "2.5"
         ds.KVP = "120"
@@ -575,7 +577,7 @@ def _patient(g: _Gen, p: _Person, index: int) -> None:
         ds = g.header(p, mr, rec, MRImageStorage, "MR", mr_series, 1, i + 1, "T2 AX FSE")
         sig = g.phantom(128, 128, (i - 2.5) / 5 * 4, mr=True)
         _set_mono(ds, np.clip(sig, 0, 4095).astype(np.uint16), 12)
-        ds.FrameOfReferenceUID = str(generate_uid(prefix=_UID_PREFIX, entropy_srcs=[mr_series, "for"]))
+        ds.FrameOfReferenceUID = str(generate_uid(prefix=_UID_PREFIX, entropy_srcs=[f"{mr_series}|for"]))
         _geometry(ds, 128, 1.8, 10.0 + 5.0 * i)
         ds.SliceThickness = "5"
         ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "SE", "SK", "2D"

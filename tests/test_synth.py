@@ -268,3 +268,17 @@ def test_small_cohort_is_prefix_of_bigger_one(cohort: tuple[Path, dict[str, Any]
     two = _digests(tmp_path / "two")
     two.pop(ANSWER_NAME)
     assert all(_digests(out)[k] == v for k, v in two.items())
+
+
+def test_large_cohorts_give_every_file_its_own_uid(tmp_path: Path) -> None:
+    """pydicom's generate_uid joins its entropy sources with nothing: "patient:1" + "12" equalled
+    "patient:11" + "2", and cohorts of 11+ patients had files sharing a SOPInstanceUID that answer.json
+    expected written."""
+    import collections
+
+    answer = generate_cohort(tmp_path, 12, 0)
+    uids: collections.Counter[str] = collections.Counter()
+    for f in answer["files"]:
+        if f["expect"] == "written":
+            uids[str(pydicom.dcmread(tmp_path / f["path"], stop_before_pixels=True).SOPInstanceUID)] += 1
+    assert uids and max(uids.values()) == 1
