@@ -635,7 +635,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     prov = Path(args.provenance)
     if args.what in ("file", "actions", "sql") and not args.arg:
-        raise SystemExit(f"deidflow audit {args.what}: missing argument")
+        print(f"deidflow: error: audit {args.what} needs an argument", file=sys.stderr)
+        return 2
+    if not prov.is_dir():
+        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
+        return 2
+    try:
+        rows = _audit_rows(pv, prov, args)
+    except pv.duckdb.Error as exc:  # a typo in the user's own SQL: DuckDB's message, not a traceback
+        print(f"deidflow: error: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, default=str, sort_keys=True))
+    else:
+        print(pv.format_table(rows) if rows else "(no rows)")
+    return 0
+
+
+def _audit_rows(pv: Any, prov: Path, args: argparse.Namespace) -> list[dict[str, object]]:
     if args.what == "runs":
         rows = pv.audit_runs(prov)
     elif args.what == "failures":
@@ -647,12 +665,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         cols, tuples = pv.audit_sql(prov, args.arg)
         rows = [dict(zip(cols, t, strict=True)) for t in tuples]
-    if args.json:
-        for r in rows:
-            print(json.dumps(r, default=str, sort_keys=True))
-    else:
-        print(pv.format_table(rows) if rows else "(no rows)")
-    return 0
+    return list(rows)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -731,6 +744,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `deidflow explain --all | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
