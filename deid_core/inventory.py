@@ -69,6 +69,7 @@ class InventoryRecord:
     burned_in_possible: bool = False
     series_key: str = ""  # keyed hash of (PatientID, StudyInstanceUID, SeriesInstanceUID)
     sop_key: str = ""  # keyed hash of SOPInstanceUID: finds two inputs that would write one output
+    patient_key: str = ""  # keyed hash of PatientID (``patient_id_key``): a map's new id must not be one
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -310,7 +311,15 @@ def _classify(path: Path, size: int, digest: str, ds: pydicom.Dataset, ts: str, 
         hashlib.sha256).hexdigest()[:16]
     sop_key = hmac.new(key, str(ds.SOPInstanceUID).encode(), hashlib.sha256).hexdigest()[:24]
     return InventoryRecord(str(path), size, digest, "ok", "", "", modality, sop_class, ts, frames, has_pixels,
-                           compressed, burned and has_pixels, series_key, sop_key)
+                           compressed, burned and has_pixels, series_key, sop_key,
+                           patient_id_key(key, str(ds.get("PatientID", "") or "")))
+
+
+def patient_id_key(key: bytes, patient_id: str) -> str:
+    """Keyed hash of a PatientID (padding ignored; "" for none): lets the flow compare a patient map's new ids
+    with the cohort's original ids without either leaving the workers."""
+    pid = patient_id.strip().rstrip("\0").strip()
+    return hmac.new(key, b"patient-id:" + pid.encode(), hashlib.sha256).hexdigest()[:24] if pid else ""
 
 
 def _pixel_tag_follows(path: Path, ds: pydicom.Dataset) -> bool:

@@ -217,6 +217,27 @@ def release_output(out: str | Path) -> None:
         os.close(fd)
 
 
+def check_map_against_cohort(plan: RunPlan, records: list[InventoryRecord]) -> None:
+    """Refuse a patient map that gives a patient, as new id, the original PatientID of another patient of
+    this cohort: that patient's real MRN would be released on someone else's files (an audit). Compared as
+    keyed hashes, so no identifier leaves the workers; a patient mapped to its own id is left to
+    verification, which quarantines its files (``leak_found``)."""
+    if not plan.cfg.patient_map:
+        return
+    from deid_core.inventory import patient_id_key
+
+    cohort = {r.patient_key for r in records if r.patient_key}
+    pmap = PatientMap.load(plan.cfg.patient_map)
+    for original in pmap.originals():
+        entry = pmap.lookup(original)
+        if entry is None:
+            continue
+        new_key = patient_id_key(plan.cfg.key, entry.new_id)
+        if new_key in cohort and new_key != patient_id_key(plan.cfg.key, original):
+            raise ConfigError("the patient map gives a patient a new_patient_id that is the original PatientID "
+                              "of another patient in this cohort; fix the map (that ID would be released)")
+
+
 def split_done(plan: RunPlan, records: list[InventoryRecord], skip_done: bool = True
                ) -> tuple[list[InventoryRecord], list[Outcome]]:
     """Incremental runs: inputs already written with this input hash, rule table, key and version,

@@ -36,6 +36,7 @@ from deid_core.run import (
     RunPlan,
     RunSummary,
     bad_outcomes,
+    check_map_against_cohort,
     finish_run,
     plan_retry,
     prepare_run,
@@ -183,6 +184,7 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
     chunks = [paths[i:i + INVENTORY_CHUNK] for i in range(0, len(paths), INVENTORY_CHUNK)]
     inv_futures = inventory_chunk.map(chunks, [plan.cfg.key] * len(chunks))
     records: list[InventoryRecord] = [r for f in inv_futures for r in f.result()]
+    check_map_against_cohort(plan, records)  # before any file is written
     summaries: list[BatchSummary] = [record_outcomes(plan, bad_outcomes(records), "inventory")]
     todo = [r for r in records if r.status == "ok"]
     # Skips what is already done (incremental) and always refuses SOP UID collisions with earlier outputs.

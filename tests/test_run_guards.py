@@ -190,3 +190,26 @@ def test_provenance_entries_are_private_and_a_key_change_is_refused_up_front(tmp
     precheck(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov", key_file=str(tmp_path / "other.bin"),
              new_key=True)
     assert sorted(os.listdir(tmp_path / "prov")) == before
+
+
+def test_a_map_giving_a_patient_another_patients_mrn_is_refused(tmp_path: Path) -> None:
+    """A map row whose new_patient_id is another cohort patient's original PatientID would release that MRN
+    on someone else's files (an audit): refused after the inventory, before any file is written. Compared as
+    keyed hashes (InventoryRecord.patient_key), so no identifier leaves the workers."""
+    from deid_core.run import check_map_against_cohort
+
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    save(base_dataset(1, pid="43-051-770", name="BEE^ANN"), tmp_path / "in" / "b.dcm")
+    save(base_dataset(2, pid="12-000-001", name="AY^AL"), tmp_path / "in" / "a.dcm")
+    records = [inspect_file(p, TEST_KEY) for p in find_files(tmp_path / "in")]
+    for new_id, refused in (("43-051-770", True), ("12-000-001", False), ("STUDY-0001", False)):
+        pmap = tmp_path / f"map-{new_id}.csv"
+        pmap.write_text(f"original_patient_id,new_patient_id\n12-000-001,{new_id}\n")
+        plan = prepare_run(tmp_path / "in", tmp_path / "out", provenance_dir=tmp_path / "prov",
+                           key_file=str(tmp_path / "key.bin"), patient_map=str(pmap))
+        if refused:
+            with pytest.raises(ConfigError, match="original PatientID of another patient"):
+                check_map_against_cohort(plan, records)
+        else:  # its own id is left to verification (leak_found); a fresh id is fine
+            check_map_against_cohort(plan, records)
+        finish_run(plan, [])
