@@ -515,7 +515,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              new_key=args.new_key)
     workers = _local_workers(args)
     with _api_starting(workers) as ready:
-        from flows.deidentify import CohortParameters, deidentify_cohort, with_local_paths
+        from flows.deidentify import CONSOLE_PROGRESS, CohortParameters, deidentify_cohort, with_local_paths
 
         params = CohortParameters(
             input_dir=input_dir, output_dir=output_dir, provenance_dir=provenance_dir,
@@ -527,6 +527,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance,
             ocr_engine=args.ocr_engine, retry_of=None)
         with _prestarted(_matching(ready(), workers, params), ready.release):  # type: ignore[attr-defined]
+            CONSOLE_PROGRESS[:] = [not args.json]
             summary = deidentify_cohort(with_local_paths(params))
     _print_summary(summary, args.json)
     return _exit_code(summary)
@@ -595,11 +596,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
                                                 dask_address=args.dask_address or stored.get("dask_address")))
     print(f"retrying {len(retry.paths)} file(s) of run {retry.run_id} (attempt {retry.attempt})")
     with _api_starting(workers) as ready:
-        from flows.deidentify import deidentify_cohort, retry_parameters, with_local_paths
+        from flows.deidentify import CONSOLE_PROGRESS, deidentify_cohort, retry_parameters, with_local_paths
 
         params = retry_parameters(retry, prov, key_file=args.key_file, key_secret=args.key_secret,
                                   workers=args.workers, dask_address=args.dask_address)
         with _prestarted(_matching(ready(), workers, params), ready.release):  # type: ignore[attr-defined]
+            CONSOLE_PROGRESS[:] = [not args.json]
             summary = deidentify_cohort(with_local_paths(params))
     _print_summary(summary, args.json)
     return _exit_code(summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -110,6 +111,8 @@ class CohortParameters(BaseModel):
         "(write_error, internal_error, worker_lost, batch_failed). Needs the same key as that run."))
 
 
+#: Set by the CLI: print a progress line (counts only) to stderr as each batch finishes.
+CONSOLE_PROGRESS: list[bool] = []
 #: Scheduler address of a LocalCluster this process already started and warmed for local runs (the CLI
 #: starts it while the Prefect API starts; see flows/cli.py). Not a parameter: it is this process's own.
 LOCAL_CLUSTER: list[str] = []
@@ -205,6 +208,8 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
         done += summary.files
         if progress_id:
             update_progress_artifact(UUID(progress_id), progress=round(100.0 * done / total, 1))
+        if CONSOLE_PROGRESS:  # counts only
+            print(f"  {done}/{total} files ({100.0 * done / total:.0f}%)", file=sys.stderr, flush=True)
     return summaries
 
 

@@ -42,6 +42,7 @@ def test_run_flow_then_incremental_rerun(small_cohort: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"{n_inputs} files" in r.stdout and "written" in r.stdout and "quarantined" in r.stdout
     assert "provenance:" in r.stdout and str(base / "out-provenance") in r.stdout
+    assert f"{n_inputs}/{n_inputs} files (100%)" in r.stderr  # progress, batch by batch, counts only
     outputs = {p.relative_to(base / "out"): p.read_bytes() for p in (base / "out").rglob("*.dcm")}
     assert outputs and all(pydicom.dcmread(base / "out" / p).PatientIdentityRemoved == "YES" for p in outputs)
     assert not (base / "out" / ".deidflow-tmp").exists() or not any((base / "out" / ".deidflow-tmp").iterdir())
