@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -735,17 +736,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     _apply_log_level(args.log_level)
     from deid_core.errors import ConfigError
 
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        print(f"deidflow: error: {exc}", file=sys.stderr)
-        return 2
-    except ApiStartError as exc:
-        print(f"deidflow: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if interrupted:  # the interrupt surfaced wrapped (pydantic turned it into a serialization error)
+            print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
+            return 130
+        if isinstance(exc, ConfigError):
+            print(f"deidflow: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, ApiStartError):
+            print(f"deidflow: error: {exc}", file=sys.stderr)
+            return 1
+        raise
     except BrokenPipeError:  # `deidflow explain --all | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
