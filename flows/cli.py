@@ -748,6 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `deidflow explain --all | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if interrupted:  # the interrupt surfaced wrapped (pydantic turned it into a serialization error)
             print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -759,9 +762,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"deidflow: error: {exc}", file=sys.stderr)
             return 1
         raise
-    except BrokenPipeError:  # `deidflow explain --all | head`: the reader left, nothing is wrong
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

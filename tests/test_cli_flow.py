@@ -94,3 +94,13 @@ def test_help_teaches() -> None:
         assert word in r.stdout
     r = subprocess.run([*DEIDFLOW, "run", "--help"], capture_output=True, text=True, check=True)
     assert "--patient-map" in r.stdout and "--dask-address" in r.stdout and "quarantined" in r.stdout
+
+
+def test_a_reader_that_leaves_early_is_no_error() -> None:
+    """`deidflow explain --all | head`: the pipe closes early; a BrokenPipeError traceback used to follow."""
+    proc = subprocess.Popen([*DEIDFLOW, "explain", "--all"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100).startswith(b"kind,tag,")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err[-2000:]
