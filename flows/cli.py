@@ -682,6 +682,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from deid_core.provenance import compact
 
+    if not Path(args.provenance).is_dir():
+        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
+        return 2
     n = compact(Path(args.provenance), args.run)
     print(f"compacted: {n} small files merged")
     return 0

@@ -56,7 +56,7 @@ def test_run_flow_then_incremental_rerun(small_cohort: Path) -> None:
     assert audit.returncode == 0 and audit.stdout.count("\n") >= 4  # header, rule, two runs
     # a typo in the user's own SQL, or a wrong provenance folder: a one-line error, exit 2, no traceback
     for args in (("audit", "sql", "SELECT nosuch FROM records", "--provenance", "out-provenance"),
-                 ("audit", "runs", "--provenance", "no-such-folder")):
+                 ("audit", "runs", "--provenance", "no-such-folder"), ("compact", "--provenance", "no-such-folder")):
         bad = deidflow(*args, cwd=base)
         assert bad.returncode == 2 and bad.stderr.startswith("deidflow: error:"), bad.stderr[-2000:]
         assert "Traceback" not in bad.stderr
