@@ -435,13 +435,9 @@ class Anonymizer:
 
 
 @functools.lru_cache(maxsize=8)
-def _retained_by_table(sha: str, table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
-    del sha  # the cache key: tables are not hashable by content
-    return retained_tags(table)
-
-
 def _retained_tags(table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
-    return _retained_by_table(table.sha256, table)
+    """``verify.retained_tags`` of a table, once per table (``load_rule_table`` hands out cached tables)."""
+    return retained_tags(table)
 
 
 _AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}

@@ -112,8 +112,7 @@ def check_settings(uid_root: str, pixel_policy: str | None) -> None:
     if pixel_policy and pixel_policy.strip().lower() not in ("", "auto"):
         from deid_core.pixels import pixel_policy_for
 
-        for modality in ("", "CT", "MR", "US", "SC", "CR", "DX", "MG", "XA", "OT", "NM", "PT"):
-            pixel_policy_for(modality, pixel_policy)
+        pixel_policy_for("", pixel_policy)  # parses the whole policy (every MOD=policy entry) on any call
 
 
 def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir: str | Path | None = None,
@@ -139,27 +138,9 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
             raise ConfigError(f"cannot create the {what} directory ({exc.strerror})") from None
         if not os.access(d, os.W_OK):
             raise ConfigError(f"the {what} directory is not writable")
-    lock_output(out)
-    try:
-        return _plan(inp, out, prov, link, key_file=key_file, key_secret=key_secret, secret_loader=secret_loader,
-                     new_key=new_key, patient_map=patient_map, profile=profile, options=options, uid_root=uid_root,
-                     pixel_policy=pixel_policy, pixel_engine=pixel_engine, allow_lossy_reencode=allow_lossy_reencode,
-                     conformance=conformance, date_shift_days=date_shift_days, pseudonym_prefix=pseudonym_prefix,
-                     parameters=parameters)
-    except BaseException:
-        release_output(out)
-        raise
-
-
-def _plan(inp: Path, out: Path, prov: Path, link: Path | None, *, key_file: str | None, key_secret: str | None,
-          secret_loader: Callable[[str], bytes | str] | None, new_key: bool, patient_map: str | None, profile: str,
-          options: Iterable[str], uid_root: str, pixel_policy: str | None, pixel_engine: str,
-          allow_lossy_reencode: bool, conformance: str, date_shift_days: tuple[int, int], pseudonym_prefix: str,
-          parameters: dict[str, object] | None) -> RunPlan:
-    """``prepare_run`` once its directories exist and the output is this run's."""
     key = load_key(key_file, provenance_dir=prov, secret_loader=secret_loader, secret_name=key_secret)
     fp = key_fingerprint(key)
-    check_key_history(prov, fp, new_key)
+    check_key_history(prov, fp, new_key, record=False)
     if patient_map:
         PatientMap.load(patient_map)  # refuse a bad map before any file is written
     lo, hi = date_shift_days
@@ -173,14 +154,20 @@ def _plan(inp: Path, out: Path, prov: Path, link: Path | None, *, key_file: str 
                      allow_lossy_reencode=allow_lossy_reencode, collect_linkage=link is not None,
                      conformance=conformance)
     table = load_rule_table(profile, list(options) or None)
-    table_dir = prov / "rules"
-    table_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(table_dir, 0o700)  # provenance: folders 0700, files 0600 (docs/provenance.md)
-    with open(table_dir / f"{table.sha256[:16]}.csv", "w", encoding="utf-8", newline="") as fh:
-        table.to_csv(fh)
-    os.chmod(table_dir / f"{table.sha256[:16]}.csv", 0o600)
-    clean_tmp(out)
-    clean_stale_tmp(prov)  # a run killed mid-write left its provenance temporary file behind
+    lock_output(out)  # everything is valid: from here on this run changes the output and provenance trees
+    try:
+        check_key_history(prov, fp, new_key)
+        table_dir = prov / "rules"
+        table_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(table_dir, 0o700)  # provenance: folders 0700, files 0600 (docs/provenance.md)
+        with open(table_dir / f"{table.sha256[:16]}.csv", "w", encoding="utf-8", newline="") as fh:
+            table.to_csv(fh)
+        os.chmod(table_dir / f"{table.sha256[:16]}.csv", 0o600)
+        clean_tmp(out)
+        clean_stale_tmp(prov)  # a run killed mid-write left its provenance temporary file behind
+    except BaseException:
+        release_output(out)
+        raise
     now = datetime.now(UTC)
     return RunPlan(cfg=cfg, input_dir=inp.resolve(), provenance_dir=prov.resolve(), run_id=new_run_id(now),
                    run_date=now.date().isoformat(), started_at=now, table_sha256=table.sha256, key_fp=fp,
