@@ -7,13 +7,16 @@ and element offset (never by raw tag), at every nesting level. File I/O stays ou
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import struct
 from collections import Counter
 from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
+from pydicom.charset import decode_bytes
 from pydicom.datadict import DicomDictionary, dictionary_has_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -34,11 +37,11 @@ from deid_core.handlers import (
     UidHandler,
 )
 from deid_core.handlers.base import ElementPath
-from deid_core.inventory import element
+from deid_core.inventory import dataset_encodings, element
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, RuleTable
 from deid_core.terms import TermMatcher, significant
-from deid_core.verify import retained_tags, span_is_leak
+from deid_core.verify import CODED_NOT_TEXT, retained_tags, span_is_leak
 
 #: UIDs of classes, transfer syntaxes and coding schemes: they name a kind of object or a vocabulary, never
 #: an instance or a person, so they are kept even outside the DICOM root (a vendor's private SOP class
@@ -283,7 +286,7 @@ class Anonymizer:
         emptied, a type 1 ContentLabel "WHITAKER_MEAS" made its presentation state invalid), except where
         the match is a clinical word standing as a code (BodyPartExamined HEAD of a patient named Head)."""
         value = elem.value
-        if value is None or value == "" or isinstance(value, bytes):
+        if value is None or value == "" or isinstance(value, bytes) or int(elem.tag) in CODED_NOT_TEXT:
             return
         values = [str(v) for v in value] if isinstance(value, list | MultiValue) else [str(value)]
         if not self._phi.contains("\n".join(values)):
@@ -347,7 +350,7 @@ class Anonymizer:
         rule = self.table.private_rule(tag >> 16, creator, tag & 0xFF, path, vr=vr)
         disposition = rule.disposition if rule is not None else None
         if disposition == "k" and vr != "SQ" and rule is not None \
-                and not _safe_private_value(elem.value, vr, rule.vr, self._phi):
+                and not _safe_private_value(elem.value, vr, rule.vr, self._phi, dataset_encodings(ds)):
             del ds[tag]  # "safe" by the KB, but this value is not what the KB vouched for
             self.actions["private_removed_unsafe"] += 1
             return
@@ -465,12 +468,49 @@ _BINARY_NUMBERS = {"SS": "h", "US": "H", "SL": "l", "UL": "L", "SV": "q", "UV": 
                    "OW": "H", "OL": "L", "OV": "Q", "OF": "f", "OD": "d"}
 
 
-def value_texts(value: object, vr: str) -> list[str]:
-    """What a value can show a reader: its text, or its raw bytes read as Latin-1. Binary numbers
-    (e.g. UN bytes the private dictionary turned into SS) are re-packed in both byte orders: the
-    bytes written are the same ones, and a name survives in them."""
+_UTF16LE_RUN = re.compile(rb"(?:[\x20-\x7e\xa0-\xff]\x00){3,}")
+_UTF16BE_RUN = re.compile(rb"(?:\x00[\x20-\x7e\xa0-\xff]){3,}")
+
+
+def byte_texts(data: bytes, encodings: Seq[str] = ()) -> list[str]:
+    """Every text raw bytes can show a reader: Latin-1 (one character per byte), UTF-8, UTF-16 when
+    every other byte is mostly zero, and the dataset's own character sets (ISO 2022 escapes, GB18030,
+    Cyrillic...). An audit found names kept verbatim in private bytes written as UTF-16LE, UTF-8,
+    ISO 2022 IR 87, GB18030 and ISO_IR 144, which the Latin-1 reading alone shows as garble."""
+    texts = [data.decode("latin-1")]
+    if data.isascii() and b"\x00" not in data and b"\x1b" not in data:  # plain ASCII: one reading
+        return texts
+    seen = {texts[0]}
+
+    def add(text: str) -> None:
+        if text and text not in seen:
+            seen.add(text)
+            texts.append(text)
+
+    add(data.decode("utf-8", "ignore"))
+    if len(data) >= 4 and b"\x00" in data:
+        zeros_odd, zeros_even = data[1::2].count(0), data[0::2].count(0)
+        if zeros_odd >= len(data) // 4:
+            add(data.decode("utf-16-le", "ignore").replace("\x00", ""))
+        if zeros_even >= len(data) // 4:
+            add(data.decode("utf-16-be", "ignore").replace("\x00", ""))
+        # UTF-16 text inside other binary data ("strings -el"): each run of 3+ Latin characters, at any offset
+        for rx, codec in ((_UTF16LE_RUN, "utf-16-le"), (_UTF16BE_RUN, "utf-16-be")):
+            runs = [r.decode(codec) for r in rx.findall(data)]
+            if runs:
+                add("\n".join(runs))
+    if encodings:
+        with contextlib.suppress(Exception):  # bytes the character set cannot read: the readings above stay
+            add(decode_bytes(data, list(encodings), set()))
+    return texts
+
+
+def value_texts(value: object, vr: str, encodings: Seq[str] = ()) -> list[str]:
+    """What a value can show a reader: its text, or its raw bytes in every reading (``byte_texts``).
+    Binary numbers (e.g. UN bytes the private dictionary turned into SS) are re-packed in both byte
+    orders: the bytes written are the same ones, and a name survives in them."""
     if isinstance(value, bytes | bytearray):
-        return [bytes(value).decode("latin-1")]
+        return byte_texts(bytes(value), encodings)
     code = _BINARY_NUMBERS.get(vr)
     if not isinstance(value, list | tuple | MultiValue):  # one value (most elements): no joins, no loops
         texts = ["" if value is None else str(value)]
@@ -490,13 +530,14 @@ def value_texts(value: object, vr: str) -> list[str]:
     return texts
 
 
-def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher) -> bool:
+def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher,
+                        encodings: Seq[str] = ()) -> bool:
     """Whether a private element the KB keeps may really be kept: the KB vouches for an element of a
     known meaning (e.g. a decimal string), not for whatever bytes stand there. A value carrying one of
     the file's captured identifiers (3+ characters; text, raw bytes or re-packed binary numbers read
     as Latin-1), or a numeric-text VR (DS/IS) holding anything but a number, is not safe: the caller
     removes it."""
-    texts = value_texts(value, vr)
+    texts = value_texts(value, vr, encodings)
     if UNPACKABLE in texts:
         return False
     if kb_vr in ("DS", "IS") and not _NUMBER_TEXT.fullmatch(texts[0]):

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 
 from deid_core.errors import RuleError
-from deid_core.terms import ADDRESS, DATE, EMAIL, ID, NAME, OTHER, PHONE, PhiTerms, Term, TermMatcher
+from deid_core.terms import ADDRESS, DATE, EMAIL, ID, NAME, OTHER, PHONE, PhiTerms, Term, TermMatcher, fold
 
 #: What a PHI span becomes. Short, so descriptors still fit SH (16 chars).
 PLACEHOLDER = "[X]"
@@ -427,7 +427,7 @@ class TextCleaner:
         if not text:
             return []
         own = [(s.start, s.end, s.kind) for s in self._matcher.find(text)]
-        pattern = _regex_spans(text)
+        pattern = _regex_spans(fold(text))  # one character for one: full-width digits and dashes are dates too
         found = own + pattern
         residual = _residual_tokens(text, merge_spans(found))
         found += [(s, e, OTHER) for s, e in residual if e - s > _MAX_TOKEN]

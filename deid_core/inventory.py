@@ -266,6 +266,15 @@ def _check_decodable(ds: pydicom.Dataset, where: str) -> None:
                 _check_decodable(item, f"{where}({tag.group:04X},{tag.element:04X})[{i}]>")
 
 
+def dataset_encodings(ds: pydicom.Dataset) -> list[str]:
+    """The Python encodings of ``ds``'s character set (its own or its parent's), [] when unknown."""
+    try:
+        found = ds._character_set  # a list, or the one default encoding as a string
+    except Exception:  # noqa: BLE001 - an unknown character set: the fixed readings of bytes remain
+        return []
+    return [found] if isinstance(found, str) else list(found or [])
+
+
 def inspect_file(path: str | Path, key: bytes) -> InventoryRecord:
     """Inventory one file: hash, header-only read, classification."""
     path = Path(path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,12 +164,14 @@ def name_variants(value: str | PersonName) -> list[str]:
     return out
 
 
-_GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+_GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss",
+                         "Þ": "Th", "þ": "th", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe"})
 
 
 def _german_spelling(text: str) -> str:
-    """A name with umlauts as German typists write it without them ("MÜLLER" -> "MUELLER"); other accents
-    need no variant: the matcher folds them (``fold``)."""
+    """A name with umlauts as German typists write it without them ("MÜLLER" -> "MUELLER"), and letters
+    typed as two ("Þórðardóttir" -> "Thordardottir", "Æsa" -> "Aesa"); other accents need no variant:
+    the matcher folds them (``fold``)."""
     return fold(text.translate(_GERMAN))
 
 
@@ -355,6 +358,37 @@ def _variant_terms(kind: str, value: str) -> frozenset[Term]:
     return frozenset(out.terms)
 
 
+_MISREAD = re.compile("[\u00c2-\u00f4][\u0080-\u00bf]")
+
+
+def _utf8_misread(value: str) -> list[str]:
+    """More forms of a value that is UTF-8 the file's character set (ISO_IR 100, or none) misread, as
+    happens in real data: read right ("MÃ¼ller" is "Müller", which a report may spell "Muller"), and
+    misread in upper and lower case ("MÃ\x9cLLER": the misread bytes of "Ü" and "ü" differ, so no
+    case-insensitive match finds one for the other). [] when the value shows no such misreading."""
+    if value.isascii() or not _MISREAD.search(value):
+        return []
+    try:
+        fixed = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return []
+    if fixed == value:
+        return []
+    return [fixed] + [f for f in (fixed.upper().encode("utf-8").decode("latin-1"),
+                                  fixed.lower().encode("utf-8").decode("latin-1")) if f != value]
+
+
+_PATIENT_ID_KEYWORDS = frozenset({"PatientID", "OtherPatientIDs"})
+
+
+def _short_number(value: str) -> bool:
+    """An encounter number of 1-3 digits (StudyID "100", a step ID "2"): not searched for. It recurs in any
+    text by chance ("ISOVUE300/100", "100 mL"), and it is no identifier of the patient; the element itself is
+    still emptied or replaced by the profile."""
+    v = value.strip()
+    return v.isdigit() and len(v) < 4
+
+
 def capture_terms(ds: Dataset) -> PhiTerms:
     """Collect the identifiers of ``ds`` (top level and every sequence) with their variants."""
     terms = PhiTerms()
@@ -381,6 +415,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
             except Exception:  # an undecodable value: nothing to capture, scrub removes it
                 continue
             kw = elem.keyword
+            vals += [m for v in vals for m in _utf8_misread(v)]
             for v in vals:
                 if not v.strip():
                     continue
@@ -398,7 +433,8 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                     terms.dates.add(v.strip()[:8])
                     terms.terms |= _variant_terms(DATE, v.strip()[:8])
                 elif kw in _ID_KEYWORDS:
-                    terms.terms |= _variant_terms(ID, v)
+                    if kw in _PATIENT_ID_KEYWORDS or not _short_number(v):
+                        terms.terms |= _variant_terms(ID, v)
                 elif kw in _ADDRESS_KEYWORDS:
                     terms.terms |= _variant_terms(ADDRESS, v)
                 elif kw in _PHONE_KEYWORDS:
@@ -461,12 +497,30 @@ def _norm(text: str) -> str:
     return " ".join(_SPLIT.split(text))
 
 
-_FOLD = str.maketrans({c: base for base, marks in {
-    "a": "àáâãäåāăą", "e": "èéêëēĕėęě", "i": "ìíîïĩīĭį", "o": "òóôõöøōŏő", "u": "ùúûüũūŭůűų",
-    "y": "ýÿŷ", "c": "çćĉċč", "n": "ñńņň", "s": "śŝşš", "z": "źżž", "d": "ď", "l": "ĺľł", "r": "ŕř", "t": "ť",
-    "A": "ÀÁÂÃÄÅĀĂĄ", "E": "ÈÉÊËĒĔĖĘĚ", "I": "ÌÍÎÏĨĪĬĮ", "O": "ÒÓÔÕÖØŌŎŐ", "U": "ÙÚÛÜŨŪŬŮŰŲ",
-    "Y": "ÝŸŶ", "C": "ÇĆĈĊČ", "N": "ÑŃŅŇ", "S": "ŚŜŞŠ", "Z": "ŹŻŽ", "D": "Ď", "L": "ĹĽŁ", "R": "ŔŘ", "T": "Ť",
-}.items() for c in marks})
+#: Letters that carry no accent to drop but are written as another letter when typed plainly.
+_FOLD_EXTRA = {"ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "ı": "i",
+               "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T"}
+
+
+class _FoldTable(dict[int, int]):
+    """``str.translate`` table of ``fold``, filled on first use of each character: the character's
+    compatibility decomposition without its combining marks, when that is one character ("é" → "e",
+    "ș" → "s", "ế" → "e", "ά" → "α", "ё" → "е", "أ" → "ا", full-width "Ａ１－" → "A1-", half-width "ｶ" →
+    "カ"), hiragana as katakana (a reading is written in either), a few letters by hand; else itself."""
+
+    def __missing__(self, code: int) -> int:
+        c = chr(code)
+        out = _FOLD_EXTRA.get(c)
+        if out is None:
+            if 0x3041 <= code <= 0x3096:  # hiragana → katakana, one for one
+                c = chr(code + 0x60)
+            base = "".join(ch for ch in unicodedata.normalize("NFKD", c) if not unicodedata.combining(ch))
+            out = base if len(base) == 1 else c
+        self[code] = ord(out)
+        return self[code]
+
+
+_FOLD = _FoldTable()
 
 
 #: All-digit IDs of this many digits are also matched typed in digit groups: one space, hyphen, dot or slash
@@ -483,8 +537,29 @@ def _gluable(text: str) -> bool:
 
 
 def fold(text: str) -> str:
-    """``text`` with the accents of Latin letters dropped, one character for one (positions hold)."""
+    """``text`` with accents dropped and compatibility forms made plain (``_FoldTable``), one character for
+    one (positions hold). Names and IDs are matched on folded text: an audit found "Muller" for "Müller",
+    "ΠΑΠΑΔΟΠΟΥΛΟΣ" for "Παπαδόπουλος", "Stefanescu" for "Ștefănescu" and full-width IDs left in text."""
     return text if text.isascii() else text.translate(_FOLD)
+
+
+#: Sound marks of kana written as letters of their own: half-width "ﾀﾞ" is full-width "ダ" (whose fold drops
+#: its combining mark).
+_KANA_MARKS = frozenset("\uff9e\uff9f\u309b\u309c")
+
+
+def _is_mark(c: str) -> bool:
+    return bool(unicodedata.combining(c)) or c in _KANA_MARKS
+
+
+def fold_marks(text: str) -> tuple[str, list[int] | None]:
+    """``fold(text)`` without its combining marks (text in decomposed form: "Mu" + U+0308 + "ller"), and
+    for each character of the result its position in ``text`` (None when nothing was removed)."""
+    folded = fold(text)
+    if folded.isascii() or not any(_is_mark(c) for c in folded):
+        return folded, None
+    keep = [i for i, c in enumerate(folded) if not _is_mark(c)]
+    return "".join(folded[i] for i in keep), keep
 
 
 def _char_key(c: str) -> str:
@@ -596,7 +671,7 @@ class TermMatcher:
         # The regex is compiled on first use (a matcher used only for fuzzy tokens never pays for it).
         # Terms and texts are matched with their Latin accents folded (``fold``): "MULLER" in a header is
         # "Müller" in a report and the reverse; the fold keeps every position, so spans hold for the text.
-        folded = {Term(fold(t.text), t.kind): None for t in terms if len(t.text) >= 2}
+        folded = {Term(fold_marks(t.text)[0], t.kind): None for t in terms if len(t.text) >= 2}
         self._ordered = tuple(folded)
         # IDs long and digit-rich enough to be found glued to other characters ("ptAB1234_fu")
         self._glued_ids = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == ID and _gluable(t.text)},
@@ -625,14 +700,29 @@ class TermMatcher:
         return self._grouped_regex
 
     def find(self, text: str) -> list[Span]:
-        """Non-overlapping exact matches (case-insensitive, flexible separators)."""
+        """Non-overlapping exact matches (case-insensitive, flexible separators), on the folded text
+        (``fold_marks``); spans are positions in ``text``."""
         if not text:
             return []
-        regex = self._regex
-        if regex is None:
+        if self._regex is None:
             return []
+        folded, where = fold_marks(text)
+        spans = self._find_folded(folded)
+        if where is None:
+            return spans
+        out = []
+        for sp in spans:  # back to positions in ``text``: a span ends after its last letter's marks
+            end = where[sp.end - 1] + 1
+            while end < len(text) and _is_mark(text[end]):
+                end += 1
+            out.append(Span(where[sp.start], end, sp.kind))
+        return out
+
+    def _find_folded(self, text: str) -> list[Span]:
+        regex = self._regex
+        assert regex is not None
         spans = []
-        for m in regex.finditer(fold(text)):
+        for m in regex.finditer(text):
             if m.end() > m.start():
                 spans.append(Span(m.start(), m.end(), self._kind_for(m.group(0))))
         grouped = self._grouped
@@ -661,6 +751,7 @@ class TermMatcher:
 
     def contains(self, text: str) -> bool:
         """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
+        text = fold_marks(text)[0]
         if self._glued_ids:
             low = text.lower()
             if any(ident in low for ident in self._glued_ids):
@@ -668,7 +759,7 @@ class TermMatcher:
         grouped = self._grouped
         if grouped is not None and grouped.search(text):
             return True
-        return bool(self._regex and self._regex.search(fold(text)))
+        return bool(self._regex and self._regex.search(text))
 
     def fuzzy_token_kind(self, token: str) -> str | None:
         """Kind of the term that an OCR token resembles (edit distance, digit/letter confusions)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -33,7 +33,7 @@ from pydicom.multival import MultiValue
 
 from deid_core.conformance import PIXEL_TAGS, ConformanceResult
 from deid_core.freetext import is_clinical_word
-from deid_core.inventory import element
+from deid_core.inventory import dataset_encodings, element
 from deid_core.rules import Action, RuleTable
 from deid_core.terms import DATE, NAME, PhiTerms, Span, TermMatcher, date_variants, significant
 
@@ -45,6 +45,10 @@ _DATE_VRS = frozenset({"DA", "DT", "TM"})
 # Confidentiality Profile" is no patient's name, even the name of a patient registered as "PROFILE^BASIC"
 # or "ANON^PATIENT". Only at the top level: a nested copy came with the input and is searched.
 _SKIP = frozenset({0x00120063, 0x00120062, 0x00280301, 0x00120064})
+#: Values that are codes of the standard, never text about anyone: SpecificCharacterSet names how every
+#: other value is encoded. An ID equal to a number in it (StudyID "100" of "ISO_IR 100") once had it
+#: rewritten to "ISO_IR X", and pydicom then wrote every non-ASCII value of the file as "?".
+CODED_NOT_TEXT = frozenset({0x00080005})
 #: Device identity, retained by the profile (Retain Device Identity): a maker's or model's name may
 #: coincide with an institution's ("TOSHIBA" / "TOSHIBA_MEC") without being a patient identifier.
 _DEVICE = frozenset({0x00080070, 0x00081090, 0x00181020, 0x00181000, 0x00081010, 0x00181030})
@@ -105,20 +109,28 @@ class LeakTerms:
         return cls(terms, str(ds.get("PatientBirthDate", "") or "").strip())
 
 
-def _texts(value: object) -> list[str]:
+#: Raw values up to this size are searched in every reading of their bytes (``byte_texts``). The scrub
+#: already checked every kept private value whatever its size; this bounds the cost of the backstop for
+#: bulk data (a 4 KiB bound let a 5 KiB private blob holding a name pass unsearched).
+MAX_SEARCHED_BYTES = 1 << 20
+
+
+def _texts(value: object, encodings: Sequence[str] = ()) -> list[str]:
     if isinstance(value, bytes):
-        return [] if len(value) > 4096 else [value.decode("latin-1", "replace")]
+        from deid_core.anonymizer import byte_texts
+
+        return [] if len(value) > MAX_SEARCHED_BYTES else byte_texts(value, encodings)
     if isinstance(value, list | MultiValue):
         return [str(v) for v in value]
     return [str(value)] if value is not None else []
 
 
-def _private_number_texts(value: object, vr: str) -> list[str]:
+def _private_number_texts(value: object, vr: str, encodings: Sequence[str] = ()) -> list[str]:
     from deid_core.anonymizer import UNPACKABLE, value_texts
 
-    if isinstance(value, bytes) and len(value) > 4096:
+    if isinstance(value, bytes) and len(value) > MAX_SEARCHED_BYTES:
         return []
-    return [t for t in value_texts(value, vr) if t != UNPACKABLE]
+    return [t for t in value_texts(value, vr, encodings) if t != UNPACKABLE]
 
 
 def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: bool = False) -> list[Leak]:
@@ -143,7 +155,7 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             t = int(tag)
             if t in PIXEL_TAGS:  # pixel values are not text (OCR'd separately); never loaded here
                 continue
-            if t in _SKIP and not prefix:
+            if (t in _SKIP and not prefix) or t in CODED_NOT_TEXT:
                 continue
             elem = element(d, tag)
             vr = elem.VR
@@ -162,7 +174,9 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             if vr not in _TEXT_VRS and not private_number:
                 continue
             try:
-                texts = _private_number_texts(elem.value, vr) if private_number else _texts(elem.value)
+                raw = isinstance(elem.value, bytes)
+                enc = dataset_encodings(d) if raw else ()
+                texts = _private_number_texts(elem.value, vr, enc) if private_number else _texts(elem.value, enc)
             except Exception:  # an undecodable value cannot be searched: report it, fail closed
                 leaks.append(Leak("undecodable", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
