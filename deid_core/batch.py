@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from deid_core.config import DeidConfig
 from deid_core.inventory import InventoryRecord
 from deid_core.pipeline import Outcome, deidentify_file, get_context
 from deid_core.provenance import ProvenanceWriter
+from deid_core.termpool import unseal
 from deid_core.writer import commit_staged, discard_staged
 
 
@@ -83,11 +85,13 @@ def summarise(batch_id: str, outcomes: list[Outcome]) -> BatchSummary:
 
 
 def process_batch(records: list[InventoryRecord], cfg: DeidConfig, prov_dir: Path, run_id: str,
-                  run_date: str, attempt: int = 1) -> BatchSummary:
-    """De-identify ``records`` (good inputs) and write their provenance as one Parquet file."""
+                  run_date: str, attempt: int = 1, pools: Mapping[str, list[bytes]] | None = None) -> BatchSummary:
+    """De-identify ``records`` (good inputs) and write their provenance as one Parquet file.
+    ``pools``: the sealed identifiers of the batch's patients from all their files (``termpool``)."""
     ctx = get_context(cfg)
     outcomes = []
     sampled: set[str] = set()
+    pooled = {k: unseal(cfg.key, blobs) for k, blobs in (pools or {}).items()}
     for r in records:
         if r.status != "ok":
             outcomes.append(outcome_for_bad_input(r))
@@ -97,7 +101,8 @@ def process_batch(records: list[InventoryRecord], cfg: DeidConfig, prov_dir: Pat
         first = r.series_key not in sampled
         sampled.add(r.series_key)
         want = cfg.conformance == "full" or (cfg.conformance == "sample" and first)
-        outcomes.append(deidentify_file(r.path, cfg, r, dciodvfy=want, defer_commit=True))
+        outcomes.append(deidentify_file(r.path, cfg, r, dciodvfy=want, defer_commit=True,
+                                        pooled=pooled.get(r.pool_key)))
     staged = [o for o in outcomes if o.staged is not None]
     t0 = time.perf_counter()
     try:

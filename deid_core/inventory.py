@@ -70,6 +70,7 @@ class InventoryRecord:
     series_key: str = ""  # keyed hash of (PatientID, StudyInstanceUID, SeriesInstanceUID)
     sop_key: str = ""  # keyed hash of SOPInstanceUID: finds two inputs that would write one output
     patient_key: str = ""  # keyed hash of PatientID (``patient_id_key``): a map's new id must not be one
+    pool_key: str = ""  # keyed hash of the patient whose pooled identifiers the file is checked against
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -277,33 +278,39 @@ def dataset_encodings(ds: pydicom.Dataset) -> list[str]:
 
 def inspect_file(path: str | Path, key: bytes) -> InventoryRecord:
     """Inventory one file: hash, header-only read, classification."""
+    return inspect_header(path, key)[0]
+
+
+def inspect_header(path: str | Path, key: bytes) -> tuple[InventoryRecord, pydicom.Dataset | None]:
+    """``inspect_file``, and the header it read (None when there was none to read): the term pool
+    (``termpool.inspect_chunk``) captures its identifiers without reading it twice."""
     path = Path(path)
     try:
         size = path.stat().st_size
         digest = sha256_file(path)
     except OSError as exc:
-        return InventoryRecord(str(path), 0, "", "bad", "unreadable", f"cannot read file ({exc.strerror})")
+        return InventoryRecord(str(path), 0, "", "bad", "unreadable", f"cannot read file ({exc.strerror})"), None
     if size == 0:
-        return InventoryRecord(str(path), 0, digest, "bad", "bad_input", "zero-length file")
+        return InventoryRecord(str(path), 0, digest, "bad", "bad_input", "zero-length file"), None
     try:
         ds = read_header(path)
     except BadInputError as exc:
-        return InventoryRecord(str(path), size, digest, "bad", exc.reason, str(exc))
+        return InventoryRecord(str(path), size, digest, "bad", exc.reason, str(exc)), None
     meta = getattr(ds, "file_meta", None)
     ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
     sop_class = str(ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         return InventoryRecord(str(path), size, digest, "skip", "dicomdir",
-                               "DICOMDIR (a media index, not an image): not copied")
+                               "DICOMDIR (a media index, not an image): not copied"), None
     if "SOPInstanceUID" not in ds:
-        return InventoryRecord(str(path), size, digest, "bad", "bad_input", "no SOPInstanceUID")
+        return InventoryRecord(str(path), size, digest, "bad", "bad_input", "no SOPInstanceUID"), None
     try:
-        return _classify(path, size, digest, ds, ts, sop_class, key)
+        return _classify(path, size, digest, ds, ts, sop_class, key), ds
     except Exception as exc:  # noqa: BLE001 - one malformed header must never stop a run's inventory
         # e.g. NumberOfFrames "1A" (pydicom's badVR.dcm): the value cannot be interpreted; the message
         # may quote the value, so only the exception class is kept
         return InventoryRecord(str(path), size, digest, "bad", "bad_input",
-                               f"header cannot be interpreted ({type(exc).__name__})")
+                               f"header cannot be interpreted ({type(exc).__name__})"), None
 
 
 def _classify(path: Path, size: int, digest: str, ds: pydicom.Dataset, ts: str, sop_class: str,

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydicom.dataset import Dataset
-
 from deid_core import __version__
 from deid_core.anonymizer import Anonymizer, PatientPseudonyms
 from deid_core.config import DeidConfig
@@ -30,7 +28,8 @@ from deid_core.inventory import InventoryRecord, read_dataset
 from deid_core.keys import key_fingerprint
 from deid_core.pseudonyms import PatientMap, date_offset_days
 from deid_core.rules import RuleTable, load_rule_table
-from deid_core.terms import capture_terms
+from deid_core.termpool import patient_key_of
+from deid_core.terms import PhiTerms, capture_terms
 from deid_core.verify import LeakTerms, retained_tags, verify_encoded
 from deid_core.writer import StagedWrite, encode, output_relpath, stage_atomic, write_atomic
 
@@ -153,13 +152,15 @@ def _ms(t0: float) -> float:
 
 
 def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord | None = None, *,
-                    dciodvfy: bool | None = None, defer_commit: bool = False) -> Outcome:
+                    dciodvfy: bool | None = None, defer_commit: bool = False,
+                    pooled: PhiTerms | None = None) -> Outcome:
     """De-identify one input file and write it; never raises for a per-file problem.
 
     ``dciodvfy`` says whether this output is one the conformance sample checks with dciodvfy;
     None decides from ``cfg.conformance`` (``process_batch`` passes it explicitly per batch).
     ``defer_commit`` leaves the verified output staged (status "staged", ``Outcome.staged``) for the
-    caller to make durable and rename with ``writer.commit_staged`` (one sync per batch)."""
+    caller to make durable and rename with ``writer.commit_staged`` (one sync per batch).
+    ``pooled``: identifiers of the patient's other files (``termpool``), cleaned and verified like its own."""
     ctx = get_context(cfg)
     run_dciodvfy = ctx.wants_dciodvfy(record) if dciodvfy is None else dciodvfy and cfg.conformance != "off"
     out = Outcome(input_path=str(path), started_at=datetime.now(UTC))
@@ -168,7 +169,7 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
         out.modality, out.sop_class_uid = record.modality, record.sop_class_uid
         out.transfer_syntax, out.frames = record.transfer_syntax, record.frames
     try:
-        _deidentify(Path(path), cfg, ctx, out, run_dciodvfy, defer_commit)
+        _deidentify(Path(path), cfg, ctx, out, run_dciodvfy, defer_commit, pooled)
         out.status, out.reason = ("staged" if out.staged is not None else "written"), ""
     except DeidError as exc:
         # A retryable problem (disk full, permission denied on output) is not the input's fault: failed,
@@ -186,21 +187,8 @@ def deidentify_file(path: str | Path, cfg: DeidConfig, record: InventoryRecord |
     return out
 
 
-def patient_key_of(ds: Dataset) -> str:
-    """What a file's pseudonyms and date shift are keyed on: its PatientID, or, when that is empty, its
-    patient's name and birth date. Keyed on the empty ID alone, every patient without one got the same
-    pseudonym and date shift (an audit merged two patients). The derived key holds control characters,
-    which no PatientID (LO) or patient map entry can, so it never equals one."""
-    pid = str(ds.get("PatientID", "") or "")
-    if pid.strip():
-        return pid
-    name = str(ds.get("PatientName", "") or "").strip()
-    birth = str(ds.get("PatientBirthDate", "") or "").strip()
-    return f"\x1fname={name}\x1fbirth={birth}" if name or birth else ""
-
-
 def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dciodvfy: bool,
-                defer_commit: bool = False) -> None:
+                defer_commit: bool = False, pooled: PhiTerms | None = None) -> None:
     t0 = time.perf_counter()
     try:
         ds = read_dataset(path)  # same acceptance as the inventory; damaged elements refused by tag
@@ -211,6 +199,8 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
     if "SOPInstanceUID" not in ds:
         raise BadInputError("no SOPInstanceUID")
     terms = capture_terms(ds)
+    if pooled is not None:
+        terms.terms |= pooled.terms  # the patient's other files' names, IDs, addresses (no dates)
     leak_terms = LeakTerms.capture(ds, terms)
     leak_terms.device_tags, leak_terms.trait_tags = ctx.device_tags, ctx.trait_tags
     original_pid = str(ds.get("PatientID", "") or "")

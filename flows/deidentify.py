@@ -46,6 +46,7 @@ from deid_core.run import (
     release_output,
     split_done,
 )
+from deid_core.termpool import merge_pools, pools_for
 from tasks.deid_tasks import deidentify_batch, inventory_chunk
 
 INVENTORY_CHUNK = 256
@@ -176,17 +177,22 @@ def _real_paths(params: CohortParameters) -> CohortParameters:
 
 # Plans and input paths stay in this process: a subflow's parameters are stored by the Prefect API,
 # and neither the key nor input paths (which may name patients) belong there.
-_PLANS: dict[str, tuple[RunPlan, list[str]]] = {}
+_PLANS: dict[str, tuple[RunPlan, list[str], list[str]]] = {}
 
 
 @flow(name="deidentify-on-dask", log_prints=False)
 def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
                    progress_id: str | None = None) -> list[BatchSummary]:
     """Inventory and de-identify on the Dask task runner; summaries come back, PHI never does."""
-    plan, paths = _PLANS[run_id]
+    plan, paths, others = _PLANS[run_id]
     chunks = [paths[i:i + INVENTORY_CHUNK] for i in range(0, len(paths), INVENTORY_CHUNK)]
-    inv_futures = inventory_chunk.map(chunks, [plan.cfg.key] * len(chunks))
-    records: list[InventoryRecord] = [r for f in inv_futures for r in f.result()]
+    # a retry redoes some files, yet checks them against the identifiers of all their patient's files
+    more = [others[i:i + INVENTORY_CHUNK] for i in range(0, len(others), INVENTORY_CHUNK)]
+    inv_futures = inventory_chunk.map(chunks + more, [plan.cfg.key] * (len(chunks) + len(more)),
+                                      [True] * len(chunks) + [False] * len(more))
+    found = [f.result() for f in inv_futures]
+    records: list[InventoryRecord] = [r for recs, _pool in found for r in recs]
+    pools = merge_pools(pool for _recs, pool in found)  # sealed: no identifier in clear in the flow
     check_map_against_cohort(plan, records)  # before any file is written
     summaries: list[BatchSummary] = [record_outcomes(plan, bad_outcomes(records), "inventory")]
     todo = [r for r in records if r.status == "ok"]
@@ -197,7 +203,7 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
     total = max(1, len(records))
     done = total - len(todo)
     futures = [deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
-                                       plan.attempt) for b in batches]
+                                       plan.attempt, pools_for(b, pools)) for b in batches]
     batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     for fut in as_completed(futures):
         try:
@@ -231,14 +237,16 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
             raise ConfigError(f"run {params.retry_of} used another key (fingerprint "
                               f"{retry.key_fingerprint}); retry with the same key")
         paths, plan.attempt = retry.paths, retry.attempt
+        redo = set(paths)
+        others = [str(p) for p in find_files(plan.input_dir) if str(p) not in redo]
     else:
-        paths = [str(p) for p in find_files(plan.input_dir)]
+        paths, others = [str(p) for p in find_files(plan.input_dir)], []
     logger.info("run %s: %d input files, rules %s, key %s", plan.run_id, len(paths), plan.table_sha256[:12],
                 plan.key_fp)
     progress_id = create_progress_artifact(progress=0.0, key="deidflow-progress",
                                            description=f"Files finished in run {plan.run_id}")
     runner = make_task_runner(params)
-    _PLANS[plan.run_id] = (plan, paths)
+    _PLANS[plan.run_id] = (plan, paths, others)
     try:
         summaries = process_cohort.with_options(task_runner=runner)(  # type: ignore[arg-type]
             plan.run_id, params.batch_size, params.incremental, str(progress_id) if progress_id else None)

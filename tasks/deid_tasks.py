@@ -21,8 +21,9 @@ from prefect.states import State
 
 from deid_core.batch import BatchSummary, process_batch
 from deid_core.config import DeidConfig
-from deid_core.inventory import InventoryRecord, inspect_file
+from deid_core.inventory import InventoryRecord
 from deid_core.run import record_batch_failure
+from deid_core.termpool import Pools, inspect_chunk
 
 _log = logging.getLogger("deidflow.tasks")
 
@@ -38,9 +39,10 @@ def warm_worker(engine: str = "tesseract") -> None:
 
 
 @task(name="inventory-chunk", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def inventory_chunk(paths: list[str], key: bytes) -> list[InventoryRecord]:
-    """Header-only inventory of a chunk of paths."""
-    return [inspect_file(p, key) for p in paths]
+def inventory_chunk(paths: list[str], key: bytes, records: bool = True) -> tuple[list[InventoryRecord], Pools]:
+    """Header-only inventory of a chunk of paths, and its patients' identifiers, sealed (``termpool``).
+    ``records=False``: the sealed identifiers only (the files a retry does not redo)."""
+    return inspect_chunk(paths, key, records=records)
 
 
 def failure_error(state: State[Any]) -> str:
@@ -77,6 +79,6 @@ def record_failed_batch(tsk: Task[..., Any], task_run: TaskRun, state: State[Any
 @task(name="deidentify-batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
       on_failure=[record_failed_batch])
 def deidentify_batch(records: list[InventoryRecord], cfg: DeidConfig, prov_dir: str, run_id: str,
-                     run_date: str, attempt: int = 1) -> BatchSummary:
+                     run_date: str, attempt: int = 1, pools: Pools | None = None) -> BatchSummary:
     """Pixel redaction, tag scrub, pseudonyms, verification and atomic writes for one batch."""
-    return process_batch(records, cfg, Path(prov_dir), run_id, run_date, attempt)
+    return process_batch(records, cfg, Path(prov_dir), run_id, run_date, attempt, pools)

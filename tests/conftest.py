@@ -30,14 +30,16 @@ class CohortRun:
 def run_library(input_dir: Path, output_dir: Path, provenance_dir: Path, **kwargs: object) -> tuple[object, object]:
     """De-identify ``input_dir`` in this process (no Prefect, no Dask): the library path."""
     from deid_core.batch import process_batch
-    from deid_core.inventory import batch_records, find_files, inspect_file
+    from deid_core.inventory import batch_records, find_files
     from deid_core.run import bad_outcomes, finish_run, prepare_run, record_outcomes
+    from deid_core.termpool import inspect_chunk, pools_for
 
     plan = prepare_run(input_dir, output_dir, provenance_dir=provenance_dir, **kwargs)  # type: ignore[arg-type]
-    records = [inspect_file(p, plan.cfg.key) for p in find_files(input_dir)]
+    records, pools = inspect_chunk(list(find_files(input_dir)), plan.cfg.key)  # the flow's inventory, one chunk
     summaries = [record_outcomes(plan, bad_outcomes(records), "inventory")]
     for batch in batch_records([r for r in records if r.status == "ok"], 16):
-        summaries.append(process_batch(batch, plan.cfg, plan.provenance_dir, plan.run_id, plan.run_date))
+        summaries.append(process_batch(batch, plan.cfg, plan.provenance_dir, plan.run_id, plan.run_date,
+                                       pools=pools_for(batch, pools)))
     return finish_run(plan, summaries), plan
 
 
