@@ -39,7 +39,7 @@ from deid_core.handlers import (
 from deid_core.handlers.base import ElementPath
 from deid_core.inventory import dataset_encodings, element
 from deid_core.pseudonyms import PatientEntry
-from deid_core.rules import Action, RuleTable
+from deid_core.rules import Action, Rule, RuleTable
 from deid_core.terms import TermMatcher, significant
 from deid_core.verify import CODED_NOT_TEXT, retained_tags, span_is_leak
 
@@ -108,6 +108,7 @@ class Anonymizer:
         self.actions: Counter[str] = Counter()
         #: class UID elements the walk kept (``_uid_unless_class``), checked once the walk is over
         self._class_kept: list[tuple[Dataset, DataElement]] = []
+        self._sop_class = ""  # of the dataset being scrubbed (``_required_empty``)
 
     # ---------------------------------------------------------------- public
     def anonymize(self, ds: Dataset, *, pixels_clean: bool) -> Counter[str]:
@@ -116,9 +117,11 @@ class Anonymizer:
         if own:
             self.uids.originals = set()
         self._class_kept = []
+        self._sop_class = str(ds.get("SOPClassUID", "") or "")
         try:
             self._walk(ds, ())
             self._class_uids_that_are_instances()
+            _document_length(ds)
         finally:
             if own:
                 self.uids.originals = None
@@ -223,7 +226,9 @@ class Anonymizer:
                 # proven safe. Neither is standard content the profile vouches for: removed.
                 self._apply(self.remove, ds, elem, path)
             return
-        if action is Action.REMOVE:
+        if action is Action.REMOVE and not path and self._required_empty(tag, rule):
+            self._apply(self.empty, ds, elem, path)  # X/Z: Z where the IOD requires the attribute (type 2)
+        elif action is Action.REMOVE:
             self._apply(self.remove, ds, elem, path)
         elif action is Action.EMPTY:
             self._apply(self.empty, ds, elem, path)
@@ -270,6 +275,14 @@ class Anonymizer:
                 # a kept value (device identity, patient characteristics...) that names the patient: the name
                 # goes, the device identity stays (a file was quarantined for a LensMake naming the patient)
                 self._own_identifiers(elem)
+
+    def _required_empty(self, tag: int, rule: Rule | None) -> bool:
+        """Whether an attribute the table removes must stay, empty, in this file: PS3.15's X/Z means "Z
+        where the IOD needs the attribute (type 2)", and the table resolves it once for every IOD. An audit
+        found OperatorsName removed from RT plans and structure sets, whose RT Series module requires it."""
+        prefixes = TYPE2_WHERE_REMOVED.get(tag)
+        return bool(prefixes and rule is not None and "X/Z" in rule.source
+                    and self._sop_class.startswith(prefixes))
 
     def _uid_unless_class(self, ds: Dataset, elem: DataElement, path: ElementPath) -> None:
         """Remap a UID, except a class, transfer syntax or coding scheme UID (``CLASS_UID_TAGS``), which is
@@ -326,9 +339,43 @@ class Anonymizer:
         seq = elem.value
         if not isinstance(seq, Sequence):
             return
+        if int(elem.tag) in _CONTENT_SEQUENCES:
+            self._subject_items(elem)
+            seq = elem.value
         sub = path + (int(elem.tag),)
         for item in seq:
             self._walk(item, sub)
+
+    def _subject_items(self, elem: DataElement) -> None:
+        """Structured content about the subject follows the header's rules for the same facts: a "Subject
+        Birth Date" item (DCM 121031) goes, as PatientBirthDate is emptied (shifted, with the shifted study
+        date it gave the exact age: 103 years); a "Subject Age" (DCM 121033) over 89 years is capped at 90,
+        as PatientAge is (an audit found both kept in an SR's observation context)."""
+        kept = []
+        for item in elem.value:
+            code = _concept_code(item)
+            if code == SUBJECT_BIRTH_DATE:
+                self.actions["sr_birth_date_removed"] += 1
+                continue
+            if code == SUBJECT_AGE:
+                self._cap_subject_age(item)
+            kept.append(item)
+        if len(kept) != len(elem.value):
+            elem.value = Sequence(kept)
+
+    def _cap_subject_age(self, item: Dataset) -> None:
+        for mv in item.get("MeasuredValueSequence") or []:
+            unit = _concept_code(mv, "MeasurementUnitsCodeSequence")
+            years = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25}.get(unit[1] if unit else "a", 1.0)
+            for kw in ("NumericValue", "FloatingPointValue"):
+                value = mv.get(kw)
+                try:
+                    over = value is not None and float(value) * years > 89
+                except (TypeError, ValueError):
+                    over = False
+                if over:
+                    setattr(mv, kw, str(round(90 / years)) if kw == "NumericValue" else 90 / years)
+                    self.actions["age_capped"] += 1
 
     # ---------------------------------------------------------------- private
     def _private(self, ds: Dataset, elem: DataElement, path: ElementPath,
@@ -444,6 +491,34 @@ def _retained_tags(table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
 
 
 _AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+
+
+def _document_length(ds: Dataset) -> None:
+    """EncapsulatedDocumentLength of the document the walk left (its dummy, when replaced): a length that
+    still gave the original PDF's 342 bytes for a 2-byte dummy misdescribed the file (an audit)."""
+    doc = ds.get("EncapsulatedDocument")
+    if isinstance(doc, bytes) and "EncapsulatedDocumentLength" in ds:
+        ds.EncapsulatedDocumentLength = len(doc)
+
+
+#: Attributes the table removes (X/Z...) that these IODs require as type 2 (SOP Class UID prefixes): the RT
+#: Series module of every RT object (PS3.3 C.8.8.1) holds OperatorsName.
+TYPE2_WHERE_REMOVED: dict[int, tuple[str, ...]] = {0x00081070: ("1.2.840.10008.5.1.4.1.1.481.",)}
+#: Sequences of structured content items (SR content, acquisition and observation context).
+_CONTENT_SEQUENCES = frozenset({0x0040A730, 0x00400555, 0x0040A504})
+SUBJECT_BIRTH_DATE, SUBJECT_AGE = ("DCM", "121031"), ("DCM", "121033")
+
+
+def _concept_code(item: Dataset, keyword: str = "ConceptNameCodeSequence") -> tuple[str, str] | None:
+    """(scheme, value) of an item's first code in ``keyword`` (None when absent or unreadable)."""
+    try:
+        seq = item.get(keyword)
+        if not seq:
+            return None
+        code = seq[0]
+        return str(code.get("CodingSchemeDesignator", "") or ""), str(code.get("CodeValue", "") or "")
+    except Exception:  # noqa: BLE001 - a malformed code names no concept; the item is walked as it is
+        return None
 
 
 def _over_89(age: str) -> bool:

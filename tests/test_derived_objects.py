@@ -1,0 +1,97 @@
+"""Non-image objects as an audit built them: an SR's subject context, RT objects' required attributes, an
+encapsulated document. Each case runs the per-file pipeline on a real or realistic file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from deid_core.config import DeidConfig
+from deid_core.pipeline import deidentify_file
+from tests.conftest import TEST_KEY
+
+ROOT = "1.2.826.0.1.3680043.8.498.5151."
+
+
+def _code(value: str, meaning: str, scheme: str = "DCM") -> Sequence:
+    c = Dataset()
+    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning
+    return Sequence([c])
+
+
+def _run(tmp_path: Path, ds: Dataset) -> pydicom.Dataset:
+    if getattr(ds, "file_meta", None) is None or "TransferSyntaxUID" not in ds.file_meta:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out", conformance="off"))
+    assert out.status == "written", (out.reason, out.error)
+    return pydicom.dcmread(tmp_path / "out" / out.output_path)
+
+
+def _sr(age: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.22", ROOT + "1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = ROOT + "2", ROOT + "3", "SR"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientAge = "OLDHAM^EDITH", "PX1", "19200105", age
+    ds.StudyDate, ds.ValueType = "20230405", "CONTAINER"
+    birth = Dataset()
+    birth.RelationshipType, birth.ValueType, birth.Date = "HAS OBS CONTEXT", "DATE", "19200105"
+    birth.ConceptNameCodeSequence = _code("121031", "Subject Birth Date")
+    years = Dataset()
+    years.RelationshipType, years.ValueType = "HAS OBS CONTEXT", "NUM"
+    years.ConceptNameCodeSequence = _code("121033", "Subject Age")
+    mv = Dataset()
+    mv.NumericValue, mv.MeasurementUnitsCodeSequence = age[:3].lstrip("0"), _code("a", "year", "UCUM")
+    years.MeasuredValueSequence = Sequence([mv])
+    finding = Dataset()
+    finding.RelationshipType, finding.ValueType, finding.TextValue = "CONTAINS", "TEXT", "No acute finding."
+    finding.ConceptNameCodeSequence = _code("121071", "Finding")
+    ds.ContentSequence = Sequence([birth, years, finding])
+    return ds
+
+
+@pytest.mark.parametrize(("age", "expected"), [("103Y", "90"), ("045Y", "45")])
+def test_sr_subject_birth_date_goes_and_its_age_is_capped_like_the_header(tmp_path: Path, age: str,
+                                                                          expected: str) -> None:
+    out = _run(tmp_path, _sr(age))
+    codes = [item.ConceptNameCodeSequence[0].CodeValue for item in out.ContentSequence]
+    assert codes == ["121033", "121071"]  # the birth date item is gone, the others stay in order
+    assert out.ContentSequence[0].MeasuredValueSequence[0].NumericValue == expected
+    assert out.ContentSequence[1].TextValue == "No acute finding."
+    assert out.PatientBirthDate == ""
+
+
+def test_rt_objects_keep_operators_name_empty_where_their_series_module_requires_it(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+    ds.OperatorsName = "ABERNATHY^WILHELMINA"
+    out = _run(tmp_path, ds)
+    assert "OperatorsName" in out and out.OperatorsName == ""  # X/Z: Z for the RT Series module (type 2)
+
+
+def test_operators_name_is_removed_where_no_module_requires_it(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.OperatorsName = "ABERNATHY^WILHELMINA"
+    assert "OperatorsName" not in _run(tmp_path, ds)
+
+
+def test_a_replaced_encapsulated_document_states_its_own_length(tmp_path: Path) -> None:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.104.1", ROOT + "9"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = ROOT + "2", ROOT + "8", "DOC"
+    ds.PatientName, ds.PatientID = "OLDHAM^EDITH", "PX1"
+    pdf = b"%PDF-1.4 Patient: OLDHAM EDITH PX1 %%EOF"
+    ds.EncapsulatedDocument, ds.EncapsulatedDocumentLength = pdf, len(pdf)
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    out = _run(tmp_path, ds)
+    assert b"OLDHAM" not in out.EncapsulatedDocument
+    assert out.EncapsulatedDocumentLength == len(out.EncapsulatedDocument)
