@@ -129,6 +129,9 @@ class PhiTerms:
         return out
 
 
+_CJK_NAME = re.compile(r"[\u3400-\u9fff\uac00-\ud7af]{3,4}")
+
+
 def name_variants(value: str | PersonName) -> list[str]:
     """Spellings of a DICOM person name: parts, 'First Last', 'Last, First', initials dropped."""
     raw = str(value)
@@ -139,6 +142,10 @@ def name_variants(value: str | PersonName) -> list[str]:
         if not any(comps):
             continue
         words = [w for c in comps for w in re.split(r"[\s,.\-']+", c) if w]
+        if len(comps) == 1 and _CJK_NAME.fullmatch(comps[0]):
+            # a CJK name in one component ("王小东", "김철수"): the given name alone is the name less its family
+            # name of one character (or two: "欧阳小东")
+            words += [comps[0][1:]] + ([comps[0][2:]] if len(comps[0]) == 4 else [])
         for w in words:
             if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS:
                 out.append(w)
@@ -249,7 +256,19 @@ def address_variants(value: str) -> list[str]:
                     out += [city["city"].strip(), f"{city['city'].strip()} {city['state']}"]
                 if city["zip"]:
                     out.append(city["zip"])
+    # Chinese, Japanese and Korean addresses run on without separators: each administrative unit and the
+    # street part after it ("海淀区中关村大街27号" of "北京市海淀区中关村大街27号" once survived, the city left off)
+    for m in _CJK_ADDRESS_UNIT.finditer(value):
+        name = m.group("name")
+        if len(name) >= 2 and not name.strip("0123456789０１２３４５６７８９-－").strip() == "":
+            out += [m.group(0), value[m.start():]]  # "中关村", "中关村大街27号"; not "大街" or "27号" alone
     return out
+
+
+#: One unit of a CJK address: a name and its unit character (province, city, district, town, road, number...).
+_CJK_ADDRESS_UNIT = re.compile(r"(?P<name>[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af0-9０-９\-－]+?)"
+                               r"(?:省|市|区|區|县|縣|镇|鎮|乡|鄉|村|道|都|府|町|丁目|路|街|大街|巷|弄|号|號|番地|"
+                               r"번지|로|길|동|구|군|시|도)")
 
 
 # Trailing words too generic to identify an institution on their own ("Cedar Hills" identifies,

@@ -179,3 +179,23 @@ def test_kept_private_blob_with_utf16_text_loses_it(tmp_path: Path, prefix: byte
     status, _out, data = _run(tmp_path, ds)
     assert status == "written"
     assert "SMITH".encode("utf-16-le") not in data and "7734521".encode("utf-16-le") not in data
+
+
+def test_cjk_addresses_and_one_part_names_yield_their_parts() -> None:
+    from deid_core.terms import address_variants, name_variants
+
+    parts = address_variants("北京市海淀区中关村大街27号")
+    assert {"北京市", "海淀区", "中关村", "海淀区中关村大街27号"} <= set(parts)
+    assert not {"大街", "27号"} & set(parts)  # a unit word or a bare number alone is no one's address
+    assert "小东" in name_variants("王小东") and "철수" in name_variants("김철수")
+    assert "小东" in name_variants("欧阳小东")  # a two-character family name
+
+
+def test_a_cjk_address_without_its_city_is_cleaned(tmp_path: Path) -> None:
+    ds = _base("ISO_IR 192", "王小东")
+    ds.PatientAddress = "北京市海淀区中关村大街27号"
+    ds.StudyDescription = "胸部CT 海淀区中关村大街27号 小东 复查"
+    status, out, _data = _run(tmp_path, ds)
+    assert status == "written" and out is not None
+    assert "中关村" not in str(out.StudyDescription) and "小东" not in str(out.StudyDescription)
+    assert "胸部CT" in str(out.StudyDescription)
