@@ -73,6 +73,12 @@ orthopedics orthopaedics pediatrics emergency medicine internal family oncologis
 nursing nurse ward clinic hospital
 stress rest inversion recovery spin gradient fast turbo color colour doppler power pulsed wave continuous
 harmonic harmonics gain depth focus frequency mode tissue soft window level portable mobile
+mild moderate severe marked minimal small large stable unchanged new normal abnormal acute chronic
+subacute benign malignant suspicious likely possible probable diffuse focal multifocal enhancing
+emphysema diabetes hypertension asthma cirrhosis hepatitis arthritis osteoporosis atelectasis
+consolidation fibrosis metastasis metastases lymphoma leukemia carcinoma adenoma sarcoma embolism
+thrombosis infarct infarction ischemia dementia sclerosis calcification cardiomegaly pneumothorax
+appendicitis cholecystitis diverticulitis obstruction dilatation hydronephrosis nephrolithiasis
 """.split())
 
 # Token shapes that are clinical, whatever the layer-2/3 pattern says: T2, C1-C7, L4-L5, 3.0T,
@@ -195,6 +201,12 @@ _CUE_RE = re.compile(
     r"(?i:\b(?:(?:ordered|referred|seen|read|reported|signed|dictated|performed|requested|discussed|reviewed"
     r"|approved|verified|interpreted|called|notified|informed|d/w|cc'?d)\s+(?:by|with|to)?|per|d/w|cc|attn|c/o))"
     r"\s+(?P<a>[A-Z][A-Za-z'\-]+),?\s+(?P<b>[A-Z][A-Za-z'\-]+)\b")
+# A name the text gives away by the relation it names ("wife Mary", "daughter Ann Lowe"): title-case
+# words after the relation, the first one not clinical.
+_RELATION_RE = re.compile(
+    r"(?i:\b(?:wife|husband|spouse|partner|son|daughter|mother|father|brother|sister|guardian|niece|nephew"
+    r"|friend|caregiver|fianc[eé]e?|grandson|granddaughter|grandmother|grandfather|aunt|uncle))"
+    r"[\s,:(]+(?P<a>[A-Z][a-z][a-z'\-]+)(?:\s+(?P<b>[A-Z][a-z][a-z'\-]+))?")
 _LABEL_STOP = frozenset({"mrn", "id", "dob", "acc", "accession", "age", "sex", "tel", "phone", "fax", "ph",
                          "md", "do", "rn", "study", "date", "exam", "ssn", "email", "addr", "address"})
 
@@ -269,6 +281,10 @@ def _name_spans(text: str) -> list[tuple[int, int, str]]:
     for m in _CUE_RE.finditer(text):
         if not any(is_clinical_word(m.group(g)) or len(m.group(g)) < 2 for g in ("a", "b")):
             spans += [(m.start("a"), m.end("a"), NAME), (m.start("b"), m.end("b"), NAME)]
+    for m in _RELATION_RE.finditer(text):
+        words = [g for g in ("a", "b") if m.group(g) and not is_clinical_word(m.group(g))]
+        if "a" in words:  # "daughter Ann Lowe", "wife Mary"; not "mother Tongue" (the first word decides)
+            spans += [(m.start(g), m.end(g), NAME) for g in words]
     for m in _LABEL_RE.finditer(text):
         pos, taken = m.end(), 0
         while taken < 4:

@@ -101,7 +101,8 @@ CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W
             "CT ABD/PELVIS W IV CONTRAST 120 kVp", "DWI b1000 ADC", "Scout 512x512 FOV 36 cm",
             "SE2 IM45 AXIAL 3D TOF MRA CIRCLE OF WILLIS", "ep2d_diff_3scan_trace_p2", "CTDIvol 12.4 mGy",
             "BI-RADS 4", "78 yo M", "Age 45", "TI-RADS 3 nodule 1.4 cm", "MR ENTEROGRAPHY",
-            "DR SKELETAL SURVEY", "MS LESIONS FLAIR", "multiple nodules, masses"]
+            "DR SKELETAL SURVEY", "MS LESIONS FLAIR", "multiple nodules, masses",
+            "Family history: mother Diabetes", "Mild Emphysema, stable", "father with hypertension"]
 
 
 @pytest.mark.parametrize("text", CLINICAL)
@@ -132,6 +133,9 @@ def test_clinical_text_survives_every_layer(text: str) -> None:
     ("lives 1234 Maple Avenue", "Maple"),
     ("PO Box 12", "12"),
     ("Patient: Zorvath Quill, CT HEAD", "Quill"),
+    ("c/o pain, wife Mary called", "Mary"),  # a relation names the person after it
+    ("contact daughter Ann Lowe at home", "Lowe"),
+    ("mother (Fairweather) present", "Fairweather"),
 ])
 def test_pattern_layer_removes_phi_shapes_without_file_terms(text: str, gone: str) -> None:
     out = TextCleaner(PhiTerms(), use_presidio=False).clean(text)
