@@ -395,6 +395,9 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     summary.summary_path = str(path)
+    # staged outputs of a batch whose worker died before its commit: complete files, but not released ones
+    # (the batch's files were redone or recorded failed); nothing of the run may stay in the output tree
+    clean_tmp(plan.cfg.output_dir)
     release_output(plan.cfg.output_dir)
     return summary
 

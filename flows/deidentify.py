@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -202,20 +203,45 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
     batches = batch_records(todo, batch_size or auto_batch_size(len(todo), _dask_workers()))
     total = max(1, len(records))
     done = total - len(todo)
-    futures = [deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
-                                       plan.attempt, pools_for(b, pools)) for b in batches]
-    batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
-    for fut in as_completed(futures):
-        try:
-            summary = fut.result()
-        except Exception as exc:  # retries exhausted or the worker died: record, never lose the inputs
-            summary = _record_failed(plan, batch_of[id(fut)], exc)
-        summaries.append(summary)
-        done += summary.files
-        if progress_id:
-            update_progress_artifact(UUID(progress_id), progress=round(100.0 * done / total, 1))
-        if CONSOLE_PROGRESS:  # counts only
-            print(f"  {done}/{total} files ({100.0 * done / total:.0f}%)", file=sys.stderr, flush=True)
+    def submit(b: list[InventoryRecord]) -> Any:
+        return deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
+                                       plan.attempt, pools_for(b, pools))
+
+    pending = {id(f): (f, b) for f, b in ((submit(b), b) for b in batches)}
+    # Files of a batch whose worker died, redone one at a time (``alone``): one file can take its worker down
+    # (memory), and the batch's other files are innocent. Alone, each is written or names itself as the one
+    # that kills its worker (a retry would otherwise rebuild the same batch and fail the same way); one at a
+    # time, the next worker death cannot take a queued innocent with it.
+    alone: deque[InventoryRecord] = deque()
+    single: Any = None  # the future of the file being redone alone
+    while pending or alone:
+        if alone and single is None:
+            r = alone.popleft()
+            single = submit([r])
+            pending[id(single)] = (single, [r])
+        for fut in as_completed([f for f, _b in pending.values()]):
+            _f, batch = pending.pop(id(fut))
+            if fut is single:
+                single = None
+            try:
+                summary = fut.result()
+            except Exception as exc:  # retries exhausted or the worker died: record, never lose the inputs
+                if len(batch) > 1 and _worker_lost(exc):
+                    get_run_logger().warning("run %s: a worker died on a batch of %d files (%s); redoing them "
+                                             "one at a time", plan.run_id, len(batch), type(exc).__name__)
+                    alone.extend(batch)
+                    if single is None:
+                        break
+                    continue
+                summary = _record_failed(plan, batch, exc)
+            summaries.append(summary)
+            done += summary.files
+            if progress_id:
+                update_progress_artifact(UUID(progress_id), progress=round(100.0 * done / total, 1))
+            if CONSOLE_PROGRESS:  # counts only
+                print(f"  {done}/{total} files ({100.0 * done / total:.0f}%)", file=sys.stderr, flush=True)
+            if alone and single is None:
+                break  # the next file to redo alone goes out now
     return summaries
 
 
@@ -283,12 +309,16 @@ def _dask_workers() -> int:
         return 1
 
 
+def _worker_lost(exc: BaseException) -> bool:
+    """Whether a batch failed because its Dask worker died or went away (not because of its own error)."""
+    return type(exc).__name__ in ("KilledWorker", "CommClosedError", "CancelledError")
+
+
 def _record_failed(plan: RunPlan, batch: list[InventoryRecord], exc: BaseException) -> BatchSummary:
     """A batch whose task raised in the flow (after retries, or its worker died): record it as failed.
     The hook of the task has usually written the same rows already (same batch id: one copy)."""
     name = type(exc).__name__
-    lost = name in ("KilledWorker", "CommClosedError", "CancelledError")
-    reason = "worker_lost" if lost else "batch_failed"
+    reason = "worker_lost" if _worker_lost(exc) else "batch_failed"
     get_run_logger().warning("run %s: a batch of %d files failed (%s); recorded as %s", plan.run_id,
                              len(batch), name, reason)
     return record_batch_failure(plan.provenance_dir, plan.run_id, plan.run_date, batch, reason,
