@@ -36,6 +36,10 @@ class DeidConfig:
     #: Mask lossy-compressed images by writing them decompressed (Explicit VR LE, LossyImageCompression
     #: "01" kept): never re-encoded lossy. False quarantines them instead (``pixel_error``).
     allow_lossy_reencode: bool = True
+    #: Frames larger than this are quarantined (``pixel_error``) before they are decoded: searching a frame
+    #: takes ~14 bytes of worker memory per pixel (decoded views, stroke maps, component labels), and a
+    #: 20000x20000 frame in a 6 MB RLE file took a worker to 5.2 GB, then down.
+    max_frame_megapixels: float = 100.0
     verify: bool = True
     collect_linkage: bool = False
     #: dciodvfy coverage of outputs: "full" (every file), "sample" (first file of each series per

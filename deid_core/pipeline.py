@@ -225,6 +225,10 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
         from deid_core.pixels import apply_boxes, find_text_boxes, pixel_policy_for
         from deid_core.pixels.mask import clear_unused_bits
 
+        mp = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) / 1e6
+        if mp > cfg.max_frame_megapixels:
+            raise PixelError(f"a frame of {mp:.0f} megapixels exceeds the limit of {cfg.max_frame_megapixels:g} "
+                             "(--max-frame-megapixels; searching takes ~14 MB of worker memory per megapixel)")
         policy = pixel_policy_for(out.modality, cfg.pixel_policy)
         out.pixel_policy = policy
         result = find_text_boxes(ds, terms, policy, ctx.engine)  # type: ignore[arg-type]

@@ -121,7 +121,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                 patient_map: str | None = None, profile: str = "tcia", options: Iterable[str] = (),
                 uid_root: str = "2.25.", pixel_policy: str | None = None, pixel_engine: str = "tesseract",
                 linkage_dir: str | None = None, allow_lossy_reencode: bool = True,
-                conformance: str = "sample", date_shift_days: tuple[int, int] = (1, 365),
+                max_frame_megapixels: float = 100.0, conformance: str = "sample",
+                date_shift_days: tuple[int, int] = (1, 365),
                 pseudonym_prefix: str = "DEID",
                 parameters: dict[str, object] | None = None) -> RunPlan:
     """Validate everything run-level and return the plan; raises ConfigError with a clear reason."""
@@ -143,6 +144,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     check_key_history(prov, fp, new_key, record=False)
     if patient_map:
         PatientMap.load(patient_map)  # refuse a bad map before any file is written
+    if not max_frame_megapixels > 0:
+        raise ConfigError("the frame size limit (megapixels) must be positive")
     lo, hi = date_shift_days
     if not 1 <= lo <= hi:
         raise ConfigError("date shift range must satisfy 1 <= min <= max")
@@ -151,7 +154,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                      date_shift_min_days=lo, date_shift_max_days=hi,
                      patient_map=str(Path(patient_map).resolve()) if patient_map else None,
                      pseudonym_prefix=pseudonym_prefix, pixel_policy=pixel_policy, pixel_engine=pixel_engine,
-                     allow_lossy_reencode=allow_lossy_reencode, collect_linkage=link is not None,
+                     allow_lossy_reencode=allow_lossy_reencode, max_frame_megapixels=max_frame_megapixels,
+                     collect_linkage=link is not None,
                      conformance=conformance)
     table = load_rule_table(profile, list(options) or None)
     lock_output(out)  # everything is valid: from here on this run changes the output and provenance trees

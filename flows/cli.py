@@ -356,6 +356,17 @@ def _bounded(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number above zero, refused with a usage error (not a traceback) else."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above zero")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provenance", metavar="DIR", help="provenance directory (default: OUTPUT-provenance)")
     p.add_argument("--patient-map", metavar="CSV",
@@ -392,6 +403,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refuse-lossy", dest="allow_lossy_reencode", action="store_false",
                    help="quarantine lossy-compressed images that have text to mask (pixel_error) instead of "
                         "writing them decompressed")
+    p.add_argument("--max-frame-megapixels", type=_positive, default=100.0, metavar="MP",
+                   help="quarantine frames larger than MP megapixels (pixel_error) before decoding them: "
+                        "searching a frame takes ~14 MB of worker memory per megapixel (default 100)")
     p.add_argument("--conformance", choices=("full", "sample", "off"), default="sample",
                    help="dciodvfy on every output (full), the first of each series per batch (sample, "
                         "default) or none (off); the pydicom-level checks run on every output")
@@ -526,7 +540,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             linkage_dir=args.linkage, workers=args.workers, dask_address=args.dask_address,
             batch_size=args.batch_size, incremental=args.incremental,
             allow_lossy_reencode=args.allow_lossy_reencode, conformance=args.conformance,
-            ocr_engine=args.ocr_engine, retry_of=None)
+            max_frame_megapixels=args.max_frame_megapixels, ocr_engine=args.ocr_engine, retry_of=None)
         with _prestarted(_matching(ready(), workers, params), ready.release):  # type: ignore[attr-defined]
             CONSOLE_PROGRESS[:] = [not args.json]
             summary = deidentify_cohort(with_local_paths(params))

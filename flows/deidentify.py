@@ -102,6 +102,9 @@ class CohortParameters(BaseModel):
     allow_lossy_reencode: bool = Field(True, description=(
         "Mask lossy-compressed images by writing them decompressed (LossyImageCompression kept '01'; "
         "never re-encoded lossy). Off: such images with text to mask are quarantined (pixel_error)."))
+    max_frame_megapixels: float = Field(100.0, gt=0, description=(
+        "Frames larger than this many megapixels are quarantined (pixel_error) before decoding: searching "
+        "a frame takes ~14 MB of worker memory per megapixel. Raise it for workers with the memory."))
     conformance: Literal["full", "sample", "off"] = Field("sample", description=(
         "dciodvfy coverage of outputs: 'sample' (first file of each series per batch), 'full' (every "
         "file) or 'off'. Read-back, leak search and type 1/VR checks run on every file regardless."))
@@ -255,6 +258,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
                        new_key=params.new_key, patient_map=params.patient_map, profile=params.profile,
                        options=params.options, uid_root=params.uid_root, pixel_policy=params.pixel_policy,
                        linkage_dir=params.linkage_dir, allow_lossy_reencode=params.allow_lossy_reencode,
+                       max_frame_megapixels=params.max_frame_megapixels,
                        conformance=params.conformance, pixel_engine=params.ocr_engine,
                        parameters=params.model_dump(exclude={"key_secret", "key_file", "new_key"}))
     if params.retry_of:

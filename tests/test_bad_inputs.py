@@ -333,3 +333,18 @@ def test_hidden_files_and_symlinked_folders_are_inputs_too(tmp_path: Path) -> No
     os.symlink(inp, inp / "real" / "loop")  # a loop
     found = [p.relative_to(inp).as_posix() for p in find_files(inp)]
     assert found == [".b.dcm", ".hidden/a.dcm", "linked/d.dcm", "real/c.dcm"]
+
+
+def test_a_frame_beyond_the_size_limit_is_quarantined_before_decoding(tmp_path: Path) -> None:
+    """A 20000x20000 frame in a 6 MB RLE file took a worker to 5.2 GB (an audit): frames above
+    ``max_frame_megapixels`` are refused by their header, with the limit's name in the error."""
+    from pydicom.data import get_testdata_file
+
+    from deid_core.config import DeidConfig
+    from deid_core.pipeline import deidentify_file
+
+    src = get_testdata_file("CT_small.dcm")  # 128 x 128 = 0.016 megapixels
+    small = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "a", max_frame_megapixels=0.01))
+    assert (small.status, small.reason) == ("quarantined", "pixel_error")
+    assert "--max-frame-megapixels" in small.error and "megapixels exceeds the limit of 0.01" in small.error
+    assert deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "b")).status == "written"
