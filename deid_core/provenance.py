@@ -715,11 +715,12 @@ WITH r AS (
            coalesce(r.written, u.written, 0) AS written,
            coalesce(r.quarantined, u.quarantined, 0) AS quarantined,
            coalesce(r.skipped, u.skipped, 0) AS skipped,
-           coalesce(r.failed, u.failed, 0) AS failed
+           coalesce(r.failed, u.failed, 0) AS failed,
+           u.run_id IS NOT NULL AS finished
     FROM r FULL OUTER JOIN runs AS u ON r.run_id = u.run_id
 )
 SELECT run_id, started_at, wall_s, files, written, quarantined, skipped, failed,
-       CASE WHEN wall_s > 0 THEN files / wall_s END AS files_per_s
+       CASE WHEN wall_s > 0 THEN files / wall_s END AS files_per_s, finished
 FROM j ORDER BY started_at NULLS LAST, run_id
 """
 
@@ -727,8 +728,9 @@ FROM j ORDER BY started_at NULLS LAST, run_id
 def audit_runs(prov_dir: Path) -> list[dict[str, Any]]:
     """One line per run: counts from the records (the truth), timing from the run record if any.
 
-    A run that crashed before its run record still shows up: its start and wall time are then
-    taken from its records' earliest start and latest finish.
+    A run that crashed or was killed before its run record still shows up, with ``finished`` false (its
+    counts are those of the files it recorded; the others were never reached): its start and wall time are
+    then taken from its records' earliest start and latest finish.
     """
     with connect(prov_dir) as con:
         return _dicts(con.execute(_RUNS_SQL))

@@ -238,11 +238,12 @@ def test_audit_runs_counts_and_rate(tmp_path: Path) -> None:
     # r2 has no run record: wall time from its records (start of f1 .. end of f8).
     assert (r2["files"], r2["written"], r2["failed"]) == (2, 1, 1)
     assert r2["wall_s"] == pytest.approx(7.5) and r2["files_per_s"] == pytest.approx(2 / 7.5)
+    assert (r1["finished"], r2["finished"]) == (True, False)  # r2 was killed before its run record
     text = P.format_table(runs)
     header, rule, line1, _ = text.splitlines()
     assert header.split() == ["run_id", "started_at", "wall_s", "files", "written", "quarantined", "skipped",
-                              "failed", "files_per_s"]
-    assert line1.split()[2:] == ["20.000", "10", "6", "1", "1", "2", "0.500"]
+                              "failed", "files_per_s", "finished"]
+    assert line1.split()[2:] == ["20.000", "10", "6", "1", "1", "2", "0.500", "true"]
     assert len(header) == len(rule.rstrip())
 
 
