@@ -725,7 +725,7 @@ class TermMatcher:
             return []
         if self._regex is None:
             return []
-        folded, where = fold_marks(text)
+        folded, where = (text, None) if text.isascii() else fold_marks(text)
         spans = self._find_folded(folded)
         if where is None:
             return spans
@@ -770,7 +770,8 @@ class TermMatcher:
 
     def contains(self, text: str) -> bool:
         """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
-        text = fold_marks(text)[0]
+        if not text.isascii():  # (most texts are ASCII: no call)
+            text = fold_marks(text)[0]
         if self._glued_ids:
             low = text.lower()
             if any(ident in low for ident in self._glued_ids):
