@@ -51,7 +51,8 @@ _SKIP = frozenset({0x00120063, 0x00120062, 0x00280301, 0x00120064})
 CODED_NOT_TEXT = frozenset({0x00080005})
 #: Device identity, retained by the profile (Retain Device Identity): a maker's or model's name may
 #: coincide with an institution's ("TOSHIBA" / "TOSHIBA_MEC") without being a patient identifier.
-_DEVICE = frozenset({0x00080070, 0x00081090, 0x00181020, 0x00181000, 0x00081010, 0x00181030})
+#: (Not ProtocolName: a description to clean, where a physician's single name word was forgiven.)
+_DEVICE = frozenset({0x00080070, 0x00081090, 0x00181020, 0x00181000, 0x00081010})
 _DEVICE_TOLERATED = frozenset({"institution", "other"})
 BIRTH_DATE = "birth_date"
 #: OCR confidence below which a word is noise (speckle, masked-box edges) for tolerant matching;

@@ -178,7 +178,7 @@ def line_stats(gray: np.ndarray, candidates_only: bool = False) -> list[tuple[Re
     the line: real text differs from its surroundings, while the gaps between letters (which look
     like strokes of the other polarity) have the surroundings' own value.
     """
-    return [(r, n, c, u, b) for r, n, c, u, b, _lvl in _line_stats(gray, candidates_only)]
+    return [(r, n, c, u, b) for r, n, c, u, b, _lvl, _f in _line_stats(gray, candidates_only)]
 
 
 def level_maps(gray: np.ndarray) -> list[tuple[bool, np.ndarray]]:
@@ -198,9 +198,10 @@ def level_maps(gray: np.ndarray) -> list[tuple[bool, np.ndarray]]:
 
 
 def _line_stats(gray: np.ndarray, candidates_only: bool = False
-                ) -> list[tuple[Rect, int, float, float, bool, bool]]:
-    """``line_stats`` plus whether each line came from a level map (else from a stroke map)."""
-    out: list[tuple[Rect, int, float, float, bool, bool]] = []
+                ) -> list[tuple[Rect, int, float, float, bool, bool, float]]:
+    """``line_stats`` plus whether each line came from a level map (else from a stroke map) and the mean
+    fill of its components (ink pixels over their box: glyph strokes ~0.2-0.6, filled blobs ~0.8)."""
+    out: list[tuple[Rect, int, float, float, bool, bool, float]] = []
     # faint candidate lines, and (by index in ``out``) those among them no stronger than their ring's noise
     faint, grains = 0, set[int]()
     rows, cols = gray.shape
@@ -250,7 +251,8 @@ def _line_stats(gray: np.ndarray, candidates_only: bool = False
                 if hat is not None and around.size >= 8 and contrast < NOISE_RATIO * (
                         _quantile(around, 0.75) - _quantile(around, 0.25)) / 1.349:
                     grains.add(len(out))  # ink that does not stand out from the noise around it
-            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright, hat is None))
+            fill = float(np.mean(xs[:, 4] / np.maximum(xs[:, 2] * xs[:, 3], 1)))
+            out.append((Rect(x0, y0, x1 - x0, y1 - y0), n, contrast, uniform, bright, hat is None, fill))
     if faint > NOISE_CROWD:  # a frame full of faint lines is noise: drop those that are grains of it
         out = [t for i, t in enumerate(out) if i not in grains]
     out.sort(key=lambda t: (t[0].y, t[0].x, t[4], t[5]))
@@ -268,6 +270,9 @@ def candidate_regions(gray: np.ndarray) -> list[Rect]:
 #: A line this distinct from its surroundings, with this many characters of uniform ink, is text beyond
 #: doubt (burned-in annotation is drawn near the extreme value; speckle and anatomy seams stay far below).
 STRONG_CONTRAST, STRONG_CHARS, STRONG_UNIFORMITY = 150, 3, 0.5
+#: ... made of strokes: a row of filled blobs (an endoscope's specular highlights, stained nuclei: mean fill
+#: of their boxes ~0.75-0.8) is no line of glyphs (~0.2-0.6), however bright; it is left to its reading.
+STRONG_MAX_FILL = 0.7
 
 
 def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
@@ -288,8 +293,9 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     # bright speckle "line" is not covered by it)
     # a line let in by its contrast alone (anti-aliased text) never shadows one of uniform ink
     cands = [(r, b, (u >= MIN_INK_UNIFORMITY, c, u),
-              n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY)
-             for r, n, c, u, b, lvl in stats if not (lvl and any(ob == b and _covers(o, r) for o, ob in strokes))]
+              n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY and f <= STRONG_MAX_FILL)
+             for r, n, c, u, b, lvl, f in stats
+             if not (lvl and any(ob == b and _covers(o, r) for o, ob in strokes))]
     out = []
     for r, b, score, strong in cands:
         # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
@@ -345,14 +351,14 @@ def vertical_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     found: dict[Rect, tuple[bool, bool, float]] = {}
     for x0 in sorted({0, cols - band}):
         t = np.ascontiguousarray(gray[:, x0:x0 + band].T)
-        for r, n, c, u, b, _lvl in _line_stats(t, candidates_only=True):
+        for r, n, c, u, b, _lvl, f in _line_stats(t, candidates_only=True):
             if n < VERTICAL_MIN_CHARS or c < VERTICAL_MIN_CONTRAST or r.w < 2 * r.h or (
                     u < MIN_INK_UNIFORMITY and (c < HIGH_CONTRAST or u < HIGH_CONTRAST_UNIFORMITY)):
                 continue
             if not _straight(t, r, b):
                 continue  # a curve (the side of a skull), not a row of glyphs
             rect = Rect(x0 + r.y, r.x, r.h, r.w)
-            strong = n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY
+            strong = n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY and f <= STRONG_MAX_FILL
             if any(_covers(o, rect) and oc >= c for o, (_ob, _os, oc) in found.items()):
                 continue  # the same line from a level map or the other polarity, standing out less
             found = {o: v for o, v in found.items() if not (_covers(rect, o) and v[2] <= c)}

@@ -325,6 +325,10 @@ def _mask_parts(tag: str) -> tuple[int, int]:
     return mask, value
 
 
+#: Text VRs a kept description is cleaned in under tcia-lists (binary ones are kept as TCIA's list says).
+_CLEANABLE_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+
+
 def resolve_row(row: dict[str, Any], columns: frozenset[str], tcia_first: bool = False) -> tuple[Action, str]:
     """Resolve one Table E.1-1 row for the selected columns to an Action and a provenance text.
 
@@ -336,6 +340,11 @@ def resolve_row(row: dict[str, Any], columns: frozenset[str], tcia_first: bool =
     if tcia_action is not None:
         if tcia_action is Action.SHIFT_DATE and vr.split(" or ")[0] not in ("DA", "DT"):
             return Action.KEEP, f"TCIA {row['tcia']} list first (VR {vr} holds no date: kept)"
+        if tcia_action is Action.KEEP and "cleanDescOpt" in columns and codes.get("cleanDescOpt") == "C" \
+                and vr.split(" or ")[0] in _CLEANABLE_TEXT_VRS:
+            # A description TCIA keeps (after its curators read it) is cleaned: PHI out, clinical words kept.
+            # Kept verbatim, "CHEST ROUTINE DR MILLICENT" leaked a physician's name (MIDI-B-like audit).
+            return Action.CLEAN, f"TCIA {row['tcia']} list first; cleanDescOpt=C cleans what is kept"
         return tcia_action, f"TCIA {row['tcia']} list first"
     basic = codes["basicProfile"]
     notes = []

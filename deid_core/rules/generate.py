@@ -217,7 +217,9 @@ _SEMANTICS = """\
 - Profile `tcia-lists` (the tcia options): where TCIA's supplied lists name an attribute, their action
   wins over every option column: remove->X, empty->Z, replace/lookup/hashname->D, hashuid->U,
   keep/time->K, incrementdate->S (K where the VR holds no date), process->K (a sequence recursed, its
-  contents by their own rules). TCIA's lists and PS3.15's option columns disagree on about a hundred
+  contents by their own rules); a text description TCIA keeps that Clean Descriptors marks C is cleaned
+  (C: TCIA's curators read what they keep; here the cleaner does, so a physician's name in ProtocolName
+  goes and the clinical words stay). TCIA's lists and PS3.15's option columns disagree on about a hundred
   attributes (StationName and other device identity, comments that Clean Descriptors would clean,
   version dates of coding resources); the MIDI-B validator scores TCIA's choice.
 - UIDs (`U`) are remapped by the composer regardless of options unless rtnUIDs is selected.
