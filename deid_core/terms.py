@@ -166,9 +166,32 @@ def name_variants(value: str | PersonName) -> list[str]:
             out.append(joined)
     # "ONEILL" in a header is "O'Neill" in a report (an apostrophe variant that does not occur is harmless)
     out += [f"{w[0]}'{w[1:]}" for w in list(out) if re.fullmatch(r"[OoDdLl][A-Za-z]{3,}", w)]
+    # Nicknames staff write for a given name ("Bob Smith" for ROBERT SMITH); none that is an English word.
+    for group in raw.split("="):
+        comps = [c.strip() for c in group.split("^")]
+        family, given = (comps + ["", ""])[:2]
+        for g in re.split(r"[\s\-]+", given):
+            for nick in _NICKNAMES.get(fold(g).casefold(), ()):
+                out += [nick.title()] + ([f"{nick.title()} {family}", f"{family}, {nick.title()}"] if family else [])
     # People type "Mueller" for "MÜLLER" ("MULLER" is the matcher's own accent fold).
     out += [g for v in list(out) if not v.isascii() and (g := _german_spelling(v)) != fold(v) and g not in out]
     return out
+
+
+#: Given name -> nicknames of 3+ letters that are no English word ("will", "bill", "pat", "sue" are left out).
+_NICKNAMES: dict[str, tuple[str, ...]] = {k: tuple(v.split()) for k, v in {
+    "robert": "bob bobby robbie", "william": "billy willie liam", "james": "jim jimmy jamie",
+    "john": "johnny", "richard": "rick ricky", "thomas": "tommy", "michael": "mike mikey",
+    "joseph": "joe joey", "charles": "charlie", "edward": "eddie", "anthony": "tony",
+    "christopher": "chris", "daniel": "danny", "david": "dave davy", "matthew": "matt", "andrew": "andy",
+    "steven": "steve", "stephen": "steve", "alexander": "alex", "benjamin": "benny", "samuel": "sammy",
+    "nicholas": "nicky", "timothy": "timmy", "kenneth": "kenny", "ronald": "ronnie", "donald": "donnie",
+    "gerald": "jerry", "lawrence": "larry", "patrick": "paddy", "margaret": "maggie peggy marge greta",
+    "elizabeth": "liz beth betty betsy lizzie eliza", "patricia": "patty trish tricia", "jennifer": "jenny",
+    "katherine": "kathy katie", "catherine": "cathy katie", "kathleen": "kathy", "susan": "susie",
+    "deborah": "debbie", "rebecca": "becky becca", "barbara": "barb", "dorothy": "dottie",
+    "christine": "tina", "victoria": "vicky", "jessica": "jess jessie", "francisco": "paco pancho", "jose": "pepe",
+    "enrique": "kike", "margarita": "rita"}.items()}
 
 
 _GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss",
@@ -294,7 +317,28 @@ def institution_variants(value: str) -> list[str]:
     if core and core != value and len(core) >= 4 and not all(
             w.strip(".,").casefold() in _INSTITUTION_GENERIC or is_clinical_word(w) for w in words):
         out.append(core)  # not "Breast" of "Breast Imaging Center": a clinical word identifies no one
+    # how staff write it in free text (an independent corpus): the name after a leading generic word
+    # ("Nordstadt" of "Klinikum Nordstadt", "La Paz" of "Hospital La Paz"), its initials when they make 4+
+    # letters ("RRMC" of "Riverside Regional Medical Center")
+    all_words = value.split(" ")
+    lead = 0
+    while lead < len(all_words) and all_words[lead].strip(".,").casefold() in _INSTITUTION_LEAD:
+        lead += 1
+    rest = " ".join(all_words[lead:]).strip(" ,-")
+    if lead and len(rest) >= 4 and not is_clinical_word(rest):
+        out.append(rest)
+    letters = [w for w in re.split(r"[\s\-]+", value) if w and w.casefold() not in _INSTITUTION_SMALL]
+    acronym = "".join(w[0] for w in letters if w[0].isalpha()).upper()
+    if len(acronym) >= 4 and not is_clinical_word(acronym):
+        out.append(acronym)
     return out
+
+
+_INSTITUTION_SMALL = frozenset({"of", "the", "and", "de", "la", "du"})
+#: Words an institution's name may start with before the part that names it.
+_INSTITUTION_LEAD = frozenset({"hospital", "klinikum", "klinik", "centre", "center", "clinique", "clinica", "clínica",
+                               "universitario", "universitaire", "hospitalier", "university", "hôpital", "hopital",
+                               "chu", "ch"})
 
 
 def id_variants(value: str) -> list[str]:
@@ -472,7 +516,22 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                 pass  # handled through recursion (PatientID inside)
 
     visit(ds)
+    _birth_year_if_over_89(ds, terms)
     return terms
+
+
+def _birth_year_if_over_89(ds: Dataset, terms: PhiTerms) -> None:
+    """The birth year alone of a patient over 89 at the study date is an identifier (HIPAA: ages over 89 and
+    the dates that reveal them): "born 1928" in a report is removed like the full date."""
+    try:
+        birth = str(ds.get("PatientBirthDate", "") or "").strip()
+        study = str(ds.get("StudyDate", "") or "").strip()
+        if re.fullmatch(r"\d{8}", birth) and re.fullmatch(r"\d{8}", study):
+            age = int(study[:4]) - int(birth[:4]) - (study[4:8] < birth[4:8])
+            if age > 89:
+                terms.add(birth[:4], DATE)
+    except Exception:  # noqa: BLE001 - unreadable dates: the full date terms stand alone
+        pass
 
 
 # "...ID" keywords that are not identifying (codes, structural references).

@@ -19,6 +19,7 @@ from deid_core.freetext import PLACEHOLDER, TextCleaner, clean_text, merge_spans
 from deid_core.terms import PhiTerms, capture_terms
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH_INDEPENDENT = ROOT / "bench" / "freetext_independent.py"
 CORPUS = ROOT / "tests" / "corpus"
 
 
@@ -102,7 +103,9 @@ CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W
             "SE2 IM45 AXIAL 3D TOF MRA CIRCLE OF WILLIS", "ep2d_diff_3scan_trace_p2", "CTDIvol 12.4 mGy",
             "BI-RADS 4", "78 yo M", "Age 45", "TI-RADS 3 nodule 1.4 cm", "MR ENTEROGRAPHY",
             "DR SKELETAL SURVEY", "MS LESIONS FLAIR", "multiple nodules, masses",
-            "Family history: mother Diabetes", "Mild Emphysema, stable", "father with hypertension"]
+            "Family history: mother Diabetes", "Mild Emphysema, stable", "father with hypertension",
+            "pain 8/10", "L4/5 disc", "BP 120/80", "3/4 views", "Pt Anxious, refused contrast",
+            "nodule per Fleischner Society guidelines", "Sister Mary Joseph nodule", "WIFE PRESENT"]
 
 
 @pytest.mark.parametrize("text", CLINICAL)
@@ -136,6 +139,20 @@ def test_clinical_text_survives_every_layer(text: str) -> None:
     ("c/o pain, wife Mary called", "Mary"),  # a relation names the person after it
     ("contact daughter Ann Lowe at home", "Lowe"),
     ("mother (Fairweather) present", "Fairweather"),
+    ("DAUGHTER LINDA AT BEDSIDE", "LINDA"),
+    ("Dr. A. Gupta reviewed", "Gupta"),  # an initial between the title and the name
+    ("Befund: Dr. med. Hans Weber", "Weber"),
+    ("discussed with Shapiro", "Shapiro"),  # a cue and one name
+    ("RN Kayla placed IV", "Kayla"),
+    ("scanned by JR", "JR"),
+    ("fell on 3/14, pain since", "3/14"),  # a day and month with a date cue
+    ("last seen 5/2022", "5/2022"),
+    ("Kontrolle vom 15. März 2021", "März"),
+    ("IRM du 3 janvier 2022", "janvier"),
+    ("Musterstraße 12, 30161 Hannover", "Hannover"),
+    ("transferred from Cedar Ridge Medical Center", "Ridge"),
+    ("outside films from Klinikum Nordstadt", "Nordstadt"),
+    ("Tel 0511 532-4410", "4410"),
 ])
 def test_pattern_layer_removes_phi_shapes_without_file_terms(text: str, gone: str) -> None:
     out = TextCleaner(PhiTerms(), use_presidio=False).clean(text)
@@ -259,3 +276,20 @@ def test_pathological_long_text_stays_fast(text: str) -> None:
     t0 = time.perf_counter()
     TextCleaner(PhiTerms()).clean(text)
     assert time.perf_counter() - t0 < 5.0
+
+
+@pytest.mark.parametrize(("name", "recall", "retention"), [("corpus", 0.94, 0.995), ("heldout", 0.87, 0.98)])
+def test_independent_corpus_recall_and_retention(name: str, recall: float, retention: float) -> None:
+    """An audit's corpus of hospital-style strings the cleaner was not tuned on (names beyond the header,
+    dates without a year or in other languages, institutions, European addresses). Measured before the
+    audit's fixes: recall 69.9 % / 39.1 % (held-out), retention 99.1 % / 99.5 %; after: 94.3 % / 88.1 %,
+    99.8 % / 98.6 %. The floors keep what was gained."""
+    spec = importlib.util.spec_from_file_location("freetext_independent", BENCH_INDEPENDENT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    s = mod.measure(name)
+    removed, total = s["phi_tokens"]
+    kept, clinical = s["clinical"]["all"]
+    assert removed / total >= recall, f"{name}: recall {removed}/{total}"
+    assert kept / clinical >= retention, f"{name}: retention {kept}/{clinical}"

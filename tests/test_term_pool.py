@@ -60,7 +60,7 @@ def _cohort(folder: Path, pid: str = "PX5550001") -> tuple[Path, Path]:
     sr.Modality, sr.ValueType, sr.ContinuityOfContent = "SR", "CONTAINER", "SEPARATE"
     item = Dataset()
     item.RelationshipType, item.ValueType = "CONTAINS", "TEXT"
-    item.TextValue = ("Scanned by Wilhelmina Abernathy, reviewed with Delacroix; Fairweather family present. "
+    item.TextValue = ("Technique adequate. Wilhelmina Abernathy, Delacroix and the Fairweather family present. "
                       "Prior record HX443322. Mild emphysema.")
     sr.ContentSequence = Sequence([item])
     sr.ContentLabel = "ABERNATHY_NOTE"
