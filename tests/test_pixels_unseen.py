@@ -493,3 +493,28 @@ def test_a_date_ocr_split_at_its_separator_is_phi_and_a_leak() -> None:
     assert set(phi_words(line("2023", "-07", "-14"), none, use_presidio=False)) == {0, 1, 2}
     assert _line_leak([line("Study:", "2023-", "07-14", conf=30.0)], LeakTerms.capture(header, terms)) == "date"
     assert phi_words(line("L4-", "L5"), none, use_presidio=False) == {}
+
+
+def test_large_lines_over_bright_bone_are_read_to_their_end(tmp_path: Path) -> None:
+    """Three ~60-px lines on a real radiograph (pydicom-data's RG3 CR), over bone that brightens and darkens
+    under them (a MIDI-B-like audit): one global threshold dropped the glyphs over the bone, OCR read
+    "ID: M )6" and "05/1." with confidence, the ID and date lines stayed, and verification, which reads the
+    same way, passed the file. A sure reading that stops short of its line is no longer final; a threshold
+    that follows the background reads the rest."""
+    import cv2
+    from pydicom.data import get_testdata_file
+
+    arr = (1023 - pydicom.dcmread(get_testdata_file("RG3_J2KR.dcm")).pixel_array).astype(np.uint16)
+    lines = ["SMITH, JOHN", f"ID: {PID}", "03/04/1961"]
+    for i, text in enumerate(lines):
+        cv2.putText(arr, text, (606, 300 + 60 * i), cv2.FONT_HERSHEY_SIMPLEX, 2.0, 1023, 4)
+    ds = _ds(arr, "CT", bits_stored=10)
+    ds.Modality = "CR"
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    changed = res.pixel_array != arr
+    for i in range(3):  # every line is masked along its whole length
+        rows = slice(300 + 60 * i - 45, 300 + 60 * i + 5)
+        ink = np.zeros(arr.shape, dtype=bool)
+        ink[rows, 600:1150] = arr[rows, 600:1150] == 1023
+        assert changed[ink].mean() >= 0.9, lines[i]

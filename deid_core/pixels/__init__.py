@@ -436,25 +436,68 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     # cost of a clean crop; the stroke map of the line's polarity is the reading that works there.
     # It goes first, and a busy line where it finds no glyph at all is texture: stop.
     busy = _busy_background(gray, line)
-    ladder = (strokes, otsu, opposite) if busy else (otsu, strokes)
+    ladder = [strokes, otsu, opposite] if busy else [otsu, strokes]
+    lx0, lx1 = line.x - region.x, line.x - region.x + line.w
     best: list[OcrWord] = []
-    best_conf = -1.0
+    best_key = (False, -1.0)
     glyphs = 0
-    for i, (name, make) in enumerate(ladder):
+    partial = False  # a variant read the line confidently but only part of it
+    i = 0
+    while i < len(ladder):
+        name, make = ladder[i]
         if (i == 2 or (busy and i == 1)) and glyphs == 0:
             break
         words = reading(name, make)
         read = sum(c.isalnum() for w in words for c in w.text)
         glyphs += read
         conf = _line_conf(words)
-        if conf > best_conf:
-            best, best_conf = words, conf
+        whole = _coverage(words, lx0, lx1) >= READ_COVERAGE
+        key = (whole, conf)
+        if key > best_key:
+            best, best_key = words, key
         if (enough is not None and read >= enough) or (done is not None and done(words)):
             best = words
             break
-        if conf >= SURE_CONF:
+        if conf >= SURE_CONF and whole:
             break
+        partial = partial or (conf >= SURE_CONF and read >= 2 and not whole)
+        if i == len(ladder) - 1 and partial and ladder[-1][0] != "local":
+            # Every reading so far stops short of the line's end: a background that brightens along the line
+            # (bone under a radiograph's large annotation) drops the rest of the glyphs out of one global
+            # threshold. The local threshold reads them (an audit's "ID: MRN3805406" read as "ID: M )6").
+            ladder.append(("local", lambda: _local_binarize(crop, bright, line.h)))
+        i += 1
     return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in best]
+
+
+#: A reading is of the whole line when its words span this share of the line's width; a sure reading of less
+#: is no reason to stop reading.
+READ_COVERAGE = 0.6
+
+
+def _coverage(words: list[OcrWord], x0: int, x1: int) -> float:
+    """Share of [x0, x1) that the boxes of the words holding a letter or digit cover."""
+    spans = sorted((max(x0, w.x), min(x1, w.x + w.w)) for w in words if any(c.isalnum() for c in w.text))
+    covered, end = 0, x0
+    for a, b in spans:
+        a = max(a, end)
+        if b > a:
+            covered += b - a
+            end = b
+    return covered / max(1, x1 - x0)
+
+
+def _local_binarize(crop: np.ndarray, bright: bool, line_h: int) -> np.ndarray:
+    """Dark text on white from a threshold that follows the background: each pixel against the mean of a
+    window two line heights wide (bright text: above it by LOCAL_MARGIN; dark text: below)."""
+    k = 2 * max(3, line_h) + 1
+    mean = cv2.blur(crop.astype(np.float32), (k, k))
+    diff = crop.astype(np.float32) - mean
+    ink = diff >= LOCAL_MARGIN if bright else diff <= -LOCAL_MARGIN
+    return np.where(ink, 0, 255).astype(np.uint8)
+
+
+LOCAL_MARGIN = 20.0
 
 
 #: Share of a line's surroundings within BUSY_TOLERANCE of their median below which the background is
