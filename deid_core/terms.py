@@ -296,6 +296,11 @@ _CJK_ADDRESS_UNIT = re.compile(r"(?P<name>[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7
 
 # Trailing words too generic to identify an institution on their own ("Cedar Hills" identifies,
 # "Hospital" does not).
+#: Words of place names and street addresses that name no place alone (OCR tolerance never matches them).
+_GENERIC_PLACE_WORDS = frozenset("""street st avenue ave road rd drive dr lane ln boulevard blvd way court ct place pl
+    terrace circle parkway pkwy highway hwy square trail falls fall lake lakes hills hill springs spring beach heights
+    valley port mount mountain park city town village north south east west new saint san santa fort point bay
+    creek river grove glen view ridge meadow meadows harbor harbour island islands gardens garden station""".split())
 _INSTITUTION_GENERIC = frozenset({
     "hospital", "hospitals", "medical", "center", "centre", "clinic", "clinics", "imaging", "radiology",
     "regional", "general", "university", "health", "healthcare", "system", "institute", "associates",
@@ -726,6 +731,11 @@ def _compile_terms(ordered: tuple[Term, ...]) -> _Compiled:
             # A word of an ID term without a digit ("STATE" of an issuer "STATE HIE") is a common
             # word, not the identifier: tolerant matching on it turns speckle read as "tate" into a leak.
             if t.kind == ID and not any(c.isdigit() for c in tok):
+                continue
+            # Likewise a generic word of a place or an institution ("Falls" of "Kestrel Falls", "Street"): an MR's
+            # anatomy read "Fall" at 30 % and was masked as an address (a MIDI-B-like audit).
+            if t.kind in (ADDRESS, INSTITUTION) and (tok.casefold() in _GENERIC_PLACE_WORDS
+                                                     or tok.casefold() in _INSTITUTION_GENERIC):
                 continue
             if len(tok) >= 3 and tok.upper() not in _NAME_STOPWORDS:
                 tokens.setdefault(tok.casefold(), t.kind)

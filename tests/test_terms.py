@@ -313,3 +313,17 @@ def test_long_ids_are_found_glued_to_other_characters() -> None:
     assert m.contains("xab1234x") and not m.contains("x4471x")
     assert [(s.start, s.end) for s in m.find("MRN 4471 and x4471")] == [(4, 8)]
     assert not m.contains("StudyTime 0912345612")
+
+
+def test_generic_place_words_are_no_tolerant_tokens() -> None:
+    """ "Falls" of a city "Kestrel Falls": an MR's anatomy read "Fall" at 30 % was masked as an address (a
+    MIDI-B-like audit). The distinctive word stays tolerant, the whole name exact."""
+    from deid_core.terms import ADDRESS, PhiTerms, TermMatcher, address_variants
+
+    t = PhiTerms()
+    for v in address_variants("6191 Copperfield Drive, Kestrel Falls, OR 97301"):
+        t.add(v, ADDRESS)
+    m = TermMatcher(t)
+    assert m.fuzzy_token_kind("Fall") is None and m.fuzzy_token_kind("Drive") is None
+    assert m.fuzzy_token_kind("Kestral") == ADDRESS and m.fuzzy_token_kind("Copperfie1d") == ADDRESS
+    assert [s.kind for s in m.find("from Kestrel Falls")] == [ADDRESS]
