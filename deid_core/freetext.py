@@ -101,10 +101,12 @@ pcp osh snf ems slp crna bedside
 # Token shapes that are clinical, whatever the layer-2/3 pattern says: T2, C1-C7, L4-L5, 3.0T,
 # 5mm, 0.5, 120kVp, b1000, 512x512, 75%.
 _CLINICAL_TOKEN_RE = re.compile(
-    r"(?:[TCLS]\d{1,2}(?:-[TCLS]?\d{1,2})?|\d+(?:\.\d+)?\s?(?:t|mm|cm|ml|mg|mgy|kvp|mas|ms|s|sec|hz|%|x)"
-    r"|b\d{1,4}|\d{2,4}x\d{2,4}|\d+(?:\.\d+)?|[a-z]{1,4}\d{1,2})",
+    r"(?:[TCLS]\d{1,2}(?:-[TCLS]?\d{1,2})?|\d+(?:\.\d+)?\s?(?:t|mm|cm|ml|mg|mgy|kvp|mas|ms|s|sec|hz|%|x"
+    r"|bpm|khz|mhz|fps|db|mmhg|cm/s|gy|cgy|ma|kv|kg|g|mw|mw/cm2|mbq|mci|ppm)"
+    r"|b\d{1,4}|\d{2,4}x\d{2,4}|\d+(?:\.\d+)?|[a-z]{1,4}\d{1,2}(?:\.\d{1,2})?)",
     re.IGNORECASE,
 )
+# (Ultrasound and XA overlays: "65bpm", "12.5MHz", "30fps", "TIS0.4" were masked as IDs under phi.)
 
 
 def is_clinical_word(word: str) -> bool:

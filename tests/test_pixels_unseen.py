@@ -230,6 +230,7 @@ def test_clinical_text_stays_under_phi(tmp_path: Path, text: str) -> None:
 
 @pytest.mark.parametrize(("words", "kind"), [
     (["DWI", "b1000"], None), (["Img:", "45/120"], None), (["kVp", "120", "m", "As", "200"], None),
+    (["HR", "65bpm"], None), (["TIS0.4", "MI", "1.4"], None), (["12.5MHz"], None), (["30fps"], None),  # US/XA overlays
     (["ID", "AB12C"], "id"), (["07/14/2023"], "date"), (["92", "M"], "age")])
 def test_clinical_annotation_is_no_phi_pattern(words: list[str], kind: str | None) -> None:
     """Under phi an audit's console annotation was masked as PHI: the b-value "b1000" as a letter+digit ID,
