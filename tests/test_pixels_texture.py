@@ -233,3 +233,29 @@ def test_a_row_of_filled_highlights_is_not_strong_text_but_printed_text_is() -> 
     text = np.full((120, 320), 90, np.uint8)
     cv2.putText(text, "SMITH JOHN", (20, 70), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
     assert any(s for _r, _b, s in ps.scored_regions(text))
+
+
+def test_a_one_piece_strong_line_is_read_not_masked_unread() -> None:
+    """Under all-text a strong line was masked without reading it; an audit on 125 real images found a probe
+    logo, depth-scale bars and a Doppler blob masked so (one stroke piece each). Now one piece is read first,
+    while a line of glyphs stays masked unread."""
+    import cv2
+
+    def us(draw: object) -> Dataset:
+        img = np.full((240, 320), 20, np.uint8)
+        draw(img)  # type: ignore[operator]
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = UltrasoundImageStorage, generate_uid()
+        ds.Modality, ds.PatientName, ds.PatientID = "US", "DOE^JANE", "PX1"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 240, 320, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = img.tobytes()
+        return ds
+
+    logo = us(lambda a: cv2.rectangle(a, (100, 100), (190, 122), 255, 2))  # an outlined logo box: one piece
+    assert ps.scored_regions(np.frombuffer(logo.PixelData, np.uint8).reshape(240, 320))  # a candidate...
+    assert find_text_boxes(logo, capture_terms(logo), ALL_TEXT).boxes == []  # ...read, and no text
+    label = us(lambda a: cv2.putText(a, "GAIN 54 DR 60", (60, 120), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1))
+    assert find_text_boxes(label, capture_terms(label), ALL_TEXT).boxes

@@ -629,7 +629,8 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
         # all-text masks every line the screen is sure is text, even where a join with weaker fragments
         # (speckle beside an outlined label) leaves the joined line to a reading that may find nothing
         for r, b, strong in base:
-            if strong and (b or not only_bright) and not (seen and any(_covers(o, r) for o in seen)):
+            if strong and (b or not only_bright) and not (seen and any(_covers(o, r) for o in seen)) \
+                    and _glyph_pieces(gray, r, b) >= STRONG_MIN_PIECES:
                 r = _extend_line(gray, r, b)
                 boxes.append(Box(frame, r.x, r.y, r.w, r.h, "text", 100.0))
     for line, bright in polar:
@@ -637,7 +638,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
             box = _read_decides(gray, frame, line, bright, matcher, policy, engine, cache, holds_phi)
             boxes += [box] if box else []
             continue
-        if policy == ALL_TEXT and _all_strong(line, scored):
+        if policy == ALL_TEXT and _all_strong(line, scored) and _glyph_pieces(gray, line, bright) >= STRONG_MIN_PIECES:
             # all-text masks every text line whatever it says: OCR would only confirm what the screen
             # already knows (many uniform strokes at near-extreme contrast), so mask the line directly
             line = _extend_line(gray, line, bright)
@@ -765,6 +766,25 @@ def _line_contrast(gray: np.ndarray, line: Rect, bright: bool) -> float:
     mask[line.y - ring.y:line.y - ring.y + line.h, line.x - ring.x:line.x - ring.x + line.w] = False
     ink = float(np.percentile(crop, 90 if bright else 10))
     return abs(ink - float(np.median(outer[mask])))
+
+
+#: A strong line is masked unread under all-text only when it holds this many glyph-sized pieces: one piece
+#: (a depth-scale bar, a probe logo, a Doppler blob) is graphics more often than text, and is read instead
+#: (an audit on 125 real images; pixel-bench recall unchanged).
+STRONG_MIN_PIECES = 3
+
+
+def _glyph_pieces(gray: np.ndarray, r: Rect, bright: bool) -> int:
+    """Stroke components of character size (``MIN_CHAR_H`` tall, 6+ pixels) inside ``r``."""
+    crop = gray[r.y:r.y + r.h, r.x:r.x + r.w]
+    if crop.size == 0:
+        return 0
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
+    hat = cv2.morphologyEx(crop, cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT, k)
+    strokes = (hat >= STROKE_CONTRAST).view(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(strokes, 8, cv2.CV_32S, cv2.CCL_GRANA)
+    s = stats[1:]
+    return int(((s[:, 3] >= MIN_CHAR_H) & (s[:, 4] >= 6)).sum())
 
 
 def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool]]) -> bool:
