@@ -88,3 +88,22 @@ def test_screen_quantile_matches_numpy_exactly() -> None:
         a = rng.integers(-300, 300, size=int(rng.integers(1, 200))).astype(np.int16)
         for q in (0.1, 0.5, 0.9):
             assert _quantile(a, q) == float(np.percentile(a, q * 100))
+
+
+def test_readings_of_one_crop_in_either_polarity_share_no_memo_entry() -> None:
+    """Each variant's reading is memoised by everything it depends on. The local-threshold variant's key once
+    lacked the polarity, so one polarity's reading answered for the other and a file's masks depended on what
+    the process had read before."""
+    import numpy as np
+
+    from deid_core.pixels import _read_line, get_engine
+    from deid_core.pixels.prescreen import Rect
+
+    gray = np.full((60, 200), 40, np.uint8)
+    gray[20:40, 10:190:6] = 250  # a row of strokes
+    cache_true: dict[bytes, list] = {}  # type: ignore[type-arg]
+    cache_false: dict[bytes, list] = {}  # type: ignore[type-arg]
+    eng = get_engine("tesseract")
+    _read_line(gray, Rect(10, 20, 180, 20), True, eng, cache_true)
+    _read_line(gray, Rect(10, 20, 180, 20), False, eng, cache_false)
+    assert cache_true and cache_false and not set(cache_true) & set(cache_false)

@@ -421,7 +421,10 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     rows, cols = gray.shape
     region = line.pad(max(3, line.h // 3), cols, rows)
     crop = gray[region.y:region.y + region.h, region.x:region.x + region.w]
-    base = crop.tobytes() + repr((crop.shape, line.h)).encode()
+    # everything a variant's reading depends on: the crop, the line height (upscaling) and the polarity (the
+    # stroke maps, the local threshold). A key without the polarity let one polarity's "local" reading answer
+    # for the other: a US cine's masks then depended on what the process had read before (a test run found it).
+    base = crop.tobytes() + repr((crop.shape, line.h, bright)).encode()
 
     def reading(name: str, make: Callable[[], np.ndarray]) -> list[OcrWord]:
         key = hashlib.blake2b(base + name.encode(), digest_size=16).digest()
@@ -461,11 +464,11 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
         if conf >= SURE_CONF and whole:
             break
         partial = partial or (conf >= SURE_CONF and read >= 2 and not whole)
-        if i == len(ladder) - 1 and partial and ladder[-1][0] != "local":
+        if i == len(ladder) - 1 and partial and not ladder[-1][0].startswith("local"):
             # Every reading so far stops short of the line's end: a background that brightens along the line
             # (bone under a radiograph's large annotation) drops the rest of the glyphs out of one global
             # threshold. The local threshold reads them (an audit's "ID: MRN3805406" read as "ID: M )6").
-            ladder.append(("local", lambda: _local_binarize(crop, bright, line.h)))
+            ladder.append((f"local-{bright}", lambda: _local_binarize(crop, bright, line.h)))
         i += 1
     return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in best]
 
