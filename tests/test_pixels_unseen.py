@@ -519,3 +519,19 @@ def test_large_lines_over_bright_bone_are_read_to_their_end(tmp_path: Path) -> N
         ink = np.zeros(arr.shape, dtype=bool)
         ink[rows, 600:1150] = arr[rows, 600:1150] == 1023
         assert changed[ink].mean() >= 0.9, lines[i]
+
+
+def test_a_vertical_label_of_several_columns_is_masked(tmp_path: Path) -> None:
+    """A side label of three turned lines side by side (name, ID, birth date): each column is a vertical
+    candidate, and the rotated glyphs of neighbouring columns line up into horizontal "lines" across them.
+    Those were taken for text running across a column of first letters, and every column was dropped (an
+    audit). A horizontal line within the block of columns is their own glyphs."""
+    arr = _ct()
+    ink = np.zeros(arr.shape, bool)
+    for i, text in enumerate(["SMITH, JOHN", PID, "03/04/1961"]):
+        label = np.rot90(_alpha((20, 140), text, (2, 2), 14) >= 0.5, 1)  # 140 x 20, bottom to top
+        ink[150:290, 440 + 22 * i:460 + 22 * i] = label
+    arr[ink] = 3071
+    out, res = _run(tmp_path, _ds(np.round(arr).astype(np.int16), "CT"))
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != np.round(arr).astype(np.int16))[ink].mean() >= 0.9

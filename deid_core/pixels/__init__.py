@@ -284,12 +284,39 @@ def frame_vertical(gray: np.ndarray, lines: list[Rect]) -> list[tuple[Rect, bool
     else:
         _VERTICAL.move_to_end(key)
     out = []
-    for r, b, s in found:
-        # horizontal lines running across it (not fragments of the vertical text itself)
-        crossed = [_overlap(r, o) for o in lines if o.w > 1.5 * r.w]
+    blocks = _vertical_blocks([r for r, _b, _s in found])
+    for (r, b, s), (bx0, bx1) in zip(found, blocks, strict=True):
+        # horizontal lines running across it (not fragments of the vertical text itself); a "line" that stays
+        # within the block of vertical candidates it belongs to is their rotated glyphs lined up (a side label
+        # of several columns: an audit found every column of a 4-line vertical label dropped, the label unmasked)
+        crossed = [_overlap(r, o) for o in lines if o.w > 1.5 * r.w and (o.x < bx0 - r.w or o.x + o.w > bx1 + r.w)]
         if sum(crossed) < 0.2 * r.w * r.h and sum(1 for a in crossed if a) < 2:
             out.append((r, b, s))
     return out
+
+
+def _vertical_blocks(rects: list[Rect]) -> list[tuple[int, int]]:
+    """For each vertical candidate, the horizontal extent (x0, x1) of the block of candidates it belongs to:
+    candidates side by side (a gap up to twice the wider one: lines of text are spaced by a glyph height or
+    so) that overlap vertically, chained."""
+    parent = list(range(len(rects)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(rects):
+        for j in range(i + 1, len(rects)):
+            b = rects[j]
+            if _overlap(a.pad(2 * max(a.w, b.w), 1 << 30, 1 << 30), b):
+                parent[find(i)] = find(j)
+    ext: dict[int, tuple[int, int]] = {}
+    for i, r in enumerate(rects):
+        x0, x1 = ext.get(find(i), (r.x, r.x + r.w))
+        ext[find(i)] = (min(x0, r.x), max(x1, r.x + r.w))
+    return [ext[find(i)] for i in range(len(rects))]
 
 
 def _overlap(a: Rect, b: Rect) -> int:
