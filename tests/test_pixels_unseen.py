@@ -535,3 +535,21 @@ def test_a_vertical_label_of_several_columns_is_masked(tmp_path: Path) -> None:
     out, res = _run(tmp_path, _ds(np.round(arr).astype(np.int16), "CT"))
     assert out.status == "written" and res is not None  # type: ignore[attr-defined]
     assert (res.pixel_array != np.round(arr).astype(np.int16))[ink].mean() >= 0.9
+
+
+def test_vertical_text_on_a_small_frame_is_masked(tmp_path: Path) -> None:
+    """Vertical text was searched only on frames of 256 px and more: on a 128-px CT slice a name running down
+    the right edge was written unmasked (an audit: 36 such lines)."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    arr = ds.pixel_array.copy()
+    label = np.rot90(_alpha((14, 110), "SMITH, JOHN", (1, 1), 11) >= 0.5, 3)  # 110 x 14, top to bottom
+    ink = np.zeros(arr.shape, bool)
+    ink[8:118, 112:126] = label
+    arr[ink] = arr.max()
+    ds.PixelData = arr.tobytes()
+    ds.PatientName = NAME
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != arr)[ink].mean() >= 0.9

@@ -322,8 +322,9 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
 #: along the left and right edges (VERTICAL_BAND of the width, at least 2 * MAX_CHAR_H) of frames at least
 #: VERTICAL_MIN_SIDE on their short side; a vertical candidate needs VERTICAL_MIN_CHARS characters at ring
 #: contrast VERTICAL_MIN_CONTRAST (labels are drawn near the extreme value; a spine or a rib edge seen
-#: end-on is not), and to run at least twice as long as it is wide.
-VERTICAL_MIN_SIDE, VERTICAL_BAND, VERTICAL_MIN_CHARS, VERTICAL_MIN_CONTRAST = 256, 0.2, 3, 150
+#: end-on is not), and to run at least twice as long as it is wide. (VERTICAL_MIN_SIDE was 256: an audit wrote
+#: 36 vertical lines of PHI unmasked on frames of 96-255 px; a small frame is screened once, whole, ~1 ms.)
+VERTICAL_MIN_SIDE, VERTICAL_BAND, VERTICAL_MIN_CHARS, VERTICAL_MIN_CONTRAST = 96, 0.2, 3, 150
 
 
 def _straight(gray: np.ndarray, line: Rect, bright: bool) -> bool:
@@ -348,6 +349,8 @@ def vertical_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
         return []
     rows, cols = gray.shape
     band = min(cols, max(2 * MAX_CHAR_H, int(cols * VERTICAL_BAND)))
+    if band >= 0.75 * cols:  # a small frame: its two edge bands would be the frame twice over; screen it once
+        band = cols
     found: dict[Rect, tuple[bool, bool, float]] = {}
     for x0 in sorted({0, cols - band}):
         t = np.ascontiguousarray(gray[:, x0:x0 + band].T)
