@@ -805,7 +805,11 @@ STRONG_MIN_PIECES = 3
 
 
 def _glyph_pieces(gray: np.ndarray, r: Rect, bright: bool) -> int:
-    """Stroke components of character size (``MIN_CHAR_H`` tall, 6+ pixels) inside ``r``."""
+    """Stroke components of character size (``MIN_CHAR_H`` tall, 6+ pixels) inside ``r``; over a busy
+    background (speckle merges glyphs into one piece there: text over speckle lost its mask) no count is
+    made and STRONG_MIN_PIECES is returned: the logos and scale bars sit on flat backgrounds."""
+    if _busy_background(gray, r):
+        return STRONG_MIN_PIECES
     crop = gray[r.y:r.y + r.h, r.x:r.x + r.w]
     if crop.size == 0:
         return 0
