@@ -553,3 +553,27 @@ def test_vertical_text_on_a_small_frame_is_masked(tmp_path: Path) -> None:
     out, res = _run(tmp_path, ds)
     assert out.status == "written" and res is not None  # type: ignore[attr-defined]
     assert (res.pixel_array != arr)[ink].mean() >= 0.9
+
+
+def test_large_anti_aliased_lines_on_a_radiograph_are_not_written_legible(tmp_path: Path) -> None:
+    """~85-px anti-aliased lines over a real CR (an audit): read at full size, OCR saw fragments of 1-3 letters
+    and the date and birth date were written legible. Large lines are now read scaled down, with the local
+    threshold among the variants: each line is masked, or verification refuses the file."""
+    from pydicom.data import get_testdata_file
+
+    arr = (1023 - pydicom.dcmread(get_testdata_file("RG3_J2KR.dcm")).pixel_array).astype(np.uint16)
+    texts = ["Oct 27, 2016", "Born 04-Mar-1961"]
+    inks = []
+    for i, text in enumerate(texts):
+        ink = _alpha(arr.shape, text, (430, 760 + 130 * i), 85) >= 0.5
+        arr[ink] = 1023
+        inks.append(ink)
+    ds = _ds(arr, "CT", bits_stored=10)
+    ds.Modality, ds.StudyDate = "CR", "20161027"
+    out, res = _run(tmp_path, ds)
+    if out.status == "written":  # type: ignore[attr-defined]
+        assert res is not None
+        for text, ink in zip(texts, inks, strict=True):
+            assert (res.pixel_array != arr)[ink].mean() >= 0.9, text
+    else:
+        assert out.reason == "leak_found"  # type: ignore[attr-defined]

@@ -452,11 +452,24 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     # stroke maps, the local threshold). A key without the polarity let one polarity's "local" reading answer
     # for the other: a US cine's masks then depended on what the process had read before (a test run found it).
     base = crop.tobytes() + repr((crop.shape, line.h, bright)).encode()
+    # Large glyphs (over READ_MAX_H) are read from the crop scaled down to READ_DOWN_H: their strokes are wider
+    # than the stroke maps' 15-px kernel, and at full size OCR read 80-94 px serif lines as fragments of 1-3
+    # letters (an audit: names and dates on a CR written unmasked). Word boxes are scaled back.
+    f = READ_DOWN_H / line.h if line.h > READ_MAX_H else 1.0
+    line_h = line.h
+    if f < 1.0:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+                          interpolation=cv2.INTER_AREA)
+        line_h = max(1, round(line.h * f))
 
     def reading(name: str, make: Callable[[], np.ndarray]) -> list[OcrWord]:
         key = hashlib.blake2b(base + name.encode(), digest_size=16).digest()
         if key not in cache:
-            cache[key] = _read_variant(make(), line.h, engine)
+            words = _read_variant(make(), line_h, engine)
+            if f < 1.0:
+                words = [OcrWord(w.text, math.floor(w.x / f), math.floor(w.y / f), math.ceil(w.w / f),
+                                 math.ceil(w.h / f), w.conf) for w in words]
+            cache[key] = words
         return cache[key]
 
     otsu = ("otsu", lambda: _otsu_text_dark(crop))
@@ -467,6 +480,8 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     # It goes first, and a busy line where it finds no glyph at all is texture: stop.
     busy = _busy_background(gray, line)
     ladder = [strokes, otsu, opposite] if busy else [otsu, strokes]
+    if f < 1.0:  # large glyphs: the local threshold read the audit's serif lines best ("23-Jul-1961" at 85 %)
+        ladder.append((f"local-{bright}", lambda: _local_binarize(crop, bright, line_h)))
     lx0, lx1 = line.x - region.x, line.x - region.x + line.w
     best: list[OcrWord] = []
     best_key = (False, -1.0)
@@ -475,7 +490,7 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     i = 0
     while i < len(ladder):
         name, make = ladder[i]
-        if (i == 2 or (busy and i == 1)) and glyphs == 0:
+        if (i == 2 or (busy and i == 1)) and glyphs == 0 and not ladder[i][0].startswith("local"):
             break
         words = reading(name, make)
         read = sum(c.isalnum() for w in words for c in w.text)
@@ -495,11 +510,13 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
             # Every reading so far stops short of the line's end: a background that brightens along the line
             # (bone under a radiograph's large annotation) drops the rest of the glyphs out of one global
             # threshold. The local threshold reads them (an audit's "ID: MRN3805406" read as "ID: M )6").
-            ladder.append((f"local-{bright}", lambda: _local_binarize(crop, bright, line.h)))
+            ladder.append((f"local-{bright}", lambda: _local_binarize(crop, bright, line_h)))
         i += 1
     return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in best]
 
 
+#: Lines taller than READ_MAX_H are read scaled down to a line height of READ_DOWN_H (see ``_read_line``).
+READ_MAX_H, READ_DOWN_H = 60, 32
 #: A reading is of the whole line when its words span this share of the line's width; a sure reading of less
 #: is no reason to stop reading.
 READ_COVERAGE = 0.6
