@@ -95,3 +95,16 @@ def test_a_replaced_encapsulated_document_states_its_own_length(tmp_path: Path) 
     out = _run(tmp_path, ds)
     assert b"OLDHAM" not in out.EncapsulatedDocument
     assert out.EncapsulatedDocumentLength == len(out.EncapsulatedDocument)
+
+
+def test_rt_operators_name_stays_empty_under_tcia_lists_too(tmp_path: Path) -> None:
+    """TCIA's list removes OperatorsName; its X/Z/D still means "empty where the IOD requires it"."""
+    ds = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+    ds.OperatorsName = "ABERNATHY^WILHELMINA"
+    src = tmp_path / "in.dcm"
+    ds.save_as(src)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out", conformance="off",
+                                          profile="tcia-lists"))
+    assert out.status == "written"
+    res = pydicom.dcmread(tmp_path / "out" / out.output_path)
+    assert "OperatorsName" in res and res.OperatorsName == ""

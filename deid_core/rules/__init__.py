@@ -345,7 +345,10 @@ def resolve_row(row: dict[str, Any], columns: frozenset[str], tcia_first: bool =
             # A description TCIA keeps (after its curators read it) is cleaned: PHI out, clinical words kept.
             # Kept verbatim, "CHEST ROUTINE DR MILLICENT" leaked a physician's name (MIDI-B-like audit).
             return Action.CLEAN, f"TCIA {row['tcia']} list first; cleanDescOpt=C cleans what is kept"
-        return tcia_action, f"TCIA {row['tcia']} list first"
+        basic = codes.get("basicProfile", "")
+        # the Basic Profile's combination stays on record: X/Z still means "empty where the IOD requires it"
+        # (OperatorsName in RT objects: ``Anonymizer._required_empty``)
+        return tcia_action, f"TCIA {row['tcia']} list first" + (f" (basicProfile={basic})" if "/" in basic else "")
     basic = codes["basicProfile"]
     notes = []
     if basic in _SINGLE:
