@@ -8,6 +8,7 @@ Each case runs the whole per-file pipeline and asserts what a reader of the outp
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pydicom
@@ -21,6 +22,7 @@ from deid_core.config import DeidConfig
 from deid_core.pipeline import deidentify_file
 from deid_core.terms import NAME, PhiTerms, TermMatcher, fold, fold_marks
 from tests.conftest import TEST_KEY
+from tests.test_unseen_placements import _run as _run_bytes
 
 ROOT = "1.2.826.0.1.3680043.8.498."
 
@@ -36,18 +38,9 @@ def _base(charset: str, name: str, pid: str = "PX98765432") -> Dataset:
 
 
 def _run(tmp_path: Path, ds: Dataset) -> tuple[str, pydicom.Dataset | None, bytes]:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    src = tmp_path / "in" / "f.dcm"
-    src.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(src, enforce_file_format=True)
-    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out", conformance="off"))
-    if out.status != "written":
-        return out.status, None, b""
-    path = tmp_path / "out" / out.output_path
-    return out.status, pydicom.dcmread(path), path.read_bytes()
+    """The per-file pipeline as test_unseen_placements runs it, with the output also parsed."""
+    status, _reason, data = _run_bytes(tmp_path, ds)
+    return status, (pydicom.dcmread(io.BytesIO(data)) if data else None), data
 
 
 @pytest.mark.parametrize(("charset", "name", "text", "gone"), [
