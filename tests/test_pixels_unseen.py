@@ -577,3 +577,75 @@ def test_large_anti_aliased_lines_on_a_radiograph_are_not_written_legible(tmp_pa
             assert (res.pixel_array != arr)[ink].mean() >= 0.9, text
     else:
         assert out.reason == "leak_found"  # type: ignore[attr-defined]
+
+
+def _noise_dx(seed: int, lines: list[str], height: int) -> tuple[np.ndarray, np.ndarray]:
+    """An 8-bit DX of pixel noise (mean 0.56, sd 0.1 of the range: a low-dose or fluoroscopy frame) with
+    ``lines`` in a thin Hershey face at the top of the range; returns (pixels, ink)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.round(255 * (0.56 + 0.1 * rng.standard_normal((512, 512)))), 0, 255).astype(np.uint8)
+    ink = np.zeros(arr.shape, np.uint8)
+    scale = height / cv2.getTextSize("H", cv2.FONT_HERSHEY_PLAIN, 1.0, 1)[0][1]
+    for i, text in enumerate(lines):
+        cv2.putText(ink, text, (10, 10 + height + int(1.5 * height) * i), cv2.FONT_HERSHEY_PLAIN, scale, 255, 2)
+    arr[ink > 0] = 255
+    return arr, ink > 0
+
+
+@pytest.mark.parametrize("height", [24, 28])
+def test_thin_text_over_pixel_noise_is_masked(tmp_path: Path, height: int) -> None:
+    """Thin 2-px strokes over pixel noise break up in every plain binarisation, and OCR read nothing there:
+    "Born Nov 15, 1958" at 24 px, plainly legible, was written unmasked (an audit's fail-open sweep). The
+    crop smoothed is read when nothing else was legible."""
+    arr, ink = _noise_dx(0, ["SMITH, JOHN", "Born Mar 4, 1961"], height)
+    ds = _ds(arr, "CT")
+    ds.Modality = "DX"
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    changed = res.pixel_array != arr
+    assert changed[ink].mean() >= 0.9
+
+
+def test_smoothed_reading_never_replaces_a_legible_one() -> None:
+    """The smoothed crop is a last resort: a busy line whose plain readings show text keeps them, however sure
+    a reading of the smoothed crop is (a sure garble could otherwise stand in for the reading of a name)."""
+    import deid_core.pixels as px
+
+    arr, _ink = _noise_dx(0, ["SMITH, JOHN"], 28)
+    line = px.Rect(10, 10, 200, 30)
+    smoothed: list[bool] = []
+    real_smoothed, real_variant = px._smoothed, px._read_variant
+
+    def mark(crop: np.ndarray, line_h: int) -> np.ndarray:
+        smoothed.append(True)
+        return real_smoothed(crop, line_h)
+
+    def variant(img: np.ndarray, line_h: int, engine: object) -> list:  # type: ignore[type-arg]
+        if smoothed:
+            return [px.OcrWord("XQZWVK", 0, 0, 200, 20, 95.0)]
+        return [px.OcrWord("SMITH", 0, 0, 200, 20, 50.0)]
+
+    px._smoothed, px._read_variant = mark, variant  # type: ignore[assignment]
+    try:
+        assert px._busy_background(arr, line)
+        words = px._read_line(arr, line, True, px.get_engine("tesseract"), {})
+    finally:
+        px._smoothed, px._read_variant = real_smoothed, real_variant  # type: ignore[assignment]
+    assert [w.text for w in words] == ["SMITH"]
+    assert not smoothed
+
+
+def test_vertical_label_away_from_the_edges_is_masked(tmp_path: Path) -> None:
+    """Vertical text was searched only in bands along the left and right edges (a fifth of the width each):
+    labels further in (a turned capture, a label beside the anatomy) were written unmasked (an audit: 11
+    lines). The whole frame is screened turned."""
+    arr = _ct()
+    label = np.rot90(_alpha((20, 140), "SMITH, JOHN", (2, 2), 14) >= 0.5, 1)  # 140 x 20, bottom to top
+    ink = np.zeros(arr.shape, bool)
+    ink[120:260, 170:190] = label
+    arr[ink] = 3071
+    out, res = _run(tmp_path, _ds(np.round(arr).astype(np.int16), "CT"))
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert (res.pixel_array != np.round(arr).astype(np.int16))[ink].mean() >= 0.9

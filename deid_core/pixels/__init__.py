@@ -347,6 +347,12 @@ def _read_vertical(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine
     return best
 
 
+def _smoothed(crop: np.ndarray, line_h: int) -> np.ndarray:
+    """The crop blurred over a fraction of a stroke (Gaussian, sigma = line height / 16, at least 0.8 px):
+    pixel noise averages out, strokes a few pixels wide stay."""
+    return cv2.GaussianBlur(crop, (0, 0), max(0.8, line_h / 16))
+
+
 def _binarize(crop: np.ndarray, bright: bool) -> np.ndarray:
     """Dark text on white from the strokes of one polarity: busy or coloured backgrounds vanish."""
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (15, 15))
@@ -475,6 +481,7 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
     otsu = ("otsu", lambda: _otsu_text_dark(crop))
     strokes = (f"hat-{bright}", lambda: _binarize(crop, bright))
     opposite = (f"hat-{not bright}", lambda: _binarize(crop, not bright))
+    smooth = (f"smooth-{bright}", lambda: _binarize(_smoothed(crop, line_h), bright))
     # Over a busy background (speckle, anatomy) Otsu keeps the texture and reads noise at 2-3x the
     # cost of a clean crop; the stroke map of the line's polarity is the reading that works there.
     # It goes first, and a busy line where it finds no glyph at all is texture: stop.
@@ -512,9 +519,19 @@ def _read_line(gray: np.ndarray, line: Rect, bright: bool, engine: OcrEngine,
             # threshold. The local threshold reads them (an audit's "ID: MRN3805406" read as "ID: M )6").
             ladder.append((f"local-{bright}", lambda: _local_binarize(crop, bright, line_h)))
         i += 1
+    if busy and sum(c.isalnum() for w in best for c in w.text) < MIN_LINE_CHARS:
+        # Nothing legible over a busy background: thin strokes over pixel noise break up in every plain map
+        # ("Born Nov 15, 1958" at 32 px over noise read nothing: an audit's fail-open sweep), while on the
+        # crop smoothed they read whole. Only as a last resort: a reading that shows text is never replaced.
+        words = reading(smooth[0], smooth[1])
+        if sum(c.isalnum() for w in words for c in w.text) >= MIN_LINE_CHARS and _line_conf(words) >= SMOOTH_CONF:
+            best = words
     return [OcrWord(w.text, w.x + region.x, w.y + region.y, w.w, w.h, w.conf) for w in best]
 
 
+#: Confidence from which the smoothed reading of a busy line counts (``_read_line``): smoothed speckle reads as
+#: garble at low confidence; text over pixel noise, once smoothed, reads cleanly.
+SMOOTH_CONF = 45.0
 #: Lines taller than READ_MAX_H are read scaled down to a line height of READ_DOWN_H (see ``_read_line``).
 READ_MAX_H, READ_DOWN_H = 60, 32
 #: A reading is of the whole line when its words span this share of the line's width; a sure reading of less

@@ -318,13 +318,14 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     return out
 
 
-#: Vertical text (side labels of radiographs and mammograms, rotated 90 degrees) is searched in the bands
-#: along the left and right edges (VERTICAL_BAND of the width, at least 2 * MAX_CHAR_H) of frames at least
-#: VERTICAL_MIN_SIDE on their short side; a vertical candidate needs VERTICAL_MIN_CHARS characters at ring
-#: contrast VERTICAL_MIN_CONTRAST (labels are drawn near the extreme value; a spine or a rib edge seen
-#: end-on is not), and to run at least twice as long as it is wide. (VERTICAL_MIN_SIDE was 256: an audit wrote
-#: 36 vertical lines of PHI unmasked on frames of 96-255 px; a small frame is screened once, whole, ~1 ms.)
-VERTICAL_MIN_SIDE, VERTICAL_BAND, VERTICAL_MIN_CHARS, VERTICAL_MIN_CONTRAST = 96, 0.2, 3, 150
+#: Vertical text (side labels of radiographs and mammograms, rotated 90 degrees, turned pages and captures) is
+#: searched over the whole frame, transposed (it was searched in bands along the left and right edges, a fifth
+#: of the width each: an audit's sweep planted labels further in, 11 lines of PHI were written unmasked), on
+#: frames at least VERTICAL_MIN_SIDE on their short side; a vertical candidate needs VERTICAL_MIN_CHARS
+#: characters at ring contrast VERTICAL_MIN_CONTRAST (labels are drawn near the extreme value; a spine or a
+#: rib edge seen end-on is not), and to run at least twice as long as it is wide. (VERTICAL_MIN_SIDE was 256:
+#: an audit wrote 36 vertical lines of PHI unmasked on frames of 96-255 px.)
+VERTICAL_MIN_SIDE, VERTICAL_MIN_CHARS, VERTICAL_MIN_CONTRAST = 96, 3, 150
 
 
 def _straight(gray: np.ndarray, line: Rect, bright: bool) -> bool:
@@ -342,30 +343,25 @@ def _straight(gray: np.ndarray, line: Rect, bright: bool) -> bool:
 
 
 def vertical_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
-    """Candidate lines of text running top-to-bottom or bottom-to-top near the left and right edges, in
-    frame coordinates, with polarity and strength as ``scored_regions`` gives them. Each edge band is
-    screened transposed, so a vertical line is an ordinary row of glyphs there."""
+    """Candidate lines of text running top-to-bottom or bottom-to-top, in frame coordinates, with polarity
+    and strength as ``scored_regions`` gives them. The frame is screened transposed, so a vertical line is
+    an ordinary row of glyphs there."""
     if gray.ndim != 2 or min(gray.shape) < VERTICAL_MIN_SIDE:
         return []
-    rows, cols = gray.shape
-    band = min(cols, max(2 * MAX_CHAR_H, int(cols * VERTICAL_BAND)))
-    if band >= 0.75 * cols:  # a small frame: its two edge bands would be the frame twice over; screen it once
-        band = cols
     found: dict[Rect, tuple[bool, bool, float]] = {}
-    for x0 in sorted({0, cols - band}):
-        t = np.ascontiguousarray(gray[:, x0:x0 + band].T)
-        for r, n, c, u, b, _lvl, f in _line_stats(t, candidates_only=True):
-            if n < VERTICAL_MIN_CHARS or c < VERTICAL_MIN_CONTRAST or r.w < 2 * r.h or (
-                    u < MIN_INK_UNIFORMITY and (c < HIGH_CONTRAST or u < HIGH_CONTRAST_UNIFORMITY)):
-                continue
-            if not _straight(t, r, b):
-                continue  # a curve (the side of a skull), not a row of glyphs
-            rect = Rect(x0 + r.y, r.x, r.h, r.w)
-            strong = n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY and f <= STRONG_MAX_FILL
-            if any(_covers(o, rect) and oc >= c for o, (_ob, _os, oc) in found.items()):
-                continue  # the same line from a level map or the other polarity, standing out less
-            found = {o: v for o, v in found.items() if not (_covers(rect, o) and v[2] <= c)}
-            found[rect] = (b, strong, c)
+    t = np.ascontiguousarray(gray.T)
+    for r, n, c, u, b, _lvl, f in _line_stats(t, candidates_only=True):
+        if n < VERTICAL_MIN_CHARS or c < VERTICAL_MIN_CONTRAST or r.w < 2 * r.h or (
+                u < MIN_INK_UNIFORMITY and (c < HIGH_CONTRAST or u < HIGH_CONTRAST_UNIFORMITY)):
+            continue
+        if not _straight(t, r, b):
+            continue  # a curve (the side of a skull), not a row of glyphs
+        rect = Rect(r.y, r.x, r.h, r.w)
+        strong = n >= STRONG_CHARS and c >= STRONG_CONTRAST and u >= STRONG_UNIFORMITY and f <= STRONG_MAX_FILL
+        if any(_covers(o, rect) and oc >= c for o, (_ob, _os, oc) in found.items()):
+            continue  # the same line from a level map or the other polarity, standing out less
+        found = {o: v for o, v in found.items() if not (_covers(rect, o) and v[2] <= c)}
+        found[rect] = (b, strong, c)
     return sorted(((r, b, s) for r, (b, s, _c) in found.items()), key=lambda t: (t[0].x, t[0].y))
 
 
