@@ -40,7 +40,7 @@ from deid_core.handlers.base import ElementPath
 from deid_core.inventory import dataset_encodings, element
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import Action, Rule, RuleTable
-from deid_core.terms import TermMatcher, significant
+from deid_core.terms import TermMatcher, significant, utf8_repaired
 from deid_core.verify import CODED_NOT_TEXT, retained_tags, span_is_leak
 
 #: UIDs of classes, transfer syntaxes and coding schemes: they name a kind of object or a vocabulary, never
@@ -577,7 +577,21 @@ def byte_texts(data: bytes, encodings: Seq[str] = ()) -> list[str]:
     if encodings:
         with contextlib.suppress(Exception):  # bytes the character set cannot read: the readings above stay
             add(decode_bytes(data, list(encodings), set()))
+        for codec in sorted(_NATIVE_CODECS.intersection(c for e in encodings for c in _NATIVE_FOR.get(e, ()))):
+            # the native encodings of the file's language: Japanese vendors write private text in Shift-JIS
+            # under ISO 2022 IR 87 (an audit: a kept Fuji element kept the patient's kanji name)
+            add(data.decode(codec, "replace"))
     return texts
+
+
+#: Python codecs of the character sets DICOM declares, and the native encodings their languages' software
+#: also writes (not DICOM's, but found in private elements).
+_NATIVE_FOR: dict[str, tuple[str, ...]] = {
+    "iso2022_jp": ("shift_jis", "euc_jp"), "shift_jis": ("shift_jis", "euc_jp"),
+    "iso_ir_87": ("shift_jis", "euc_jp"), "iso_ir_159": ("shift_jis", "euc_jp"), "iso_ir_13": ("shift_jis",),
+    "iso2022_kr": ("euc_kr",), "euc_kr": ("euc_kr",), "iso_ir_149": ("euc_kr",),
+}
+_NATIVE_CODECS = frozenset({"shift_jis", "euc_jp", "euc_kr"})
 
 
 def value_texts(value: object, vr: str, encodings: Seq[str] = ()) -> list[str]:
@@ -591,18 +605,36 @@ def value_texts(value: object, vr: str, encodings: Seq[str] = ()) -> list[str]:
         texts = ["" if value is None else str(value)]
         items = [value]
         if not (code and isinstance(value, int | float)):
-            return texts
+            return texts + repaired_texts(texts[0], encodings)
     else:
         items = list(value)
         texts = ["\\".join("" if v is None else str(v) for v in items)]
         if not (code and items and all(isinstance(v, int | float) for v in items)):
-            return texts
+            return texts + repaired_texts(texts[0], encodings)
     for order in "<>":
         try:
             texts.append(struct.pack(f"{order}{len(items)}{code}", *items).decode("latin-1"))
         except struct.error:
             texts.append(UNPACKABLE)  # cannot be proven safe
     return texts
+
+
+def repaired_texts(text: str, encodings: Seq[str] = ()) -> list[str]:
+    """Other readings of a decoded text's bytes: as UTF-8 when a single-byte character set misread UTF-8
+    (``utf8_repaired``), and in the native encodings of the file's language (``_NATIVE_FOR``) when it was
+    read one byte per character (Shift-JIS bytes without escapes under ISO 2022 IR 87 read as Latin-1)."""
+    if text.isascii():
+        return []
+    fixed = utf8_repaired(text)
+    out = [fixed] if fixed else []
+    codecs = _NATIVE_CODECS.intersection(c for e in encodings for c in _NATIVE_FOR.get(e, ()))
+    if codecs:
+        try:
+            raw = text.encode("latin-1")
+        except UnicodeEncodeError:
+            return out
+        out += [raw.decode(codec, "replace") for codec in sorted(codecs)]
+    return out
 
 
 def _safe_private_value(value: object, vr: str, kb_vr: str, phi: TermMatcher,

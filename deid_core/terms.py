@@ -22,6 +22,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from deid_core.inventory import element
@@ -212,10 +213,34 @@ def significant(matched: str) -> bool:
     return len(matched) >= 3 or (len(matched) == 2 and all(ord(c) >= 0x2E80 for c in matched))
 
 
+_LOOSE_DATE = re.compile(r"(\d{4})[.\-/]?(\d{2})[.\-/]?(\d{2})")
+
+
+def dicom_dates(value: str) -> list[str]:
+    """The YYYYMMDD dates a DA value names however it is written: "19570311", the ACR-NEMA "1957.03.11",
+    "1957-03-11", or a range ("19570311-", "19570311-19580101"). An audit found a birth date written
+    "1957.03.11" captured as no date, and "19570311" kept in a private element."""
+    v = value.strip()
+    m = _LOOSE_DATE.fullmatch(v)
+    parts = ["".join(m.groups())] if m else [p.strip() for p in v.split("-") if p.strip()] if "-" in v else []
+    out = []
+    for p in parts:
+        if re.fullmatch(r"\d{8}", p):
+            try:
+                _dt.date(int(p[:4]), int(p[4:6]), int(p[6:]))
+            except ValueError:
+                continue
+            out.append(p)
+    return out
+
+
 def date_variants(da: str) -> list[str]:
     """Common renderings of a DA value (YYYYMMDD): ISO, US, European, month names, 2-digit years."""
     da = da.strip()
     if not re.fullmatch(r"\d{8}", da):
+        forms = dicom_dates(da)
+        if forms:  # "1957.03.11" (ACR-NEMA), "1957-03-11", a range "19570311-": the date(s) it names
+            return list(dict.fromkeys([da, *(v for f in forms for v in date_variants(f))]))
         return [da] if len(da) >= 4 else []
     try:
         d = _dt.date(int(da[:4]), int(da[4:6]), int(da[6:]))
@@ -243,6 +268,8 @@ def phone_variants(value: str) -> list[str]:
         if len(digits) == 11 and digits.startswith("1"):
             digits = digits[1:]
             out.append(digits)
+        if len(digits) == 7:  # a local number: "555-0199" is also written "555 0199" and "555.0199"
+            out += [f"{digits[:3]}-{digits[3:]}", f"{digits[:3]} {digits[3:]}", f"{digits[:3]}.{digits[3:]}"]
         if len(digits) == 10:
             out += [f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
                     f"{digits[:3]}.{digits[3:6]}.{digits[6:]}", f"{digits[:3]} {digits[3:6]} {digits[6:]}",
@@ -356,7 +383,11 @@ def id_variants(value: str) -> list[str]:
     unpadded = bare.lstrip("0")  # "0004471" is also written "4471"
     if bare.isdigit() and unpadded != bare and len(unpadded) >= 4:
         out.append(unpadded)
-    return out
+    runs = re.findall(r"[A-Za-z]+|\d+", bare)
+    if 1 < len(runs) <= 4 and "".join(runs) == bare and any(r.isdigit() and len(r) >= 3 for r in runs):
+        # letters and digits apart, as people write them: "ZX77123" is also "ZX 77123", "ZX-77123" (an audit)
+        out += [sep.join(runs) for sep in (" ", "-", ".", "/")]
+    return list(dict.fromkeys(out))
 
 
 def _values(elem_value: object) -> Iterable[str]:
@@ -384,6 +415,8 @@ def _yields_no_term(raw: object) -> bool:
     """True for a still-raw element whose VR (as pydicom would convert it) can hold no identifier: its
     value need not be decoded at all (decoding every number and UID was most of the capture time)."""
     if not isinstance(raw, RawDataElement) or raw.tag in _TERM_TAGS:
+        return False
+    if _name_tag(raw.tag) or _date_tag(raw.tag):  # whatever VR it was written with (a PatientName as LO)
         return False
     vr = raw.VR
     if vr is None:  # implicit VR: pydicom takes the dictionary VR of a public tag
@@ -429,6 +462,14 @@ def _variant_terms(kind: str, value: str) -> frozenset[Term]:
 _MISREAD = re.compile("[\u00c2-\u00f4][\u0080-\u00bf]")
 
 
+def utf8_repaired(value: str) -> str | None:
+    """A value read right when its bytes were UTF-8 that a single-byte character set (ISO_IR 100, or none)
+    misread ("MÃ¼ller" → "Müller"); None when it shows no such misreading. An audit found a description
+    written in UTF-8 under ISO_IR 100 keep the patient's name, which no term matched in its misread form."""
+    forms = _utf8_misread(value)
+    return forms[0] if forms else None
+
+
 def _utf8_misread(value: str) -> list[str]:
     """More forms of a value that is UTF-8 the file's character set (ISO_IR 100, or none) misread, as
     happens in real data: read right ("MÃ¼ller" is "Müller", which a report may spell "Muller"), and
@@ -457,6 +498,24 @@ def _short_number(value: str) -> bool:
     return v.isdigit() and len(v) < 4
 
 
+@functools.lru_cache(maxsize=1024)
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
+
+
+def _name_tag(tag: BaseTag) -> bool:
+    """A public tag the dictionary declares PN (whatever VR the file wrote it with)."""
+    return not tag.is_private and _dictionary_vr(int(tag)) == "PN"
+
+
+def _date_tag(tag: BaseTag) -> bool:
+    """A public tag the dictionary declares DA (whatever VR the file wrote it with)."""
+    return not tag.is_private and _dictionary_vr(int(tag)) == "DA"
+
+
 def capture_terms(ds: Dataset) -> PhiTerms:
     """Collect the identifiers of ``ds`` (top level and every sequence) with their variants."""
     terms = PhiTerms()
@@ -483,6 +542,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
             except Exception:  # an undecodable value: nothing to capture, scrub removes it
                 continue
             kw = elem.keyword
+            vals = [v.replace("\x00", "") for v in vals]  # a NUL inside a name component is no part of it
             vals += [m for v in vals for m in _utf8_misread(v)]
             for v in vals:
                 if not v.strip():
@@ -491,12 +551,12 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                     # a code that identifies a person: its value is a staff or licence number, its meaning
                     # the person's name ("Lindqvist, Anna")
                     terms.terms |= _variant_terms(NAME if kw == "CodeMeaning" else ID, v)
-                elif elem.VR == "PN":
+                elif elem.VR == "PN" or _name_tag(elem.tag):
+                    # a name element written with another VR (PatientName as LO) still names a person
                     terms.terms |= _variant_terms(NAME, v)
-                elif elem.VR == "DA" and not elem.tag.is_private:
+                elif (elem.VR == "DA" or _date_tag(elem.tag)) and not elem.tag.is_private:
                     terms.terms |= _variant_terms(DATE, v)
-                    if re.fullmatch(r"\d{8}", v.strip()):
-                        terms.dates.add(v.strip())
+                    terms.dates.update(dicom_dates(v))
                 elif elem.VR == "DT" and not elem.tag.is_private and re.match(r"\d{8}", v.strip()):
                     terms.dates.add(v.strip()[:8])
                     terms.terms |= _variant_terms(DATE, v.strip()[:8])

@@ -116,21 +116,37 @@ class LeakTerms:
 MAX_SEARCHED_BYTES = 1 << 20
 
 
+#: Runs of text inside a large binary value: 3+ printable Latin-1 bytes, or 3+ UTF-16 characters of them.
+_TEXT_RUNS = re.compile(rb"[\x20-\x7e\xa0-\xff]{3,}|(?:[\x20-\x7e\xa0-\xff]\x00){3,}|(?:\x00[\x20-\x7e\xa0-\xff]){3,}")
+
+
+def _text_runs(value: bytes) -> bytes:
+    """The runs of text in a value over MAX_SEARCHED_BYTES (as ``strings`` finds them), newline-separated:
+    such values were not searched at all, and an ICC profile of 1 MiB + a few bytes was written with the
+    patient's name in its description (an audit). Every reading of the runs is then searched."""
+    return b"\n".join(_TEXT_RUNS.findall(value))
+
+
 def _texts(value: object, encodings: Sequence[str] = ()) -> list[str]:
     if isinstance(value, bytes):
         from deid_core.anonymizer import byte_texts
 
-        return [] if len(value) > MAX_SEARCHED_BYTES else byte_texts(value, encodings)
+        return byte_texts(_text_runs(value) if len(value) > MAX_SEARCHED_BYTES else value, encodings)
+    from deid_core.anonymizer import repaired_texts
+
     if isinstance(value, list | MultiValue):
-        return [str(v) for v in value]
-    return [str(value)] if value is not None else []
+        texts = [str(v) for v in value]
+    else:
+        texts = [str(value)] if value is not None else []
+    # UTF-8 under a single-byte character set, native encodings read one byte per character: their readings
+    return texts + [r for t in texts for r in repaired_texts(t, encodings)]
 
 
 def _private_number_texts(value: object, vr: str, encodings: Sequence[str] = ()) -> list[str]:
     from deid_core.anonymizer import UNPACKABLE, value_texts
 
     if isinstance(value, bytes) and len(value) > MAX_SEARCHED_BYTES:
-        return []
+        value = _text_runs(value)
     return [t for t in value_texts(value, vr, encodings) if t != UNPACKABLE]
 
 

@@ -10,6 +10,7 @@ from pydicom.multival import MultiValue
 
 from deid_core.freetext import TextCleaner
 from deid_core.handlers.base import ElementPath
+from deid_core.terms import utf8_repaired
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE"})
 
@@ -23,7 +24,14 @@ class CleanTextHandler:
         self.cleaner = cleaner
 
     def clean(self, text: str, vr: str) -> str:
-        cleaned = self.cleaner.clean_for_vr(text, vr)
+        fixed = None if text.isascii() else utf8_repaired(text)
+        if fixed is not None:
+            # UTF-8 bytes under a single-byte character set: cleaned as the text they spell, written back as
+            # the same kind of bytes (a name in them matched no term in its misread form: an audit)
+            cleaned_fixed = self.cleaner.clean_for_vr(fixed, vr)
+            cleaned = text if cleaned_fixed == fixed else cleaned_fixed.encode("utf-8").decode("latin-1")
+        else:
+            cleaned = self.cleaner.clean_for_vr(text, vr)
         if vr == "CS" and cleaned != text:
             return ""  # a code string cannot hold the placeholder: a changed code is emptied
         return cleaned
