@@ -720,7 +720,9 @@ WITH r AS (
     FROM r FULL OUTER JOIN runs AS u ON r.run_id = u.run_id
 )
 SELECT run_id, started_at, wall_s, files, written, quarantined, skipped, failed,
-       CASE WHEN wall_s > 0 THEN files / wall_s END AS files_per_s, finished
+       -- an unfinished run's wall time comes from its records; under a second it is no basis for a rate
+       -- (a killed run showed 64516 files/s over 2 records: an audit)
+       CASE WHEN wall_s > 0 AND (finished OR wall_s >= 1) THEN files / wall_s END AS files_per_s, finished
 FROM j ORDER BY started_at NULLS LAST, run_id
 """
 
@@ -734,6 +736,15 @@ def audit_runs(prov_dir: Path) -> list[dict[str, Any]]:
     """
     with connect(prov_dir) as con:
         return _dicts(con.execute(_RUNS_SQL))
+
+
+def run_exists(prov_dir: Path, run_id: str) -> bool:
+    """Whether ``run_id`` has a run record or any file record in ``prov_dir`` (a typo in a run id must not
+    read as "no failures")."""
+    with connect(prov_dir) as con:
+        row = con.execute("SELECT count(*) FROM (SELECT run_id FROM runs WHERE run_id = ? UNION ALL "
+                          "SELECT run_id FROM records WHERE run_id = ? LIMIT 1)", [run_id, run_id]).fetchone()
+    return bool(row and row[0])
 
 
 def _latest_run_id(con: duckdb.DuckDBPyConnection) -> str | None:

@@ -339,6 +339,7 @@ class RunSummary:
     output_dir: str
     provenance_dir: str
     summary_path: str = ""
+    patient_map: bool = False  # whether a --patient-map was given (the unmapped patients are then news)
 
     @property
     def files(self) -> int:
@@ -375,7 +376,7 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
                          stage_ms={k: round(v, 1) for k, v in sorted(stage.items())}, boxes=boxes,
                          unmapped_patients=sorted(unmapped), wall_s=round(wall, 3),
                          files_per_s=round(files / wall, 3), output_dir=str(plan.cfg.output_dir),
-                         provenance_dir=str(plan.provenance_dir))
+                         provenance_dir=str(plan.provenance_dir), patient_map=bool(plan.cfg.patient_map))
     write_run_record(plan.provenance_dir, {
         "run_id": plan.run_id, "run_date": plan.run_date, "started_at": plan.started_at,
         "finished_at": finished,

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import logging
 import os
 import signal
 import socket
@@ -34,8 +35,13 @@ examples:
   deidflow explain '(0019,"SIEMENS MR HEADER",0c)'
 
 Provenance (Parquet) goes to <OUTPUT>-provenance unless --provenance is given; it holds input
-paths, so keep it in the secure zone. See README.md for the operator guide.
+paths, so keep it in the secure zone. Operator guide: docs/operator.md (resume, retries, audits,
+clusters); provenance schema and queries: docs/provenance.md; QA report: docs/qa.md.
 """
+
+
+#: Dask dashboard address of the local clusters deidflow starts: loopback, any free port (see _local_cluster).
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
 
 
 def _runtime_defaults() -> None:
@@ -271,7 +277,10 @@ def _local_cluster(workers: int | None) -> Iterator[str | None]:
 
     tune_local_workers()
     with _fork_workers_from_a_warm_server():  # this cluster's workers only (a restarted one is spawned)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # dashboard_address=None does not disable Dask's dashboard (dask/distributed#8136): it bound 8787 and
+        # warned "Port 8787 is already in use" on every run when that port was taken; a free loopback port
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=LOOPBACK_ANY_PORT)
     try:
         with Client(cluster) as client:
             from tasks.deid_tasks import warm_worker
@@ -388,7 +397,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uid-root", default="2.25.", help="root of new UIDs (default 2.25.)")
     p.add_argument("--pixel-policy", metavar="POLICY",
                    help="phi | all-text | per modality 'US=all-text,CT=phi' (default: all-text for US/SC)")
-    p.add_argument("--linkage", metavar="DIR", help="write uid_map.csv and patient_map.csv (old,new) here")
+    p.add_argument("--linkage", metavar="DIR",
+                   help="write uid_map.csv and patient_map.csv (old,new) here; a run with --linkage "
+                        "reprocesses every input (no incremental skip), so that the linkage is complete")
     p.add_argument("--workers", type=_bounded(1, 1024), metavar="N",
                    help="local Dask worker processes (default: cores)")
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://host:8786")
@@ -399,7 +410,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="reprocess inputs already written with the same rules and key")
     p.add_argument("--allow-lossy-reencode", dest="allow_lossy_reencode", action="store_true", default=True,
                    help="mask lossy-compressed images (JPEG baseline...) by writing them decompressed, "
-                        "LossyImageCompression kept '01', never re-encoded lossy (the default)")
+                        "LossyImageCompression kept '01', never re-encoded lossy (already the default; the "
+                        "flag only undoes an earlier --refuse-lossy)")
     p.add_argument("--refuse-lossy", dest="allow_lossy_reencode", action="store_false",
                    help="quarantine lossy-compressed images that have text to mask (pixel_error) instead of "
                         "writing them decompressed")
@@ -455,16 +467,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
-    p = sub.add_parser("synth", help="write a synthetic PHI-laden demo cohort with its answer.json")
-    p.add_argument("out", help="folder to write into")
-    p.add_argument("--patients", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("synth", help="write a synthetic PHI-laden demo cohort with its answer.json",
+                       description="Write a synthetic cohort (18 files per patient: CT, MR, US, SC, CR, DX with "
+                                   "header and burned-in PHI, patient 0 with two bad inputs) and OUT/answer.json "
+                                   "(what each file holds and must end as; see data/README.md). The same "
+                                   "--patients and --seed give byte-identical files. answer.json sits in the "
+                                   "cohort: a run of OUT reports it as a bad input (not DICOM), like any stray file.")
+    p.add_argument("out", help="folder to write into (must not exist or be empty)")
+    p.add_argument("--patients", type=int, default=4, help="number of patients, 1-1600 (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
 
-    p = sub.add_parser("demo", help="generate a demo cohort and de-identify it")
+    p = sub.add_parser("demo", help="generate a demo cohort and de-identify it",
+                       description="synth into DIR/input, then run it into DIR/output with provenance in "
+                                   "DIR/provenance, and print where everything is.")
     p.add_argument("--dir", default="demo", help="demo folder (default ./demo)")
-    p.add_argument("--patients", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=_bounded(1, 1024), metavar="N")
+    p.add_argument("--patients", type=int, default=4, help="number of patients (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=_bounded(1, 1024), metavar="N", help="local Dask worker processes "
+                                                                          "(default: cores)")
 
     p = sub.add_parser("audit", help="query provenance with DuckDB",
                        description="Query the provenance store. Commands: runs | failures [RUN] | "
@@ -481,19 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "It shows original burned-in text: keep it in the secure zone.")
     p.add_argument("run", nargs="?", metavar="RUN", help="run id (default: the latest run)")
     p.add_argument("--provenance", metavar="DIR", required=True, help="provenance directory of the run")
-    p.add_argument("--output", metavar="DIR", help="output folder of the run (default: from the run record)")
+    p.add_argument("--output", metavar="DIR",
+                   help="the run's OUTPUT folder, where its written files are read for the after thumbnails "
+                        "(default: from the run record; the report itself always goes to PROV/reports)")
 
-    p = sub.add_parser("compact", help="merge small provenance Parquet files")
-    p.add_argument("--provenance", metavar="DIR", required=True)
-    p.add_argument("--run", metavar="RUN")
+    p = sub.add_parser("compact", help="merge small provenance Parquet files",
+                       description="Merge each run's per-batch Parquet files into one file per run and date "
+                                   "(atomically; queries give the same rows before and after).")
+    p.add_argument("--provenance", metavar="DIR", required=True, help="provenance directory")
+    p.add_argument("--run", metavar="RUN", help="only this run (default: every run)")
 
     p = sub.add_parser("explain", help="show the action applied to an element and the rule behind it",
                        description="QUERY: a tag (0010,0010), a keyword PatientName, or a private element "
                                    "'(0019,\"SIEMENS MR HEADER\",0c)'. --all writes the whole effective "
                                    "table.")
-    p.add_argument("query", nargs="?")
-    p.add_argument("--profile", default="tcia")
-    p.add_argument("--option", dest="options", action="append", default=[], metavar="NAME")
+    p.add_argument("query", nargs="?", help="tag, keyword or private signature")
+    p.add_argument("--profile", default="tcia", help="tcia (default), tcia-lists or basic, as for run")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="NAME",
+                   help="add a PS3.15 option (repeatable), as for run")
     p.add_argument("--all", action="store_true", help="write the whole effective table as CSV")
     p.add_argument("--out", metavar="FILE", help="with --all: file to write (default stdout)")
     return parser
@@ -511,8 +536,10 @@ def _print_summary(summary: dict[str, object], as_json: bool) -> None:
     print(f"  wall {summary['wall_s']:.1f} s, {summary['files_per_s']:.2f} files/s, "
           f"{summary['boxes']} pixel boxes masked")
     unmapped = summary.get("unmapped_patients") or []
-    if unmapped:
+    if unmapped and summary.get("patient_map"):
         print(f"  {len(unmapped)} patient(s) not in the map got pseudonyms: {', '.join(unmapped)}")  # type: ignore
+    elif unmapped:
+        print(f"  {len(unmapped)} patient(s) got keyed pseudonyms (no --patient-map)")  # type: ignore[arg-type]
     print(f"  outputs:    {summary['output_dir']}")
     print(f"  provenance: {summary['provenance_dir']}")
     print(f"  summary:    {summary['summary_path']}")
@@ -625,8 +652,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from deid_core.synth import generate_cohort
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print("deidflow: error: synth writes into a new or empty folder (a second cohort merged into the "
+              "first one, and its answer.json replaced the first's)", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    answer = generate_cohort(Path(args.out), patients=args.patients, seed=args.seed)
+    answer = generate_cohort(out, patients=args.patients, seed=args.seed)
     n = len(answer["files"])
     print(f"wrote {n} files for {args.patients} patients to {args.out} in {time.perf_counter() - t0:.1f} s "
           f"(answer: {Path(args.out) / 'answer.json'})")
@@ -657,6 +689,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not prov.is_dir():
         print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
         return 2
+    if args.what in ("failures", "actions") and args.arg and not pv.run_exists(prov, args.arg):
+        print(f"deidflow: error: unknown run {args.arg!r} (deidflow audit runs --provenance {args.provenance})",
+              file=sys.stderr)
+        return 2
     try:
         rows = _audit_rows(pv, prov, args)
     except pv.duckdb.Error as exc:  # a typo in the user's own SQL: DuckDB's message, not a traceback
@@ -686,18 +722,33 @@ def _audit_rows(pv: Any, prov: Path, args: argparse.Namespace) -> list[dict[str,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from deid_core.provenance import run_exists
     from deid_core.report import write_report
 
+    if not Path(args.provenance).is_dir():
+        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
+        return 2
+    if args.run and not run_exists(Path(args.provenance), args.run):
+        print(f"deidflow: error: unknown run {args.run!r} (deidflow audit runs --provenance {args.provenance})",
+              file=sys.stderr)
+        return 2
+    if args.output and not Path(args.output).is_dir():
+        print("deidflow: error: --output is the run's OUTPUT folder, which does not exist", file=sys.stderr)
+        return 2
     path = write_report(Path(args.provenance), args.run, args.output)
     print(f"QA report: {path}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from deid_core.provenance import compact
+    from deid_core.provenance import compact, run_exists
 
     if not Path(args.provenance).is_dir():
         print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
+        return 2
+    if args.run and not run_exists(Path(args.provenance), args.run):
+        print(f"deidflow: error: unknown run {args.run!r} (deidflow audit runs --provenance {args.provenance})",
+              file=sys.stderr)
         return 2
     n = compact(Path(args.provenance), args.run)
     print(f"compacted: {n} small files merged")
@@ -718,9 +769,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
             table.to_csv(sys.stdout)
         return 0
     if not args.query:
-        raise SystemExit("deidflow explain: give a tag, keyword or private signature, or --all")
+        print("deidflow: error: explain needs a tag, keyword or private signature, or --all", file=sys.stderr)
+        return 2
     print(explain(args.query, table))
     return 0
+
+
+class _NoConfigTraceback(logging.Filter):
+    """Keeps Prefect's one-line "Encountered exception" record of a ConfigError (a bad map, a taken output
+    folder, an unknown key secret: the user's input, found inside the flow) but drops its traceback: the CLI
+    prints the error itself and exits 2; 65 lines of Prefect internals only hid it (an audit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from deid_core.errors import ConfigError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ConfigError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_config_errors() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoConfigTraceback) for f in logger.filters):
+            logger.addFilter(_NoConfigTraceback())
+
+
+def _remove_staged(output: Path) -> None:
+    """Remove the staged (not yet published) files of an interrupted run from OUTPUT/.deidflow-tmp: its
+    cluster is closed by now, so nothing writes there any more, and a staged file is never an output."""
+    from deid_core.run import _OUTPUT_LOCKS
+
+    if str(output.resolve()) not in _OUTPUT_LOCKS:  # not this process's run (refused, or interrupted earlier)
+        return
+    staging = output.resolve() / ".deidflow-tmp"
+    if staging.is_dir():
+        for part in staging.glob("*.part"):
+            with contextlib.suppress(OSError):
+                part.unlink()
 
 
 COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit,
@@ -753,25 +840,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     _apply_log_level(args.log_level)
     from deid_core.errors import ConfigError
 
-    interrupted: list[bool] = []
+    _quiet_config_errors()
+    interrupted: list[int] = []
 
-    def on_sigint(signum: int, frame: object) -> None:
-        interrupted.append(True)
+    def on_signal(signum: int, frame: object) -> None:
+        # SIGINT (Ctrl-C) and SIGTERM (a scheduler stopping the job) end the run the same way: the cluster
+        # and the API are closed by their context managers, staged files are removed, the user told how to
+        # resume. SIGTERM used to kill the process outright: staged files stayed, nothing was printed.
+        interrupted.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    def stopped() -> int:
+        if args.command == "run":
+            _remove_staged(Path(args.output))
+        print("deidflow: " + ("terminated" if signal.SIGTERM in interrupted else "interrupted") +
+              "; rerun the same command to resume", file=sys.stderr)
+        return 143 if signal.SIGTERM in interrupted else 130
+
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return stopped()
     except BrokenPipeError:  # `deidflow explain --all | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
+        if _termination(exc):  # Prefect's own SIGTERM handler (during a flow run), wrapped by pydantic
+            interrupted.append(signal.SIGTERM)
         if interrupted:  # the interrupt surfaced wrapped (pydantic turned it into a serialization error)
-            print("deidflow: interrupted; rerun the same command to resume", file=sys.stderr)
-            return 130
+            return stopped()
         if isinstance(exc, ConfigError):
             print(f"deidflow: error: {exc}", file=sys.stderr)
             return 2
@@ -779,6 +879,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"deidflow: error: {exc}", file=sys.stderr)
             return 1
         raise
+    except BaseException as exc:
+        if not _termination(exc):
+            raise
+        interrupted.append(signal.SIGTERM)  # Prefect's own SIGTERM handler, active while a flow runs
+        return stopped()
+
+
+def _termination(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps) Prefect's TerminationSignal: while a flow runs, Prefect replaces the
+    SIGTERM handler with its own, which raises it (pydantic may wrap it in a serialization error)."""
+    return type(exc).__name__ == "TerminationSignal" or "TerminationSignal" in str(exc)[:300]
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def make_task_runner(params: CohortParameters) -> DaskTaskRunner:
         return DaskTaskRunner(address=LOCAL_CLUSTER[-1])
     n = params.workers or os.cpu_count() or 1
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          "dashboard_address": "127.0.0.1:0"})  # not None: dask/distributed#8136
 
 
 #: Paths of runs started from this process (the CLI): the Prefect API stores a flow run's parameters, and

@@ -211,10 +211,16 @@ def _records(prov: Path) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in con.execute("SELECT input_path, status FROM records").fetchall()]
 
 
-def test_ctrl_c_mid_run_exits_130_promptly_then_the_rerun_completes(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group. It used to stop the Prefect
-    API under the flow, which retried the dead API for a minute and exited 1; the API now runs in a session
-    of its own and dies with the CLI (PR_SET_PDEATHSIG)."""
+@pytest.mark.parametrize(("signum", "group", "expected", "word"), [
+    (signal.SIGINT, True, 130, "interrupted"),  # a terminal's Ctrl-C: the whole foreground process group
+    (signal.SIGTERM, False, 143, "terminated"),  # `kill PID`, a scheduler stopping the job
+])
+def test_a_stopped_run_exits_promptly_then_the_rerun_completes(tmp_path: Path, signum: int, group: bool,
+                                                                expected: int, word: str) -> None:
+    """Ctrl-C used to stop the Prefect API under the flow, which retried the dead API for a minute and
+    exited 1; the API now runs in a session of its own and dies with the CLI (PR_SET_PDEATHSIG). SIGTERM
+    killed the CLI outright: staged files stayed in OUTPUT/.deidflow-tmp and nothing was printed (an audit);
+    it now ends the run like Ctrl-C."""
     from deid_core.synth import generate_cohort
 
     generate_cohort(tmp_path / "in", patients=1, seed=11)
@@ -222,15 +228,21 @@ def test_ctrl_c_mid_run_exits_130_promptly_then_the_rerun_completes(tmp_path: Pa
     proc = _start(tmp_path, tmp_path / "int.log")
     _wait_for(proc, lambda: bool(_outputs(out)), "the first output file")
     t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        os.kill(proc.pid, signum)
     try:
         code = proc.wait(timeout=45)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     took = time.monotonic() - t0
-    assert code == 130, (tmp_path / "int.log").read_text()[-3000:]
+    log = (tmp_path / "int.log").read_text()
+    assert code == expected, log[-3000:]
+    assert f"{word}; rerun the same command to resume" in log
     assert took < 30, took
+    assert not list((out / ".deidflow-tmp").glob("*.part"))
     deadline = time.monotonic() + 20
     while (_group(proc.pid) or _api_children(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.2)

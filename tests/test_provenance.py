@@ -499,3 +499,13 @@ def test_stale_provenance_tmp_files_of_gone_writers_are_removed(tmp_path: Path) 
         p.write_bytes(b"x")
     assert clean_stale_tmp(tmp_path) == 1
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_audit_runs_gives_no_rate_for_an_unfinished_run_of_under_a_second(tmp_path: Path) -> None:
+    """A killed run's wall time comes from its records: two records of one instant made 64516 files/s."""
+    w = P.ProvenanceWriter(tmp_path, "k1", "2026-01-01")
+    w.write_batch([P.ProvenanceRecord(input_path=f"/in/{i}.dcm", status="written", run_id="k1",
+                                      run_date="2026-01-01", started_at=T0, finished_at=T0)
+                   for i in range(2)], batch_id="b0")
+    (run,) = P.audit_runs(tmp_path)
+    assert run["finished"] is False and run["files"] == 2 and run["files_per_s"] is None

@@ -44,7 +44,21 @@ def _explain_public(tag: int, table: RuleTable) -> str:
             "action: not in the table: kept (public)",
             _table_line(table),
         ])
-    return _format_rule(tag_txt, kw, rule.tag, rule.name, rule.action, rule.source, table)
+    text = _format_rule(tag_txt, kw, rule.tag, rule.name, rule.action, rule.source, table)
+    if tag in _PSEUDONYMIZED:
+        # the table's action is what the profile says; the pseudonymize stage then writes the pseudonym
+        text += "\n" + _PSEUDONYMIZED[tag]
+    return text
+
+
+#: Top-level attributes that the pseudonymize stage sets after the table's action (an audit read "Z" for
+#: PatientName and found a pseudonym in the output).
+_PSEUDONYMIZED = {
+    0x00100010: "then:   the pseudonymize stage writes the patient's new name (--patient-map, else a keyed "
+                "pseudonym DEID^...)",
+    0x00100020: "then:   the pseudonymize stage writes the patient's new ID (--patient-map, else a keyed "
+                "pseudonym)",
+}
 
 
 def _format_rule(tag_txt: str, kw: str, rule_tag: str, name: str, action: Action, source: str,
