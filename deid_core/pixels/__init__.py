@@ -84,6 +84,9 @@ class PixelResult:
         return self.frames > 0 and self.frames_checked == self.frames
 
 
+_POLICY_FORMS = "phi, all-text, or per modality: US=all-text,CT=phi"
+
+
 def pixel_policy_for(modality: str | None, override: str | None = None) -> str:
     """"phi" or "all-text" for a modality; override "phi"/"all-text"/"auto"/None or "US=all-text,CT=phi"."""
     mod = (modality or "").strip().upper()
@@ -98,7 +101,7 @@ def pixel_policy_for(modality: str | None, override: str | None = None) -> str:
                     raise ConfigError("pixel policy mapping entries must look like MOD=policy")
                 k, v = (s.strip() for s in part.split("=", 1))
                 if v.lower() not in (PHI, ALL_TEXT, "auto"):
-                    raise ConfigError(f"unknown pixel policy {v!r}")
+                    raise ConfigError(f"unknown pixel policy {v!r} ({_POLICY_FORMS})")
                 mapping[k.upper()] = v.lower()
             choice = mapping.get(mod, mapping.get("*", "auto"))
             if choice != "auto":
@@ -106,7 +109,7 @@ def pixel_policy_for(modality: str | None, override: str | None = None) -> str:
         elif ov.lower() in (PHI, ALL_TEXT):
             return ov.lower()
         else:
-            raise ConfigError(f"unknown pixel policy {ov!r}")
+            raise ConfigError(f"unknown pixel policy {ov!r} ({_POLICY_FORMS})")
     return ALL_TEXT if mod in ALL_TEXT_MODALITIES else PHI
 
 
