@@ -679,6 +679,16 @@ def _gluable(text: str) -> bool:
             and text.isascii())
 
 
+#: One-word names from this length on are found glued to other letters or digits (``TermMatcher``).
+GLUED_NAME_MIN = 7
+
+
+def _gluable_name(text: str) -> bool:
+    """A one-word name of GLUED_NAME_MIN+ letters: inside a longer word it is no chance match (a shorter one
+    would be: "Lee" in "fleet", "Stein" in "Epstein")."""
+    return len(text) >= GLUED_NAME_MIN and text.isalpha() and text.isascii()
+
+
 def fold(text: str) -> str:
     """``text`` with accents dropped and compatibility forms made plain (``_FoldTable``), one character for
     one (positions hold). Names and IDs are matched on folded text: an audit found "Muller" for "Müller",
@@ -824,6 +834,10 @@ class TermMatcher:
         # IDs long and digit-rich enough to be found glued to other characters ("ptAB1234_fu")
         self._glued_ids = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == ID and _gluable(t.text)},
                                        key=lambda s: (-len(s), s)))
+        # one-word names long enough to be found glued to other letters or digits ("QUENTINVALEseg",
+        # "Quentinvale2": an audit found a segmentation's algorithm name keep the surname)
+        self._glued_names = tuple(sorted({t.text.lower() for t in self._ordered
+                                          if t.kind == NAME and _gluable_name(t.text)}, key=lambda s: (-len(s), s)))
         # all-digit IDs of 6+ digits, also found typed in groups ("1234 5678", "12-34-56-78")
         self._grouped_ids = tuple(sorted({d for t in self._ordered if t.kind == ID
                                           and len(d := re.sub(r"[\s\-_./]", "", t.text)) >= GROUPED_ID_MIN_DIGITS
@@ -880,13 +894,14 @@ class TermMatcher:
                     spans.append(Span(m.start(), m.end(), ID))
             spans.sort(key=lambda s: (s.start, s.end))
         low = text.lower()
-        if self._glued_ids and len(low) == len(text):
-            for ident in self._glued_ids:
-                at = low.find(ident)
-                while at >= 0:
-                    if not any(s.start < at + len(ident) and at < s.end for s in spans):
-                        spans.append(Span(at, at + len(ident), ID))
-                    at = low.find(ident, at + 1)
+        if (self._glued_ids or self._glued_names) and len(low) == len(text):
+            for glued, kind in ((self._glued_ids, ID), (self._glued_names, NAME)):
+                for ident in glued:
+                    at = low.find(ident)
+                    while at >= 0:
+                        if not any(s.start < at + len(ident) and at < s.end for s in spans):
+                            spans.append(Span(at, at + len(ident), kind))
+                        at = low.find(ident, at + 1)
             spans.sort(key=lambda s: (s.start, s.end))
         return spans
 
@@ -901,9 +916,9 @@ class TermMatcher:
         """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
         if not text.isascii():  # (most texts are ASCII: no call)
             text = fold_marks(text)[0]
-        if self._glued_ids:
+        if self._glued_ids or self._glued_names:
             low = text.lower()
-            if any(ident in low for ident in self._glued_ids):
+            if any(ident in low for ident in self._glued_ids) or any(n in low for n in self._glued_names):
                 return True
         grouped = self._grouped
         if grouped is not None and grouped.search(text):

@@ -116,3 +116,22 @@ def test_shift_jis_bytes_in_a_kept_private_element_are_read(tmp_path: Path) -> N
     ds.private_block(0x0009, "FDMS 1.0", create=True).add_new(0x92, "SH", "山田花子".encode("shift_jis"))
     status, _reason, data = _run_bytes(tmp_path, ds)
     _assert_clean(status, data, ["山田".encode("shift_jis"), "花子".encode("shift_jis")])
+
+
+@pytest.mark.parametrize("value", [f"{SUR}seg", f"{SUR.title()}2", f"seg{SUR.lower()}v1"])
+def test_a_long_name_glued_to_other_characters_is_found(tmp_path: Path, value: str) -> None:
+    """A segmentation's algorithm name "QUENTINVALEseg" kept the surname: names matched only as whole words.
+    One-word names of 7+ letters are now found inside longer words too (shorter ones would be chance)."""
+    ds = _base(ImageComments=f"model {value}")
+    _kept_private(ds, value)
+    status, _reason, data = _run_bytes(tmp_path, ds)
+    _assert_clean(status, data, [SUR.encode()])
+
+
+def test_a_short_name_inside_a_longer_word_is_no_match() -> None:
+    from deid_core.terms import TermMatcher, capture_terms
+
+    ds = _base()
+    ds.PatientName = "LEE^ANN"
+    matcher = TermMatcher(capture_terms(ds))
+    assert matcher.find("fleet annular") == []

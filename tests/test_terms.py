@@ -126,9 +126,10 @@ def _texts_for(ordered: tuple[Term, ...], corpus: list[str], rng: random.Random)
 
 def _check_same(ordered: tuple[Term, ...], texts: list[str]) -> int:
     m = TermMatcher(PhiTerms(set(ordered)))
-    # the regex part only (glued IDs: test_long_ids_are_found_glued_to_other_characters; IDs in digit groups:
+    # the regex part only (glued IDs: test_long_ids_are_found_glued_to_other_characters; glued names:
+    # test_header_placements.test_a_long_name_glued_to_other_characters_is_found; IDs in digit groups:
     # test_unseen_placements.test_ids_in_digit_groups_are_leaks_and_short_runs_are_not)
-    m._glued_ids = m._grouped_ids = ()
+    m._glued_ids = m._grouped_ids = m._glued_names = ()
     # the matcher works on folded terms and texts without combining marks (``fold_marks``; ``find`` maps the
     # spans back to the text: test_spans_of_decomposed_text_cover_the_marks)
     folded = tuple(dict.fromkeys(Term(fold_marks(t.text)[0], t.kind) for t in ordered))
