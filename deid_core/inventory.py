@@ -19,6 +19,7 @@ from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_eleme
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.hooks import hooks as _hooks
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import AMBIGUOUS_VR, IS, DSfloat
@@ -212,6 +213,18 @@ def _memo_value(value: object) -> object | None:
     return None
 
 
+def _undecodable_utf8(elem: DataElement, raw: RawDataElement, charset: object) -> bool:
+    """Whether pydicom decoded a text value under UTF-8 (ISO_IR 192) with replacement characters that the
+    bytes do not hold themselves (bytes that are no UTF-8)."""
+    value = elem.value
+    if not isinstance(value, str | list | MultiValue) or not isinstance(raw.value, bytes):
+        return False
+    if charset not in (["UTF8"], "UTF8", ["utf_8"], "utf_8"):
+        return False
+    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
+    return "\ufffd" in text and b"\xef\xbf\xbd" not in raw.value
+
+
 def element(ds: Dataset, tag: BaseTag) -> DataElement:
     """``ds[tag]``, converted exactly as pydicom converts it, without the per-access overhead.
 
@@ -237,6 +250,11 @@ def element(ds: Dataset, tag: BaseTag) -> DataElement:
                            raw.value_tell, raw.length == 0xFFFFFFFF, already_converted=True)
     else:
         elem = convert_raw_data_element(raw, encoding=charset, ds=ds)
+        if _undecodable_utf8(elem, raw, charset):
+            # bytes that are no UTF-8 under ISO_IR 192: pydicom put U+FFFD for each bad byte, and a Latin-1
+            # name in a description ("QUENTINV\ufffdLE") matched no term and was written all but whole (an
+            # audit). Legacy systems write Latin-1 there: it is read so, and cleaned like any other text.
+            elem = convert_raw_data_element(raw, encoding=["latin_1"], ds=ds)
         if elem.VR == "SQ" or elem.VR in AMBIGUOUS_VR:
             return ds[tag]  # pixel representation propagation / VR correction: pydicom's own path
         if key is not None:

@@ -135,3 +135,15 @@ def test_a_short_name_inside_a_longer_word_is_no_match() -> None:
     ds.PatientName = "LEE^ANN"
     matcher = TermMatcher(capture_terms(ds))
     assert matcher.find("fleet annular") == []
+
+
+def test_latin1_bytes_under_utf8_are_read_as_latin1(tmp_path: Path) -> None:
+    """ISO_IR 192 declared, a description in Latin-1 bytes: pydicom decoded it with a replacement character
+    for the "Ä", no term matched "QUENTINV\\ufffdLE", and all of the name but one letter was written."""
+    ds = _base(SpecificCharacterSet="ISO_IR 192")
+    ds.PatientName = f"QUENTINVÄLE^{GIVEN}"
+    ds.add(DataElement(0x00081030, "LO", "CT QUENTINVÄLE ABDOMEN".encode("latin-1")))
+    _kept_private(ds, "QUENTINVÄLE batch".encode("latin-1"))
+    status, _reason, data = _run_bytes(tmp_path, ds)
+    _assert_clean(status, data, [b"QUENTINV", "QUENTINVÄLE".encode(), "QUENTINVÄLE".encode("latin-1")])
+    assert status == "written"
