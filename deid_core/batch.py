@@ -121,6 +121,7 @@ def process_batch(records: list[InventoryRecord], cfg: DeidConfig, prov_dir: Pat
             o.output_path = o.output_sha256 = o.conformance = ""
             o.uid_pairs, o.patient_pair = {}, None
     bid = batch_id_for(records)
-    rows = [o.to_record(run_id, run_date, ctx.table.sha256, ctx.key_fp, attempt) for o in outcomes]
+    rows = [o.to_record(run_id, run_date, ctx.table.sha256, ctx.key_fp, attempt, ctx.settings_sha)
+            for o in outcomes]
     ProvenanceWriter(Path(prov_dir), run_id, run_date).write_batch(rows, bid)
     return summarise(bid, outcomes)

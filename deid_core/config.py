@@ -69,6 +69,19 @@ class DeidConfig:
         data.pop("conformance")  # a QA choice: the output bytes are the same
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
+    def settings_digest(self) -> str:
+        """``settings_hash`` plus the bytes of the patient map: what, beside the input, the rule table, the key
+        and the version, decides an output's bytes. An incremental run skips an input only when this matches
+        the run that wrote it (an audit: a rerun with a stricter --pixel-policy, another --uid-root or a
+        patient map skipped every file and kept outputs made under the old settings)."""
+        h = hashlib.sha256(self.settings_hash().encode())
+        if self.patient_map:
+            try:
+                h.update(Path(self.patient_map).read_bytes())
+            except OSError:
+                h.update(b"\0unreadable map")  # refused elsewhere; never equal to a readable map's digest
+        return h.hexdigest()
+
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)

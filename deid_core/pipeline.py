@@ -76,8 +76,8 @@ class Outcome:
     #: With ``defer_commit``: the verified output waiting in the temporary directory (status "staged").
     staged: StagedWrite | None = field(default=None, repr=False)
 
-    def to_record(self, run_id: str, run_date: str, table_sha: str, key_fp: str, attempt: int = 1
-                  ) -> dict[str, object]:
+    def to_record(self, run_id: str, run_date: str, table_sha: str, key_fp: str, attempt: int = 1,
+                  settings_sha: str = "") -> dict[str, object]:
         """The provenance row (``deid_core.provenance.SCHEMA``)."""
         row = asdict(self)
         for k in ("uid_pairs", "patient_pair", "unmapped_new_id", "staged"):
@@ -86,7 +86,7 @@ class Outcome:
         row["n_boxes"] = len(self.boxes)
         row["actions"] = json.dumps(self.actions, sort_keys=True)
         row.update(run_id=run_id, run_date=run_date, rule_table_sha256=table_sha, key_fingerprint=key_fp,
-                   deidflow_version=__version__, attempt=attempt)
+                   deidflow_version=__version__, attempt=attempt, settings_sha256=settings_sha)
         return {k: (None if v == "" else v) for k, v in row.items()}
 
 
@@ -97,6 +97,7 @@ class Context:
         self.cfg = cfg
         self.table: RuleTable = load_rule_table(cfg.profile, list(cfg.options) or None)
         self.patient_map = PatientMap.load(cfg.patient_map) if cfg.patient_map else PatientMap.empty()
+        self.settings_sha = cfg.settings_digest()
         self.uids = UidHandler(cfg.key, cfg.uid_root, collect_pairs=cfg.collect_linkage)
         self.device_tags, self.trait_tags = retained_tags(self.table)
         self.key_fp = key_fingerprint(cfg.key)

@@ -106,6 +106,7 @@ SCHEMA = pa.schema(
         pa.field("patient_mapped", pa.bool_()),
         pa.field("attempt", pa.int16()),
         pa.field("conformance", pa.string()),
+        pa.field("settings_sha256", pa.string()),
     ]
 )
 
@@ -206,6 +207,7 @@ class ProvenanceRecord:
     patient_mapped: bool | None = None
     attempt: int | None = None
     conformance: str | None = None
+    settings_sha256: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """Validated, normalised row for SCHEMA, so bad values fail at the worker, not at audit time."""
@@ -344,7 +346,7 @@ def _normalise_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     if row["status"] not in STATUSES:
         raise _bad("status", f"must be one of {list(STATUSES)}")
     _opt_str(row, "reason", _REASON, "must be a short stable class like 'bad_input'")
-    for name in ("input_sha256", "output_sha256", "rule_table_sha256"):
+    for name in ("input_sha256", "output_sha256", "rule_table_sha256", "settings_sha256"):
         _opt_str(row, name, _SHA256, "must be 64 lowercase hex digits")
     out = row["output_path"]
     if out is not None:
@@ -830,13 +832,13 @@ def audit_sql(prov_dir: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]
 
 def done_outputs(
     prov_dir: Path, input_sha256s: Iterable[str] | None = None
-) -> dict[tuple[str, str, str, str], tuple[str, str]]:
+) -> dict[tuple[str, str, str, str, str], tuple[str, str]]:
     """For incremental runs: what was already written with this exact configuration.
 
-    Key ``(input_sha256, rule_table_sha256, key_fingerprint, deidflow_version)`` → ``(output_path,
-    output_sha256)`` of the latest 'written' record. Records missing any key part are ignored
-    (they cannot prove the configuration matched). The caller should still check that the output
-    file exists with that hash before skipping.
+    Key ``(input_sha256, rule_table_sha256, key_fingerprint, deidflow_version, settings_sha256)`` →
+    ``(output_path, output_sha256)`` of the latest 'written' record. Records missing any key part are
+    ignored (they cannot prove the configuration matched: records of versions before settings_sha256 are
+    redone once). The caller should still check that the output file exists with that hash before skipping.
     """
     params: list[Any] = []
     where = ""
@@ -847,22 +849,26 @@ def done_outputs(
         where = "AND list_contains(?::VARCHAR[], input_sha256) "
         params.append(wanted)
     with connect(prov_dir) as con:
+        columns = {r[0] for r in con.execute("DESCRIBE records").fetchall()}
+        if "settings_sha256" not in columns:  # only records of earlier versions: none can prove its settings
+            return {}
         rows = con.execute(
-            "SELECT input_sha256, rule_table_sha256, key_fingerprint, deidflow_version, output_path, "
-            "output_sha256 FROM records WHERE status = 'written' AND input_sha256 IS NOT NULL "
+            "SELECT input_sha256, rule_table_sha256, key_fingerprint, deidflow_version, settings_sha256, "
+            "output_path, output_sha256 FROM records WHERE status = 'written' AND input_sha256 IS NOT NULL "
             "AND rule_table_sha256 IS NOT NULL AND key_fingerprint IS NOT NULL "
-            "AND deidflow_version IS NOT NULL AND output_path IS NOT NULL AND output_sha256 IS NOT NULL "
+            "AND deidflow_version IS NOT NULL AND settings_sha256 IS NOT NULL "
+            "AND output_path IS NOT NULL AND output_sha256 IS NOT NULL "
             + where
             + "QUALIFY row_number() OVER (PARTITION BY input_sha256, rule_table_sha256, key_fingerprint, "
-            "deidflow_version ORDER BY finished_at DESC NULLS LAST, run_id DESC, output_path) = 1",
+            "deidflow_version, settings_sha256 ORDER BY finished_at DESC NULLS LAST, run_id DESC, output_path) = 1",
             params,
         ).fetchall()
-    return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+    return {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in rows}
 
 
 def latest_status(
     prov_dir: Path, input_sha256s: Iterable[str] | None = None
-) -> dict[tuple[str, str, str, str], tuple[str, str]]:
+) -> dict[tuple[str, str, str, str, str], tuple[str, str]]:
     """Alias of ``done_outputs`` (the name used in the original brief)."""
     return done_outputs(prov_dir, input_sha256s)
 

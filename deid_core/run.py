@@ -67,6 +67,12 @@ def _inside(child: Path, parent: Path) -> bool:
 def check_paths(input_dir: str | Path, output_dir: str | Path, provenance_dir: str | Path | None = None,
                 linkage_dir: str | Path | None = None) -> tuple[Path, Path, Path, Path | None]:
     """The run's directories, refused when they overlap in a way that would leak or loop."""
+    for name, value in (("input_dir", input_dir), ("output_dir", output_dir)):
+        if not str(value).strip():
+            # an empty path is the current directory: a deployment deployed without DEIDFLOW_WATCH_DIR /
+            # DEIDFLOW_OUTPUT_DIR got '' and would have run on the worker's checkout (an audit)
+            raise ConfigError(f"{name} is empty: give an absolute path (a deployment deployed without its "
+                              "DEIDFLOW_* folder variables has empty defaults)")
     inp = Path(input_dir)
     out = Path(output_dir)
     if not inp.exists():
@@ -231,8 +237,9 @@ def check_map_against_cohort(plan: RunPlan, records: list[InventoryRecord]) -> N
 
 def split_done(plan: RunPlan, records: list[InventoryRecord], skip_done: bool = True
                ) -> tuple[list[InventoryRecord], list[Outcome]]:
-    """Incremental runs: inputs already written with this input hash, rule table, key and version,
-    whose output still exists with its recorded hash, are skipped; the rest is returned to do.
+    """Incremental runs: inputs already written with this input hash, rule table, key, version and settings
+    (``DeidConfig.settings_digest``: pixel policy, UID root, patient map...), whose output still exists with
+    its recorded hash, are skipped; the rest is returned to do.
     With ``skip_done`` False — or when the run exports the linkage, which needs every input's pairs —
     nothing is skipped (outputs are rewritten byte-identically).
 
@@ -244,10 +251,12 @@ def split_done(plan: RunPlan, records: list[InventoryRecord], skip_done: bool = 
     done = done_outputs(plan.provenance_dir, [r.sha256 for r in good]) if good and skip_done else {}
     todo: list[InventoryRecord] = []
     skipped: list[Outcome] = []
+    settings = plan.cfg.settings_digest()
     from deid_core.inventory import sha256_file
 
     for r in records:
-        hit = done.get((r.sha256, plan.table_sha256, plan.key_fp, __version__)) if r.status == "ok" else None
+        hit = done.get((r.sha256, plan.table_sha256, plan.key_fp, __version__, settings)) \
+            if r.status == "ok" else None
         if hit is not None:
             out_file = plan.cfg.output_dir / hit[0]
             if out_file.is_file() and sha256_file(out_file) == hit[1]:
@@ -313,7 +322,8 @@ def sop_collisions(plan: RunPlan, records: list[InventoryRecord]) -> set[str]:
 def record_outcomes(plan: RunPlan, outcomes: list[Outcome], batch_id: str) -> BatchSummary:
     """Write provenance for outcomes decided without de-identification (bad inputs, skips)."""
     if outcomes:
-        rows = [o.to_record(plan.run_id, plan.run_date, plan.table_sha256, plan.key_fp, plan.attempt)
+        rows = [o.to_record(plan.run_id, plan.run_date, plan.table_sha256, plan.key_fp, plan.attempt,
+                            plan.cfg.settings_digest())
                 for o in outcomes]
         ProvenanceWriter(plan.provenance_dir, plan.run_id, plan.run_date).write_batch(rows, batch_id)
     return summarise(batch_id, outcomes)

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.logfilters import quiet_config_errors
+
 EPILOG = """\
 examples:
   deidflow demo                                   generate a demo cohort and de-identify it
@@ -775,27 +777,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-class _NoConfigTraceback(logging.Filter):
-    """Keeps Prefect's one-line "Encountered exception" record of a ConfigError (a bad map, a taken output
-    folder, an unknown key secret: the user's input, found inside the flow) but drops its traceback: the CLI
-    prints the error itself and exits 2; 65 lines of Prefect internals only hid it (an audit)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from deid_core.errors import ConfigError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ConfigError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def _quiet_config_errors() -> None:
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _NoConfigTraceback) for f in logger.filters):
-            logger.addFilter(_NoConfigTraceback())
-
-
 def _remove_staged(output: Path) -> None:
     """Remove the staged (not yet published) files of an interrupted run from OUTPUT/.deidflow-tmp: its
     cluster is closed by now, so nothing writes there any more, and a staged file is never an output."""
@@ -828,7 +809,6 @@ def _apply_log_level(level: str | None) -> None:
     os.environ["PREFECT_LOGGING_LEVEL"] = level
     os.environ["PREFECT_LOGGING_ROOT_LEVEL"] = level
     os.environ["DEIDFLOW_LOG_LEVEL"] = level
-    import logging
 
     logging.getLogger().setLevel(level)
     logging.getLogger("deidflow").setLevel(level)
@@ -840,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _apply_log_level(args.log_level)
     from deid_core.errors import ConfigError
 
-    _quiet_config_errors()
+    quiet_config_errors()
     interrupted: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from deid_core.batch import BatchSummary
 from deid_core.errors import ConfigError
 from deid_core.inventory import InventoryRecord, auto_batch_size, batch_records, find_files
+from deid_core.rules import OPTION_NAMES
 from deid_core.run import (
     RetryPlan,
     RunPlan,
@@ -48,7 +49,11 @@ from deid_core.run import (
     split_done,
 )
 from deid_core.termpool import merge_pools, pools_for
+from flows.logfilters import quiet_config_errors
 from tasks.deid_tasks import deidentify_batch, inventory_chunk
+
+# a ConfigError (the user's input) is logged in one line, in a worker's deployment runs as in the CLI
+quiet_config_errors()
 
 INVENTORY_CHUNK = 256
 
@@ -76,11 +81,12 @@ class CohortParameters(BaseModel):
     new_key: bool = Field(False, description=(
         "Accept a key different from the one earlier runs into this provenance directory used "
         "(pseudonyms will not match theirs)."))
-    profile: str = Field("tcia", description=(
+    profile: Literal["tcia", "tcia-lists", "basic"] = Field("tcia", description=(
         "Rule profile: 'tcia' (Basic + TCIA options), 'tcia-lists' (the same options with TCIA's supplied "
         "attribute lists first, as the MIDI-B validator scores) or 'basic'."))
     options: list[str] = Field(default_factory=list, description=(
-        "Extra PS3.15 options to apply on top of the profile (see `deidflow explain --options`)."))
+        "Extra PS3.15 options to apply on top of the profile: " + ", ".join(OPTION_NAMES) +
+        " (`deidflow explain --all --option NAME` shows the resulting table)."))
     uid_root: str = Field("2.25.", description=(
         "Root of new UIDs (2.25. + 128-bit decimal, or your org root)."))
     pixel_policy: str | None = Field(None, description=(
@@ -390,11 +396,25 @@ def retry_failed(
     key_secret: Annotated[str | None, Field(description="Prefect Secret block holding the key (else "
                                                         "$DEIDFLOW_KEY or the provenance key).")] = None,
     workers: Annotated[int | None, Field(ge=1, description="Local Dask worker processes.")] = None,
+    key_file: Annotated[str | None, Field(description="File holding the key, if the run used one (absolute "
+                                                      "path on the worker).")] = None,
 ) -> dict[str, object]:
-    """Reprocess the inputs a run left failed or quarantined for a retryable reason (attempt + 1)."""
+    """Reprocess the inputs a run left failed or quarantined for a retryable reason (attempt + 1).
+
+    Args:
+        provenance_dir: Provenance directory of the run to retry (absolute path on the worker).
+        run_id: Run to retry (default: the latest run).
+        key_secret: Prefect Secret block holding the key (else $DEIDFLOW_KEY or the provenance key).
+        workers: Local Dask worker processes (default: the run's).
+        key_file: File holding the key, if the run used one (absolute path on the worker).
+    """
+    if not str(provenance_dir).strip():
+        raise ConfigError("provenance_dir is empty: give the run's provenance directory as an absolute path "
+                          "(a deployment deployed without DEIDFLOW_PROVENANCE_DIR has an empty default)")
     retry = plan_retry(Path(provenance_dir), run_id)
     if not retry.paths:
         get_run_logger().info("run %s: nothing to retry (%d failures not retryable)", retry.run_id,
                               retry.not_retryable)
         return {"run_id": retry.run_id, "retried": 0, "not_retryable": retry.not_retryable}
-    return deidentify_cohort(retry_parameters(retry, provenance_dir, key_secret=key_secret, workers=workers))
+    return deidentify_cohort(retry_parameters(retry, provenance_dir, key_file=key_file, key_secret=key_secret,
+                                              workers=workers))

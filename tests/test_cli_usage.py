@@ -12,7 +12,8 @@ import pytest
 
 from deid_core.errors import ConfigError
 from deid_core.provenance import ProvenanceRecord, ProvenanceWriter
-from flows.cli import _NoConfigTraceback, main
+from flows.cli import main
+from flows.logfilters import NoConfigTraceback
 
 
 def _prov(tmp_path: Path) -> Path:
@@ -74,11 +75,11 @@ def test_a_config_error_inside_the_flow_is_logged_without_its_traceback() -> Non
 
         record = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception",
                                    None, sys.exc_info())
-    assert _NoConfigTraceback().filter(record) and record.exc_info is None
+    assert NoConfigTraceback().filter(record) and record.exc_info is None
     try:
         raise ValueError("a bug")
     except ValueError:
         import sys
 
         other = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "x", None, sys.exc_info())
-    assert _NoConfigTraceback().filter(other) and other.exc_info is not None  # a bug keeps its traceback
+    assert NoConfigTraceback().filter(other) and other.exc_info is not None  # a bug keeps its traceback

@@ -21,6 +21,7 @@ from deid_core import provenance as P
 from deid_core.errors import ConfigError
 
 T0 = dt.datetime(2024, 5, 1, 10, 0, 0, tzinfo=dt.UTC)
+SETTINGS = "e" * 64
 RULES = "a" * 64
 KEYFP = "kf-0123"
 VER = "0.1.0"
@@ -48,6 +49,7 @@ def rec(
         rule_table_sha256=RULES,
         key_fingerprint=KEYFP,
         deidflow_version=VER,
+        settings_sha256=SETTINGS,
         run_id=run_id,
     )
     base.update(kw)
@@ -320,14 +322,27 @@ def test_done_outputs_latest_written_per_config(tmp_path: Path) -> None:
     w3.write_batch([newer], "b0")
     done = P.done_outputs(tmp_path)
     # f8: quarantined in r1, written in r2.
-    assert done[(sha(8), RULES, KEYFP, VER)] == ("out/8.dcm", sha(10_008))
-    assert done[(sha(2), RULES, KEYFP, VER)] == ("out/2.dcm", sha(10_002))
-    assert done[(sha(2), "c" * 64, KEYFP, VER)] == ("new/2.dcm", sha(10_002))
-    assert (sha(6), RULES, KEYFP, VER) not in done  # failed, never written
+    assert done[(sha(8), RULES, KEYFP, VER, SETTINGS)] == ("out/8.dcm", sha(10_008))
+    assert done[(sha(2), RULES, KEYFP, VER, SETTINGS)] == ("out/2.dcm", sha(10_002))
+    assert done[(sha(2), "c" * 64, KEYFP, VER, SETTINGS)] == ("new/2.dcm", sha(10_002))
+    assert (sha(6), RULES, KEYFP, VER, SETTINGS) not in done  # failed, never written
     assert len(done) == 8  # f0..f5 and f8 with RULES, f2 with the new rules
     only = P.done_outputs(tmp_path, [sha(8), sha(99)])
-    assert list(only) == [(sha(8), RULES, KEYFP, VER)]
+    assert list(only) == [(sha(8), RULES, KEYFP, VER, SETTINGS)]
     assert P.latest_status(tmp_path, []) == {}
+    # other settings (a pixel policy, a UID root, a patient map): another key, so no skip (an audit)
+    w4 = P.ProvenanceWriter(tmp_path, "r4", "2024-05-04")
+    w4.write_batch([rec(3, start=T0 + dt.timedelta(days=3), settings_sha256="d" * 64, output_path="p/3.dcm")], "b0")
+    done = P.done_outputs(tmp_path)
+    assert done[(sha(3), RULES, KEYFP, VER, "d" * 64)] == ("p/3.dcm", sha(10_003))
+    assert done[(sha(3), RULES, KEYFP, VER, SETTINGS)] == ("out/3.dcm", sha(10_003))
+
+
+def test_done_outputs_of_records_without_settings_prove_nothing(tmp_path: Path) -> None:
+    """Records of a version before settings_sha256 (the column absent from every part file): all redone."""
+    w = P.ProvenanceWriter(tmp_path, "old", "2024-05-01")
+    w.write_batch([rec(1, settings_sha256=None)], "b0")
+    assert P.done_outputs(tmp_path) == {}
 
 
 # ---------------------------------------------------------------------------------------------- compaction

@@ -17,9 +17,10 @@ from tests.badinputs import base_dataset, save
 from tests.conftest import TEST_KEY
 
 
-def _incremental_run(inp: Path, out: Path, prov: Path, key: str) -> dict[str, tuple[str, str]]:
+def _incremental_run(inp: Path, out: Path, prov: Path, key: str, **settings: object
+                     ) -> dict[str, tuple[str, str]]:
     """The flow's order on the library path: inventory, split_done, batches; returns this run's rows."""
-    plan = prepare_run(inp, out, provenance_dir=prov, key_file=key)
+    plan = prepare_run(inp, out, provenance_dir=prov, key_file=key, **settings)  # type: ignore[arg-type]
     records = [inspect_file(p, plan.cfg.key) for p in find_files(inp)]
     summaries = [record_outcomes(plan, bad_outcomes(records), "inventory")]
     todo, decided = split_done(plan, [r for r in records if r.status == "ok"])
@@ -213,3 +214,25 @@ def test_a_map_giving_a_patient_another_patients_mrn_is_refused(tmp_path: Path) 
         else:  # its own id is left to verification (leak_found); a fresh id is fine
             check_map_against_cohort(plan, records)
         finish_run(plan, [])
+
+
+def test_a_rerun_with_other_settings_redoes_the_files(tmp_path: Path) -> None:
+    """The skip key held the input, rule table, key and version only: a rerun with a stricter pixel policy,
+    another UID root or a patient map skipped every file and kept outputs made under the old settings (an
+    audit: 27 text boxes left unmasked). The settings and the map's bytes are now part of it."""
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    key = str(tmp_path / "key.bin")
+    inp, out, prov = tmp_path / "in", tmp_path / "out", tmp_path / "prov"
+    save(base_dataset(1, name="Panza^Sancho", pid="SP112233"), inp / "a.dcm")
+    written, skipped = {"a.dcm": ("written", "")}, {"a.dcm": ("skipped", "already_done")}
+    assert _incremental_run(inp, out, prov, key) == written
+    assert _incremental_run(inp, out, prov, key) == skipped
+    assert _incremental_run(inp, out, prov, key, pixel_policy="phi") == written
+    assert _incremental_run(inp, out, prov, key, pixel_policy="phi") == skipped
+    assert _incremental_run(inp, out, prov, key, uid_root="1.2.826.0.1.3680043.8.498.") == written
+    pmap = tmp_path / "map.csv"
+    pmap.write_text("original_patient_id,new_patient_id,new_patient_name\nSP112233,SUBJ-001,SUBJ-001\n")
+    assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == written
+    assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == skipped
+    pmap.write_text("original_patient_id,new_patient_id,new_patient_name\nSP112233,SUBJ-002,SUBJ-002\n")
+    assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == written  # same path, new content
