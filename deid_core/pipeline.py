@@ -125,7 +125,7 @@ class Context:
         return self._engine
 
 
-_CONTEXTS: dict[tuple[bytes, str, str], Context] = {}
+_CONTEXTS: dict[tuple[bytes, str, str, tuple[int, int, int] | None], Context] = {}
 
 
 def warm_process(engine: str = "tesseract") -> None:
@@ -140,12 +140,24 @@ def warm_process(engine: str = "tesseract") -> None:
 
 
 def get_context(cfg: DeidConfig) -> Context:
-    """The process-wide context for ``cfg`` (built on first use in each worker process)."""
-    key = (cfg.key, cfg.settings_hash(), str(cfg.output_dir) + str(cfg.collect_linkage))
+    """The process-wide context for ``cfg`` (built on first use in each worker process). A patient map
+    edited in place (same path) builds a new one: a worker of a long-lived cluster kept the old map."""
+    key = (cfg.key, cfg.settings_hash(), str(cfg.output_dir) + str(cfg.collect_linkage), _map_stamp(cfg))
     ctx = _CONTEXTS.get(key)
     if ctx is None:
         ctx = _CONTEXTS[key] = Context(cfg)
     return ctx
+
+
+def _map_stamp(cfg: DeidConfig) -> tuple[int, int, int] | None:
+    """The patient map file's (inode, size, mtime): cheap to read per file, changed by any edit."""
+    if not cfg.patient_map:
+        return None
+    try:
+        st = os.stat(cfg.patient_map)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _ms(t0: float) -> float:

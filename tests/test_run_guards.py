@@ -236,3 +236,5 @@ def test_a_rerun_with_other_settings_redoes_the_files(tmp_path: Path) -> None:
     assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == skipped
     pmap.write_text("original_patient_id,new_patient_id,new_patient_name\nSP112233,SUBJ-002,SUBJ-002\n")
     assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == written  # same path, new content
+    # ... and written with the new map: a process's cached context (a long-lived worker's) kept the old one
+    assert {p.parts[len(out.parts)] for p in out.rglob("*.dcm")} >= {"SUBJ-001", "SUBJ-002"}
