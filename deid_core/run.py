@@ -7,6 +7,7 @@ the rule table. The run then needs only per-file work, which never stops the run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -135,19 +136,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     inp, out, prov, link = check_paths(input_dir, output_dir, provenance_dir, linkage_dir)
     check_settings(uid_root, pixel_policy)
     umask = output_umask()  # a bad DEIDFLOW_UMASK stops the run here, not in every worker
-    for d, what in ((out, "output"), (prov, "provenance")):
-        try:
-            if what == "output":
-                _makedirs(d, 0o777 & ~umask)  # folders this run creates get the restrictive mode
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, 0o700) if what == "provenance" else None
-        except OSError as exc:
-            raise ConfigError(f"cannot create the {what} directory ({exc.strerror})") from None
-        if not os.access(d, os.W_OK):
-            raise ConfigError(f"the {what} directory is not writable")
-    key = load_key(key_file, provenance_dir=prov, secret_loader=secret_loader, secret_name=key_secret)
-    fp = key_fingerprint(key)
-    check_key_history(prov, fp, new_key, record=False)
+    # what needs no folder is checked before any folder is created: a run refused in a deployment (a bad map,
+    # an unknown option, a missing key secret) left empty output and provenance folders behind (an audit)
     if patient_map:
         PatientMap.load(patient_map)  # refuse a bad map before any file is written
     if not max_frame_megapixels > 0:
@@ -155,6 +145,27 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
     lo, hi = date_shift_days
     if not 1 <= lo <= hi:
         raise ConfigError("date shift range must satisfy 1 <= min <= max")
+    table = load_rule_table(profile, list(options) or None)
+    created = [d for d in (out, prov) if not d.exists()]
+    try:
+        for d, what in ((out, "output"), (prov, "provenance")):
+            try:
+                if what == "output":
+                    _makedirs(d, 0o777 & ~umask)  # folders this run creates get the restrictive mode
+                d.mkdir(parents=True, exist_ok=True)
+                os.chmod(d, 0o700) if what == "provenance" else None
+            except OSError as exc:
+                raise ConfigError(f"cannot create the {what} directory ({exc.strerror})") from None
+            if not os.access(d, os.W_OK):
+                raise ConfigError(f"the {what} directory is not writable")
+        key = load_key(key_file, provenance_dir=prov, secret_loader=secret_loader, secret_name=key_secret)
+        fp = key_fingerprint(key)
+        check_key_history(prov, fp, new_key, record=False)
+    except ConfigError:
+        for d in reversed(created):  # the folders this refused run created, while still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     cfg = DeidConfig(key=key, output_dir=out.resolve(), profile=profile, options=tuple(options),
                      uid_root=uid_root,
                      date_shift_min_days=lo, date_shift_max_days=hi,
@@ -163,7 +174,6 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
                      allow_lossy_reencode=allow_lossy_reencode, max_frame_megapixels=max_frame_megapixels,
                      collect_linkage=link is not None,
                      conformance=conformance)
-    table = load_rule_table(profile, list(options) or None)
     lock_output(out)  # everything is valid: from here on this run changes the output and provenance trees
     try:
         check_key_history(prov, fp, new_key)

@@ -238,3 +238,19 @@ def test_a_rerun_with_other_settings_redoes_the_files(tmp_path: Path) -> None:
     assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == written  # same path, new content
     # ... and written with the new map: a process's cached context (a long-lived worker's) kept the old one
     assert {p.parts[len(out.parts)] for p in out.rglob("*.dcm")} >= {"SUBJ-001", "SUBJ-002"}
+
+
+@pytest.mark.parametrize("setting", [{"key_secret": "no-such-block"}, {"profile": "tcia-list"},
+                                     {"options": ["noSuchOption"]}])
+def test_a_refused_run_leaves_no_folders_behind(tmp_path: Path, setting: dict[str, object]) -> None:
+    """A run refused from the UI (a typo in the profile, an unknown secret) left empty output and provenance
+    folders, and once a generated key, behind (an audit)."""
+    inp = tmp_path / "in"
+    save(base_dataset(1, name="Panza^Sancho", pid="SP112233"), inp / "a.dcm")
+
+    def no_secret(name: str) -> bytes:
+        raise ValueError(name)
+
+    with pytest.raises(ConfigError):
+        prepare_run(inp, tmp_path / "out", secret_loader=no_secret, **setting)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
