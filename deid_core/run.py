@@ -198,6 +198,11 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
 _OUTPUT_LOCKS: dict[str, int] = {}
 
 
+def holds_output_lock(out: Path) -> bool:
+    """Whether this process holds the lock of output folder ``out`` (its run is the one writing there)."""
+    return str(out.resolve()) in _OUTPUT_LOCKS
+
+
 def lock_output(out: Path) -> None:
     """Take the output folder for this run: an exclusive ``flock`` on the folder itself (no file is added
     to the output tree), held until ``finish_run`` or until the process ends (a killed run leaves no stale

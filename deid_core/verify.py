@@ -132,12 +132,14 @@ def _texts(value: object, encodings: Sequence[str] = ()) -> list[str]:
         from deid_core.anonymizer import byte_texts
 
         return byte_texts(_text_runs(value) if len(value) > MAX_SEARCHED_BYTES else value, encodings)
-    from deid_core.anonymizer import repaired_texts
-
     if isinstance(value, list | MultiValue):
         texts = [str(v) for v in value]
     else:
         texts = [str(value)] if value is not None else []
+    if all(t.isascii() for t in texts):  # most values: nothing to read otherwise (this runs per element)
+        return texts
+    from deid_core.anonymizer import repaired_texts  # (anonymizer imports this module)
+
     # UTF-8 under a single-byte character set, native encodings read one byte per character: their readings
     return texts + [r for t in texts for r in repaired_texts(t, encodings)]
 

@@ -688,12 +688,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.what in ("file", "actions", "sql") and not args.arg:
         print(f"deidflow: error: audit {args.what} needs an argument", file=sys.stderr)
         return 2
-    if not prov.is_dir():
-        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
-        return 2
-    if args.what in ("failures", "actions") and args.arg and not pv.run_exists(prov, args.arg):
-        print(f"deidflow: error: unknown run {args.arg!r} (deidflow audit runs --provenance {args.provenance})",
-              file=sys.stderr)
+    if _bad_provenance_or_run(args.provenance, args.arg if args.what in ("failures", "actions") else None):
         return 2
     try:
         rows = _audit_rows(pv, prov, args)
@@ -723,16 +718,25 @@ def _audit_rows(pv: Any, prov: Path, args: argparse.Namespace) -> list[dict[str,
     return list(rows)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _bad_provenance_or_run(provenance: str, run: str | None) -> bool:
+    """Print the usage error of a missing provenance directory or an unknown run id (a typo in a run id
+    must not read as "no failures"); True when there is one."""
     from deid_core.provenance import run_exists
+
+    if not Path(provenance).is_dir():
+        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
+        return True
+    if run and not run_exists(Path(provenance), run):
+        print(f"deidflow: error: unknown run {run!r} (deidflow audit runs --provenance {provenance})",
+              file=sys.stderr)
+        return True
+    return False
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     from deid_core.report import write_report
 
-    if not Path(args.provenance).is_dir():
-        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
-        return 2
-    if args.run and not run_exists(Path(args.provenance), args.run):
-        print(f"deidflow: error: unknown run {args.run!r} (deidflow audit runs --provenance {args.provenance})",
-              file=sys.stderr)
+    if _bad_provenance_or_run(args.provenance, args.run):
         return 2
     if args.output and not Path(args.output).is_dir():
         print("deidflow: error: --output is the run's OUTPUT folder, which does not exist", file=sys.stderr)
@@ -743,14 +747,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from deid_core.provenance import compact, run_exists
+    from deid_core.provenance import compact
 
-    if not Path(args.provenance).is_dir():
-        print("deidflow: error: the provenance directory does not exist", file=sys.stderr)
-        return 2
-    if args.run and not run_exists(Path(args.provenance), args.run):
-        print(f"deidflow: error: unknown run {args.run!r} (deidflow audit runs --provenance {args.provenance})",
-              file=sys.stderr)
+    if _bad_provenance_or_run(args.provenance, args.run):
         return 2
     n = compact(Path(args.provenance), args.run)
     print(f"compacted: {n} small files merged")
@@ -780,9 +779,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _remove_staged(output: Path) -> None:
     """Remove the staged (not yet published) files of an interrupted run from OUTPUT/.deidflow-tmp: its
     cluster is closed by now, so nothing writes there any more, and a staged file is never an output."""
-    from deid_core.run import _OUTPUT_LOCKS
+    from deid_core.run import holds_output_lock
 
-    if str(output.resolve()) not in _OUTPUT_LOCKS:  # not this process's run (refused, or interrupted earlier)
+    if not holds_output_lock(output):  # not this process's run (refused, or interrupted before its lock)
         return
     staging = output.resolve() / ".deidflow-tmp"
     if staging.is_dir():
