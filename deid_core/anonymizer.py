@@ -228,7 +228,9 @@ class Anonymizer:
             return
         if action is Action.REMOVE and not path and self._required_empty(tag, rule):
             self._apply(self.empty, ds, elem, path)  # X/Z: Z where the IOD requires the attribute (type 2)
-        elif action is Action.REMOVE:
+        elif action is Action.REMOVE or (action is Action.EMPTY and _optional_sequence(tag, rule, path)):
+            # X/Z on a sequence that is type 3 where it stands: removed, as an empty type 3 sequence
+            # (zero items where the module asks for 1-n) is an error to validators (``_optional_sequence``)
             self._apply(self.remove, ds, elem, path)
         elif action is Action.EMPTY:
             self._apply(self.empty, ds, elem, path)
@@ -504,6 +506,20 @@ def _document_length(ds: Dataset) -> None:
 #: Attributes the table removes (X/Z...) that these IODs require as type 2 (SOP Class UID prefixes): the RT
 #: Series module of every RT object (PS3.3 C.8.8.1) holds OperatorsName.
 TYPE2_WHERE_REMOVED: dict[int, tuple[str, ...]] = {0x00081070: ("1.2.840.10008.5.1.4.1.1.481.",)}
+#: Sequences the table empties (X/Z resolved to Z) that are type 3 where they stand: key the sequence, value
+#: the parents (0 = the top level) where it is type 3. A Referenced Study Sequence is type 3 in the General Study
+#: module and in the Request Attributes macro, type 2 only in an SR's Referenced Request Sequence: emptied at
+#: the top level, dciodvfy failed every output that had one ("Bad Sequence number of Items 0 (1-n Required)").
+TYPE3_SEQUENCES: dict[int, frozenset[int]] = {0x00081110: frozenset({0, 0x00400275})}
+
+
+def _optional_sequence(tag: int, rule: Rule | None, path: ElementPath) -> bool:
+    """Whether an X/Z sequence is type 3 where it stands (so X, not Z: PS3.15's X/Z means Z only where the
+    IOD requires the attribute)."""
+    parents = TYPE3_SEQUENCES.get(tag)
+    return bool(parents and rule is not None and "X/Z" in rule.source and (path[-1] if path else 0) in parents)
+
+
 #: Sequences of structured content items (SR content, acquisition and observation context).
 _CONTENT_SEQUENCES = frozenset({0x0040A730, 0x00400555, 0x0040A504})
 SUBJECT_BIRTH_DATE, SUBJECT_AGE = ("DCM", "121031"), ("DCM", "121033")

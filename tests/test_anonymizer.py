@@ -25,7 +25,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import validate_value
 
-from deid_core.anonymizer import Anonymizer, PatientPseudonyms
+from deid_core.anonymizer import TYPE3_SEQUENCES, Anonymizer, PatientPseudonyms
 from deid_core.freetext import TextCleaner
 from deid_core.handlers import UidHandler
 from deid_core.pseudonyms import PatientEntry, new_uid
@@ -175,6 +175,9 @@ def test_action_on_vr(profile: str, action: str, vr: str, keyword: str, depth: i
     original = VALUES.get(vr)
     if action == "X" or (action == "C" and vr in ("OB", "UN")):  # binary C cannot be cleaned: removed
         assert tag not in parent
+        return
+    if action == "Z" and (tag_for_keyword(path[-1]) if path else 0) in TYPE3_SEQUENCES.get(tag, ()):
+        assert tag not in parent  # X/Z on a sequence that is type 3 where it stands: X (an empty one is invalid)
         return
     assert tag in parent, f"{keyword} must stay present under {action}"
     value = parent[tag].value

@@ -49,6 +49,15 @@ def test_explain_says_the_pseudonym_replaces_patient_name(capsys: pytest.Capture
     assert "action: Z" in out and "pseudonymize stage writes the patient's new name" in out
 
 
+@pytest.mark.parametrize(("query", "where"), [("ReferencedStudySequence", "removed (X) instead at the top level"),
+                                              ("OperatorsName", "emptied (Z) instead in RT objects")])
+def test_explain_says_where_x_or_z_depends_on_the_place(capsys: pytest.CaptureFixture[str], query: str,
+                                                         where: str) -> None:
+    """X/Z is decided per IOD and place: explain names the exception the table alone does not show."""
+    assert main(["explain", query]) == 0
+    assert where in capsys.readouterr().out
+
+
 def test_synth_refuses_a_folder_that_holds_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A second synth into a cohort merged a second cohort into it and replaced its answer.json."""
     (tmp_path / "c").mkdir()

@@ -3,6 +3,8 @@ encapsulated document. Each case runs the per-file pipeline on a real or realist
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -108,3 +110,38 @@ def test_rt_operators_name_stays_empty_under_tcia_lists_too(tmp_path: Path) -> N
     assert out.status == "written"
     res = pydicom.dcmread(tmp_path / "out" / out.output_path)
     assert "OperatorsName" in res and res.OperatorsName == ""
+
+
+def _ref_study() -> Sequence:
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.3.1.2.3.1", ROOT + "77"
+    return Sequence([item])
+
+
+def test_a_referenced_study_sequence_is_removed_where_it_is_type_3(tmp_path: Path) -> None:
+    """X/Z on a type 3 sequence is X: emptied, the General Study module's Referenced Study Sequence made
+    dciodvfy fail the output ("Bad Sequence number of Items 0 (1-n Required by Module definition)")."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.ReferencedStudySequence = _ref_study()
+    request = Dataset()
+    request.RequestedProcedureID, request.ReferencedStudySequence = "RP1", _ref_study()
+    ds.RequestAttributesSequence = Sequence([request])
+    out = _run(tmp_path, ds)
+    assert "ReferencedStudySequence" not in out
+    assert "ReferencedStudySequence" not in out.RequestAttributesSequence[0]
+    out.save_as(tmp_path / "checked.dcm")
+    check = subprocess.run(["dciodvfy", str(tmp_path / "checked.dcm")], capture_output=True, text=True) \
+        if shutil.which("dciodvfy") else None
+    if check is not None:  # the Makefile installs dicom3tools; without it the structure above is the check
+        assert "ReferencedStudySequence" not in check.stderr + check.stdout
+
+
+def test_a_referenced_study_sequence_stays_empty_where_it_is_type_2(tmp_path: Path) -> None:
+    """An SR's Referenced Request Sequence requires its Referenced Study Sequence (type 2): there X/Z is Z."""
+    ds = _sr("045Y")
+    request = Dataset()
+    request.StudyInstanceUID, request.ReferencedStudySequence = ROOT + "2", _ref_study()
+    ds.ReferencedRequestSequence = Sequence([request])
+    out = _run(tmp_path, ds)
+    kept = out.ReferencedRequestSequence[0]
+    assert "ReferencedStudySequence" in kept and len(kept.ReferencedStudySequence) == 0

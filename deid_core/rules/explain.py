@@ -48,7 +48,18 @@ def _explain_public(tag: int, table: RuleTable) -> str:
     if tag in _PSEUDONYMIZED:
         # the table's action is what the profile says; the pseudonymize stage then writes the pseudonym
         text += "\n" + _PSEUDONYMIZED[tag]
+    if tag in _WHERE and "X/Z" in rule.source:
+        text += "\n" + _WHERE[tag]
     return text
+
+
+#: X/Z attributes whose X or Z the anonymizer decides per place (PS3.15: Z only where the IOD requires the
+#: attribute; ``TYPE2_WHERE_REMOVED`` and ``TYPE3_SEQUENCES`` in deid_core.anonymizer).
+_WHERE = {
+    0x00081070: "where:  emptied (Z) instead in RT objects, whose RT Series module requires it (type 2)",
+    0x00081110: "where:  removed (X) instead at the top level and in a Request Attributes Sequence, where it is "
+                "type 3 (an empty one fails validation); emptied (Z) elsewhere",
+}
 
 
 #: Top-level attributes that the pseudonymize stage sets after the table's action (an audit read "Z" for

@@ -214,6 +214,10 @@ _SEMANTICS = """\
   alternatives include D. Otherwise (not listed, or TCIA's keep/incrementdate/time which are no
   alternative) the default: X/Z->Z, X/D->D, X/Z/D->D, Z/D->D (type 1/2 attributes stay present with
   non-identifying content), X/Z/U*->U for UI VR else Z. `Rule.source` records the decision.
+  The anonymizer then applies PS3.15's "Z only where the IOD requires it" per place, beyond the table:
+  OperatorsName (X in the table) is emptied in RT objects (type 2 in the RT Series module), and a
+  Referenced Study Sequence (Z) is removed where it is type 3 (the top level, a Request Attributes
+  Sequence): an empty type 3 sequence fails validation. `deidflow explain` prints both as a `where:` line.
 - Profile `tcia-lists` (the tcia options): where TCIA's supplied lists name an attribute, their action
   wins over every option column: remove->X, empty->Z, replace/lookup/hashname->D, hashuid->U,
   keep/time->K, incrementdate->S (K where the VR holds no date), process->K (a sequence recursed, its
