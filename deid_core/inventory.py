@@ -31,14 +31,17 @@ def quiet_pydicom() -> None:
     """Keep pydicom from printing values: its validation warnings quote them in full ("Invalid value for VR
     UI: '1.2.840.113619.2.055.3...'": an original UID on stderr, an audit found), and they reach logs,
     Dask workers' stderr and Prefect. Values are checked by deidflow's own conformance step, which names
-    elements, never values. Called when this module is imported: every reading path goes through it."""
+    elements, never values. Its pixel decoders log every plugin that fails to decode a frame at ERROR, with
+    a traceback (about 60 lines on stderr for three corrupt JPEG files of pydicom's own test set); the file's
+    ``pixel_error`` reason in provenance says it once. Called when this module is imported: every reading
+    path goes through it."""
     import logging
     import warnings
 
     config.settings.reading_validation_mode = config.IGNORE
     config.settings.writing_validation_mode = config.IGNORE
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 quiet_pydicom()

@@ -383,3 +383,20 @@ def test_pydicom_prints_no_value_of_an_invalid_uid(tmp_path: Path, caplog: pytes
     assert (status, reason) == ("written", "") and legacy.encode() not in data
     assert "0274877906" not in caplog.text
     assert not [w for w in recwarn if "0274877906" in str(w.message)]
+
+
+def test_a_frame_no_decoder_reads_is_quarantined_without_the_decoders_tracebacks(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pydicom logs each decoder plugin that fails at ERROR with a traceback (about 20 lines per file on a
+    run's stderr): the reason in provenance says it once."""
+    import logging
+
+    from pydicom.data import get_testdata_file
+
+    from tests.conftest import TEST_KEY
+
+    with caplog.at_level(logging.DEBUG):
+        out = deidentify_file(Path(get_testdata_file("JPEG-lossy.dcm")), DeidConfig(key=TEST_KEY,
+                                                                                    output_dir=tmp_path / "o"))
+    assert (out.status, out.reason) == ("quarantined", "pixel_error")
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")]
