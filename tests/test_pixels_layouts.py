@@ -84,6 +84,21 @@ def test_lossless_compressed_round_trip(name: str, ts: str) -> None:
     assert len(np.unique(after[4:10, 3:13].reshape(-1, *after.shape[2:]), axis=0)) == 1
 
 
+def test_a_masked_ybr_rct_jpeg_2000_keeps_its_colour_transform() -> None:
+    """Decoded to RGB for masking, examples_jpeg2k.dcm was re-encoded as "RGB" JPEG 2000: twice the size, and
+    an error to dciodvfy. It is re-encoded with the reversible colour transform, as stored."""
+    ds = load("examples_jpeg2k.dcm")
+    assert ds.PhotometricInterpretation == "YBR_RCT"
+    before = pixel_array(ds).copy()  # RGB
+    apply_boxes(ds, PixelResult(boxes=[Box(0, 3, 4, 10, 6, "id", 90.0)], frames=1, frames_checked=1,
+                                frames_ocr=1, prescreen_skipped=False, engine="tesseract"))
+    assert ds.file_meta.TransferSyntaxUID == JPEG2000Lossless and ds.PhotometricInterpretation == "YBR_RCT"
+    after = pixel_array(ds)
+    keep = np.ones(before.shape[:2], dtype=bool)
+    keep[4:10, 3:13] = False
+    assert np.array_equal(before[keep], after[keep]) and not after[4:10, 3:13].any()
+
+
 def test_planted_text_found_through_rle_and_j2k() -> None:
     for ts in (RLELossless, JPEG2000Lossless):
         ds = native("CT_small.dcm")

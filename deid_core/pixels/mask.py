@@ -238,6 +238,7 @@ def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool 
     lossy = is_lossy(ds)
     if lossy and not allow_lossy_reencode:
         raise PixelError("lossy input needs allow_lossy_reencode")
+    stored_pi = str(ds.get("PhotometricInterpretation", "")).strip()
     try:
         decompress(ds, as_rgb=True, generate_instance_uid=False)
     except Exception as exc:
@@ -249,6 +250,10 @@ def apply_boxes_to(ds: Dataset, boxes: list[Box], *, allow_lossy_reencode: bool 
         ds.LossyImageCompression = "01"
         return
     if ts in REENCODABLE:
+        if stored_pi == "YBR_RCT" and ts == JPEG2000Lossless:
+            # decoded to RGB; re-encoded with the reversible colour transform again, as stored (exact; half the
+            # size of plain RGB, and "RGB" in a JPEG 2000 stream is an error to dciodvfy)
+            ds.PhotometricInterpretation = "YBR_RCT"
         try:
             ds.compress(ts, generate_instance_uid=False)
         except Exception as exc:  # keep the masked native pixels rather than fail: still lossless
