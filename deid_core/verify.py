@@ -240,8 +240,29 @@ def span_is_leak(tag: int, vr: str, text: str, span: Span, device: frozenset[int
         return False
     if not significant(text[span.start:span.end]):  # two letters ("OB") match too much
         return False
+    if vr == "CS" and text.strip(" \0").upper() in ENUMERATED_CS.get(tag, ()):
+        return False  # the standard's own value (ValueType TEXT of an SR whose observer's organisation is "Text...")
     # a code (BodyPartExamined HEAD) that is also the patient's name part (HEAD^MARY): kept as a code
     return not (vr == "CS" and span.kind == NAME and is_clinical_word(text[span.start:span.end]))
+
+
+#: Code strings whose values the standard enumerates (PS3.3): a value that is one of them is the standard's
+#: word, never the patient's, whatever identifier it coincides with. An SR whose observer's organisation read
+#: "Enter text" had every ValueType TEXT replaced by X, an invalid structured report (dciodvfy).
+ENUMERATED_CS: dict[int, frozenset[str]] = {
+    0x0040A040: frozenset({"TEXT", "NUM", "CODE", "DATETIME", "DATE", "TIME", "UIDREF", "PNAME", "COMPOSITE",
+                           "IMAGE", "WAVEFORM", "SCOORD", "SCOORD3D", "TCOORD", "CONTAINER", "TABLE"}),  # ValueType
+    0x0040A010: frozenset({"CONTAINS", "HAS PROPERTIES", "HAS OBS CONTEXT", "HAS ACQ CONTEXT", "INFERRED FROM",
+                           "SELECTED FROM", "HAS CONCEPT MOD"}),  # RelationshipType
+    0x0040A050: frozenset({"SEPARATE", "CONTINUOUS"}),  # ContinuityOfContent
+    0x0040A491: frozenset({"PARTIAL", "COMPLETE"}),  # CompletionFlag
+    0x0040A493: frozenset({"UNVERIFIED", "VERIFIED"}),  # VerificationFlag
+    0x0040A496: frozenset({"PRELIMINARY", "FINAL"}),  # PreliminaryFlag
+    0x0040A130: frozenset({"POINT", "MULTIPOINT", "SEGMENT", "MULTISEGMENT", "BEGIN", "END"}),  # TemporalRangeType
+    0x00700023: frozenset({"POINT", "POLYLINE", "INTERPOLATED", "CIRCLE", "ELLIPSE", "MULTIPOINT", "POLYGON",
+                           "ELLIPSOID"}),  # GraphicType
+    0x00080068: frozenset({"FOR PRESENTATION", "FOR PROCESSING"}),  # PresentationIntentType
+}
 
 
 #: Values of EthnicGroup and similar retained characteristics that are also surnames (WHITE^BARRY).

@@ -145,3 +145,20 @@ def test_a_referenced_study_sequence_stays_empty_where_it_is_type_2(tmp_path: Pa
     out = _run(tmp_path, ds)
     kept = out.ReferencedRequestSequence[0]
     assert "ReferencedStudySequence" in kept and len(kept.ReferencedStudySequence) == 0
+
+
+def test_an_enumerated_value_that_matches_the_patients_name_stays(tmp_path: Path) -> None:
+    """ValueType CODE of a patient named CODE is the standard's word: replaced by X, the SR was invalid."""
+    ds = _sr("045Y")
+    ds.PatientName = "CODE^MARTHA"
+    coded = Dataset()
+    coded.RelationshipType, coded.ValueType = "CONTAINS", "CODE"
+    coded.ConceptNameCodeSequence = _code("121071", "Finding")
+    coded.ConceptCodeSequence = _code("17621005", "Normal", "SCT")
+    note = Dataset()
+    note.RelationshipType, note.ValueType, note.TextValue = "CONTAINS", "TEXT", "Seen with Martha Code today."
+    note.ConceptNameCodeSequence = _code("121071", "Finding")
+    ds.ContentSequence = Sequence([*ds.ContentSequence, coded, note])
+    out = _run(tmp_path, ds)
+    assert [item.ValueType for item in out.ContentSequence][-2:] == ["CODE", "TEXT"]
+    assert "Code" not in out.ContentSequence[-1].TextValue and "Martha" not in out.ContentSequence[-1].TextValue
