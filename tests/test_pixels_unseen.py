@@ -641,3 +641,27 @@ def test_smoothed_reading_never_replaces_a_legible_one() -> None:
         px._smoothed, px._read_variant = real_smoothed, real_variant  # type: ignore[assignment]
     assert [w.text for w in words] == ["SMITH"]
     assert not smoothed
+
+
+@pytest.mark.parametrize(("name", "pid", "date"), [("ABERNATHY, FATIMA", "MRN6956549", "07/18/2022"),
+                                                   ("SMITH, JOHN", "MRN-482917", "03/04/1961")])
+def test_stacked_rows_joined_by_a_glyph_are_read_row_by_row(tmp_path: Path, name: str, pid: str, date: str) -> None:
+    """A name and an ID on the coloured bands of a small capture, with a date drawn across both rows: the
+    pre-screen chained the two rows into one candidate, read as one line it read nothing, and the file was
+    written with every planted pixel unchanged (the MIDI-B-like benchmark). Each row is now read as well."""
+    import cv2
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+    ds.decompress(generate_instance_uid=False)
+    img = np.ascontiguousarray(ds.pixel_array)
+    orig = img.copy()
+    for text, org in ((name, (2, 13)), ("ID: " + pid, (2, 25)), (date, (62, 13))):
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    ds.PixelData = img.tobytes()
+    last, first = name.split(", ")
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.Modality = f"{last}^{first}", pid, "19610304", "SC"
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    planted = (img != orig).any(axis=-1)
+    assert (res.pixel_array != img).any(axis=-1)[planted].mean() >= 0.9
