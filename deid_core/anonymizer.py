@@ -17,7 +17,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 from pydicom.charset import decode_bytes
-from pydicom.datadict import DicomDictionary, dictionary_has_tag
+from pydicom.datadict import DicomDictionary, dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -26,7 +26,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_core import __version__
-from deid_core.freetext import PLACEHOLDER, TextCleaner, truncate_for_vr
+from deid_core.freetext import PLACEHOLDER, TextCleaner, truncate_for_vr, typed_phi
 from deid_core.handlers import (
     CleanTextHandler,
     DateShiftHandler,
@@ -39,7 +39,7 @@ from deid_core.handlers import (
 from deid_core.handlers.base import ElementPath
 from deid_core.inventory import dataset_encodings, element
 from deid_core.pseudonyms import PatientEntry
-from deid_core.rules import Action, Rule, RuleTable
+from deid_core.rules import DESCRIPTIVE_KEYWORD, REMOVED_BEYOND_TABLE, Action, Rule, RuleTable
 from deid_core.terms import TermMatcher, significant, utf8_repaired
 from deid_core.verify import CODED_NOT_TEXT, retained_tags, span_is_leak
 
@@ -66,7 +66,9 @@ _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC", "PN"})
 _SHORT_TEXT_VRS = frozenset({"LO", "SH", "CS", "AE"})
 #: Text VRs of kept elements searched for the file's own identifiers (``_own_identifiers``).
 _KEPT_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT"})
-_FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
+#: File meta elements an output keeps (PS3.10's required ones; group length is recomputed): AE titles, presentation
+#: addresses ("dicom://pacs01.<hospital>.org:104/...", an audit) and private information are the source's.
+_FILE_META_KEEP = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 
 
 @dataclass
@@ -206,17 +208,19 @@ class Anonymizer:
             return
         rule = self.table.rule_for(tag)
         action = rule.action if rule is not None else None
-        vr = elem.VR
+        vr = _as_written_or_date(tag, elem.VR)
         if action is None:
-            if vr == "SQ":
+            if tag in REMOVED_BEYOND_TABLE:
+                self._apply(self.remove, ds, elem, path)
+            elif vr == "SQ":
                 self._recurse(elem, path)
             elif vr == "UI" and not self.retain_uids:
                 self._uid_unless_class(ds, elem, path)
             elif vr in _DATE_VRS and self.shift_untabled_dates:
                 self._apply(self.dates, ds, elem, path)
-            elif vr in _FREE_TEXT_VRS:
-                # Free text the table does not list (SR TextValue, presentation UnformattedTextValue...)
-                # can name the patient: clean it instead of keeping it.
+            elif vr in _FREE_TEXT_VRS or (vr == "LO" and _descriptive(tag)):
+                # Free text the table does not list (SR TextValue, presentation UnformattedTextValue, a
+                # DoseComment or LUTExplanation...) can name the patient: clean it instead of keeping it.
                 self._apply(self.text, ds, elem, path)
             elif vr in _SHORT_TEXT_VRS:
                 self._own_identifiers(elem)
@@ -361,6 +365,12 @@ class Anonymizer:
                 continue
             if code == SUBJECT_AGE:
                 self._cap_subject_age(item)
+            if item.get("ValueType") == "TEXT" and item.get("TextValue") and _identity_concept(item):
+                # a TEXT item whose concept is a person's or an organisation's name, address or phone: its value
+                # is that identifier ("Recording Observer's Organization Name" = "Riverside Imaging Partners",
+                # which no pattern of the text cleaner knows: an audit)
+                item.TextValue = PLACEHOLDER
+                self.actions["sr_identity_text"] += 1
             kept.append(item)
         if len(kept) != len(elem.value):
             elem.value = Sequence(kept)
@@ -401,6 +411,10 @@ class Anonymizer:
         if disposition == "k" and vr != "SQ" and rule is not None \
                 and not _safe_private_value(elem.value, vr, rule.vr, self._phi, dataset_encodings(ds)):
             del ds[tag]  # "safe" by the KB, but this value is not what the KB vouched for
+            self.actions["private_removed_unsafe"] += 1
+            return
+        if disposition == "k" and vr in _KEPT_TEXT_VRS and _typed_phi_value(elem.value):
+            del ds[tag]  # typed text the KB vouched for, holding a date, a phone, a titled name...: not safe
             self.actions["private_removed_unsafe"] += 1
             return
         if disposition == "k":
@@ -456,9 +470,8 @@ class Anonymizer:
 
     def _file_meta(self, ds: Dataset) -> None:
         meta: FileMetaDataset = ds.file_meta
-        for tag in _FILE_META_DROP:
-            if tag in meta:
-                del meta[tag]
+        for tag in [t for t in meta.keys() if int(t) not in _FILE_META_KEEP]:
+            del meta[tag]
         for tag in list(meta.keys()):
             if tag.element == 0x0000:
                 continue  # (0002,0000) is recomputed by pydicom on write
@@ -495,6 +508,38 @@ def _retained_tags(table: RuleTable) -> tuple[frozenset[int], frozenset[int]]:
 _AGE_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
+@functools.lru_cache(maxsize=4096)
+def _as_written_or_date(tag: int, vr: str) -> str:
+    """The VR an element is handled by: as written, except a date or date-time the file wrote as text (an
+    AcquisitionDateTime as LO kept its original date: an audit), handled by the dictionary's DA/DT."""
+    if vr in ("LO", "SH", "CS", "ST", "LT", "UC", "UT", "UN") and not (tag >> 16) & 1:
+        try:
+            dvr = dictionary_VR(tag)
+        except KeyError:
+            return vr
+        if dvr in _DATE_VRS:
+            return str(dvr)
+    return vr
+
+
+@functools.lru_cache(maxsize=4096)
+def _descriptive(tag: int) -> bool:
+    """Whether an untabled public element's keyword says it holds typed text (``DESCRIPTIVE_KEYWORD``)."""
+    try:
+        keyword = dictionary_keyword(tag)
+    except KeyError:
+        return False
+    return bool(DESCRIPTIVE_KEYWORD.search(keyword))
+
+
+def _typed_phi_value(value: object) -> bool:
+    """Whether a kept text value holds a typed PHI shape (``freetext.typed_phi``), in any of its values."""
+    if value is None or isinstance(value, bytes):
+        return False
+    values = [str(v) for v in value] if isinstance(value, list | MultiValue) else [str(value)]
+    return any(len(v) >= 6 and typed_phi(v) for v in values)
+
+
 def _document_length(ds: Dataset) -> None:
     """EncapsulatedDocumentLength of the document the walk left (its dummy, when replaced): a length that
     still gave the original PDF's 342 bytes for a 2-byte dummy misdescribed the file (an audit)."""
@@ -523,6 +568,23 @@ def _optional_sequence(tag: int, rule: Rule | None, path: ElementPath) -> bool:
 #: Sequences of structured content items (SR content, acquisition and observation context).
 _CONTENT_SEQUENCES = frozenset({0x0040A730, 0x00400555, 0x0040A504})
 SUBJECT_BIRTH_DATE, SUBJECT_AGE = ("DCM", "121031"), ("DCM", "121033")
+
+
+_IDENTITY_WORDS = re.compile(r"\b(?:names?|organi[sz]ation|institution|address|telephone|phone|e-?mail)\b")
+_NOT_IDENTITY_WORDS = re.compile(r"\b(?:role|device|station|manufacturer|model|procedure|protocol|algorithm|software"
+                                 r"|series|study|finding|code|concept|template)\b")
+
+
+def _identity_concept(item: Dataset) -> bool:
+    """Whether a content item's concept name is a person's or an organisation's identifier (its name, address,
+    phone), judged from the concept's meaning (private coding schemes say it in words too), not a role, a
+    device or a procedure that has a name."""
+    try:
+        seq = item.get("ConceptNameCodeSequence")
+        meaning = str(seq[0].get("CodeMeaning", "")).casefold() if seq else ""
+    except Exception:  # an unreadable code: no judgement
+        return False
+    return bool(_IDENTITY_WORDS.search(meaning)) and not _NOT_IDENTITY_WORDS.search(meaning)
 
 
 def _concept_code(item: Dataset, keyword: str = "ConceptNameCodeSequence") -> tuple[str, str] | None:

@@ -246,8 +246,18 @@ _LABEL_STOP = frozenset({"mrn", "id", "dob", "acc", "accession", "age", "sex", "
                          "md", "do", "rn", "study", "date", "exam", "ssn", "email", "addr", "address"})
 
 
-def _regex_spans(text: str) -> list[tuple[int, int, str]]:
-    """Layer 2: PHI shapes (no file knowledge)."""
+def typed_phi(text: str) -> bool:
+    """Whether ``text`` holds a PHI shape a person types (a date, a phone number, an e-mail, a URL, an SSN, an
+    address, a titled or cued name, a labelled ID), not counting bare digit runs or ages: the test of a value
+    kept as it is (a private element the knowledge base keeps), where a serial number is no identifier but
+    "Referred by Dr. Petra Lindqvist, call 501-555-0199" is (an audit found it kept in a GE comment)."""
+    if not any(c.isalpha() for c in text) and not re.search(r"\d\D+\d", text):
+        return False
+    return any(k != AGE for _s, _e, k in _regex_spans(fold(text), bare_ids=False))
+
+
+def _regex_spans(text: str, bare_ids: bool = True) -> list[tuple[int, int, str]]:
+    """Layer 2: PHI shapes (no file knowledge). ``bare_ids``: also runs of 5+ digits with no label."""
     spans: list[tuple[int, int, str]] = []
     for m in _EMAIL_RE.finditer(text):
         spans.append((m.start(), m.end(), EMAIL))
@@ -279,7 +289,7 @@ def _regex_spans(text: str) -> list[tuple[int, int, str]]:
             v = m.group("v").rstrip(".-/")
             if not _NOT_ID_RE.fullmatch(v) or sum(c.isdigit() for c in v) >= 5:
                 spans.append((m.start("v"), m.start("v") + len(v), ID))
-    for m in _TOKEN_RE.finditer(text):
+    for m in _TOKEN_RE.finditer(text) if bare_ids else ():
         tok = m.group(0).rstrip(".")
         # a run of 5+ digits: "DWI_b0_1000", "b50/400/800", "0.9x0.9x1.2" or "1234.5" are parameters
         if _LONG_DIGITS.search(tok) and not re.fullmatch(r"\d{2,4}x\d{2,4}", tok, re.I) \

@@ -65,6 +65,11 @@ _ID_KEYWORDS = (
     "OrderPlacerIdentifierSequence",
     "OrderFillerIdentifierSequence",
     "PrescriptionNumber",
+    # retired forms that older equipment still writes (an audit found them kept verbatim)
+    "PlacerOrderNumberImagingServiceRequestRetired",
+    "FillerOrderNumberImagingServiceRequestRetired",
+    "PlacerOrderNumberProcedure",
+    "FillerOrderNumberProcedure",
 )
 _ADDRESS_KEYWORDS = ("PatientAddress", "InstitutionAddress", "ReferringPhysicianAddress", "CountryOfResidence",
                      "RegionOfResidence")
@@ -73,7 +78,8 @@ _INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionalDepartmentName")
 #: The value and meaning of a code item (in PersonIdentificationCodeSequence they identify a person).
 _CODE_VALUE_KEYWORDS = frozenset({"CodeValue", "CodeMeaning", "LongCodeValue", "URNCodeValue"})
 _OTHER_KEYWORDS = ("PatientMotherBirthName", "PatientBirthName", "ResponsiblePerson", "ResponsibleOrganization",
-                   "Occupation", "PatientReligiousPreference", "BranchOfService")
+                   "Occupation", "PatientReligiousPreference", "BranchOfService",
+                   "PatientBirthDateInAlternativeCalendar", "PatientDeathDateInAlternativeCalendar")
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # boundary: linear, not quadratic
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")
@@ -256,7 +262,24 @@ def date_variants(da: str) -> list[str]:
            f"{mon[:3]} {d.day} {y}", f"{d.day} {mon[:3]} {y}", f"{dd}-{mon[:3]}-{y}", f"{d.day}-{mon[:3]}-{y}",
            f"{dd}{mon[:3]}{y}", f"{dd}-{mon[:3].upper()}-{y}", f"{dd}-{mon[:3]}-{yy}",
            f"{y}年{d.month}月{d.day}日", f"{y}年{m}月{dd}日", f"{y}년 {d.month}월 {d.day}일"]
+    # unpadded and year-first forms, 2-digit years with dashes, ordinals and 6-digit runs: an audit found the
+    # patient's own birth date kept as "1961/3/5", "5-3-1961", "March 5th, 1961", "05MAR61" and "610305"
+    # in a kept comment (Japanese systems write y/m/d unpadded)
+    nth = f"{d.day}{_ordinal(d.day)}"
+    out += [f"{y}/{d.month}/{d.day}", f"{y}-{d.month}-{d.day}", f"{y}.{d.month}.{d.day}",
+            f"{d.day}/{d.month}/{y}", f"{d.day}-{d.month}-{y}", f"{d.month}-{d.day}-{y}", f"{d.month}.{d.day}.{y}",
+            f"{m}-{dd}-{yy}", f"{dd}-{m}-{yy}", f"{d.month}-{d.day}-{yy}", f"{d.day}/{d.month}/{yy}",
+            f"{d.day}.{d.month}.{yy}", f"{yy}/{m}/{dd}", f"{yy}-{m}-{dd}",
+            f"{mon} {nth}, {y}", f"{mon} {nth} {y}", f"{nth} {mon} {y}", f"{nth} of {mon} {y}",
+            f"{mon[:3]} {nth}, {y}", f"{mon[:3]} {nth} {y}", f"{nth} {mon[:3]} {y}", f"{dd} {mon[:3]} {yy}",
+            f"{dd}{mon[:3]}{yy}", f"{d.day}{mon[:3]}{yy}", f"{d.day}{mon[:3]}{y}",
+            f"{yy}{m}{dd}", f"{dd}{m}{yy}", f"{m}{dd}{yy}", f"{dd}{m}{y}", f"{m}{dd}{y}"]
     return list(dict.fromkeys(out))
+
+
+def _ordinal(day: int) -> str:
+    """English ordinal suffix of a day of the month ("1st", "22nd", "13th")."""
+    return "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
 
 
 def phone_variants(value: str) -> list[str]:
@@ -383,6 +406,13 @@ def id_variants(value: str) -> list[str]:
     unpadded = bare.lstrip("0")  # "0004471" is also written "4471"
     if bare.isdigit() and unpadded != bare and len(unpadded) >= 4:
         out.append(unpadded)
+    if bare.isdigit() and len(unpadded) >= 4:
+        # ... and "4471902" is printed "004471902" by systems that pad numbers to a fixed width (an audit)
+        out += ["0" * k + unpadded for k in range(1, 4) if k + len(unpadded) <= 12]
+    digits = re.findall(r"\d{6,}", bare)
+    if len(digits) == 1 and digits[0] != bare:
+        # the long number of an ID with a prefix ("A20398811") identifies on its own: the prefix is often dropped
+        out.append(digits[0])
     runs = re.findall(r"[A-Za-z]+|\d+", bare)
     if 1 < len(runs) <= 4 and "".join(runs) == bare and any(r.isdigit() and len(r) >= 3 for r in runs):
         # letters and digits apart, as people write them: "ZX77123" is also "ZX 77123", "ZX-77123" (an audit)
@@ -557,7 +587,8 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                 elif (elem.VR == "DA" or _date_tag(elem.tag)) and not elem.tag.is_private:
                     terms.terms |= _variant_terms(DATE, v)
                     terms.dates.update(dicom_dates(v))
-                elif elem.VR == "DT" and not elem.tag.is_private and re.match(r"\d{8}", v.strip()):
+                elif (elem.VR == "DT" or _dictionary_vr(int(elem.tag)) == "DT") and not elem.tag.is_private \
+                        and re.match(r"\d{8}", v.strip()):  # a DT written as LO still holds a date
                     terms.dates.add(v.strip()[:8])
                     terms.terms |= _variant_terms(DATE, v.strip()[:8])
                 elif kw in _ID_KEYWORDS:

@@ -80,6 +80,7 @@ def test_private_name_kept_by_test_rule_is_caught(tmp_path: Path, monkeypatch: p
     # The anonymizer's own check of kept private values would remove it: switch it off too, so this
     # is the leak an earlier stage missed.
     monkeypatch.setattr("deid_core.anonymizer._safe_private_value", lambda *a: True)
+    monkeypatch.setattr("deid_core.anonymizer._typed_phi_value", lambda *a: False)
     plan = _plan(tmp_path)
     out = deidentify_file(src, plan.cfg)
     assert out.status == "quarantined" and out.reason == "leak_found"

@@ -328,6 +328,21 @@ def _mask_parts(tag: str) -> tuple[int, int]:
 #: Text VRs a kept description is cleaned in under tcia-lists (binary ones are kept as TCIA's list says).
 _CLEANABLE_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 
+#: Public attributes PS3.15's table does not list that still hold the patient's dates or the order's numbers:
+#: removed beyond the table (an audit found them kept verbatim). Values say why (``deidflow explain``).
+REMOVED_BEYOND_TABLE: dict[int, str] = {
+    0x00100033: "a birth date (in another calendar)",
+    0x00100034: "a death date (in another calendar)",
+    0x00402006: "an order number (retired form)",
+    0x00402007: "an order number (retired form)",
+    0x00401006: "an order number (retired form)",
+    0x00401007: "an order number (retired form)",
+}
+#: Keywords of typed text: an untabled LO element named so (DoseComment, LUTExplanation,
+#: WindowCenterWidthExplanation, SubstanceAdministrationNotes...) is cleaned like a C descriptor, as untabled
+#: LT/ST/UT already are (an audit found "Approved by Dr Petra Lindqvist 2/11/2003" kept in five of them).
+DESCRIPTIVE_KEYWORD = re.compile(r"(?:Comments?|Description|Explanation|Notes|Remarks)$")
+
 
 def resolve_row(row: dict[str, Any], columns: frozenset[str], tcia_first: bool = False) -> tuple[Action, str]:
     """Resolve one Table E.1-1 row for the selected columns to an Action and a provenance text.

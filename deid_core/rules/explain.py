@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import re
 
-from pydicom.datadict import dictionary_keyword, tag_for_keyword
+from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
 
 from deid_core.errors import ConfigError, RuleError
-from deid_core.rules import Action, RuleTable, parse_private_signature, signature_text
+from deid_core.rules import (
+    DESCRIPTIVE_KEYWORD,
+    REMOVED_BEYOND_TABLE,
+    Action,
+    RuleTable,
+    parse_private_signature,
+    signature_text,
+)
 
 _TAG_FORMS = (
     re.compile(r"\(\s*([0-9a-fA-F]{4})\s*,\s*([0-9a-fA-F]{4})\s*\)"),
@@ -22,6 +29,13 @@ _TAG_FORMS = (
 _MASK = re.compile(r"\(\s*([0-9a-fA-FxX]{4})\s*,\s*([0-9a-fA-FxX]{4})\s*\)")
 _KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _DISPOSITIONS = {"k": "keep", "d": "delete", "h": "hash as UID", "o": "date offset (shift)"}
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
 
 
 def _table_line(table: RuleTable) -> str:
@@ -39,11 +53,16 @@ def _explain_public(tag: int, table: RuleTable) -> str:
     except KeyError:
         kw = ""
     if rule is None:
-        return "\n".join([
-            f"tag:    {tag_txt}{' ' + kw if kw else ''}",
-            "action: not in the table: kept (public)",
-            _table_line(table),
-        ])
+        if tag in REMOVED_BEYOND_TABLE:
+            action = f"action: not in the table: removed (beyond the table: {REMOVED_BEYOND_TABLE[tag]})"
+        elif (vr := _dictionary_vr(tag)) in ("LT", "ST", "UT", "UC", "PN") or (
+                vr == "LO" and DESCRIPTIVE_KEYWORD.search(kw)):
+            action = "action: not in the table: cleaned as free text (typed text)"
+        elif vr in ("LO", "SH", "CS", "AE"):
+            action = "action: not in the table: kept, less the file's own identifiers"
+        else:
+            action = "action: not in the table: kept (public)"
+        return "\n".join([f"tag:    {tag_txt}{' ' + kw if kw else ''}", action, _table_line(table)])
     text = _format_rule(tag_txt, kw, rule.tag, rule.name, rule.action, rule.source, table)
     if tag in _PSEUDONYMIZED:
         # the table's action is what the profile says; the pseudonymize stage then writes the pseudonym

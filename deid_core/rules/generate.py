@@ -246,15 +246,23 @@ _SEMANTICS = """\
   text (LO/SH/CS/AE: SegmentLabel, CodeMeaning, a nested DeidentificationMethod) loses the file's own
   identifiers (a code that is a clinical word, such as BodyPartExamined HEAD for a patient named Head,
   stays); a URL (UR, e.g. RetrieveURL, which names the source's hosts and original UIDs) and a binary
-  element the DICOM dictionary does not know are removed.
-- Beyond the table: a private element the KB keeps (`k`) with a UID value is remapped like every UID;
+  element the DICOM dictionary does not know are removed. An LO element whose keyword says it holds typed
+  text (`...Comment(s)`, `...Description`, `...Explanation`, `...Notes`, `...Remarks`: DoseComment,
+  LUTExplanation, ContentDescription) is cleaned like free text. A date or date-time written with a text VR
+  (AcquisitionDateTime as LO) is shifted by its dictionary VR.
+- Beyond the table: PatientBirthDateInAlternativeCalendar, PatientDeathDateInAlternativeCalendar and the
+  retired order numbers (0040,2006/2007, 0040,1006/1007) are removed; a kept private text value (`k`) that
+  holds a typed PHI shape (a date, a phone number, an e-mail, a titled or cued name, a labelled ID) is
+  removed; an SR TEXT item whose concept names a person's or an organisation's name, address or phone
+  gets the placeholder; a private element the KB keeps (`k`) with a UID value is remapped like every UID;
   PatientAge over 89 years becomes `090Y` (HIPAA Safe Harbor aggregates ages over 89), the only change
   to a retained patient characteristic.
 - UIDs of classes, transfer syntaxes and coding schemes (SOPClassUID, ReferencedSOPClassUID,
   CodingSchemeUID...) name a kind of object or a vocabulary and are kept, even outside the DICOM root,
   unless the same value is remapped elsewhere in the file (an instance UID in the wrong element). The
   file meta names the writer: ImplementationClassUID is pydicom's, ImplementationVersionName
-  `DEIDFLOW_<version>` (PS3.10); the source's AE titles and private information are dropped.
+  `DEIDFLOW_<version>` (PS3.10); it keeps only the elements PS3.10 requires (the source's AE titles,
+  presentation addresses and private information are dropped).
 - A kept text value (K: Retain Device Identity, Retain Patient Characteristics, or outside the table)
   that holds one of the file's own identifiers loses that part (the placeholder `[X]`, `X` in a code
   string), exactly as verification counts leaks: a word a device name shares with the patient's name
