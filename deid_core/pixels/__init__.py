@@ -260,15 +260,27 @@ def read_frame_lines(gray: np.ndarray, engine: OcrEngine, seen: list[Rect] | Non
     before = memo.misses
     words: list[OcrWord] = []
     lines = frame_lines(gray, seen)
+    if only_bright:  # as ``_frame_boxes`` reads them
+        bright_lines, grey = _chroma_lines(gray, lines)
+        lines = bright_lines + grey
     for line, bright in lines:
-        if bright or not only_bright:
-            words += _read_line(gray, line, bright, engine, memo)
+        words += _read_line(gray, line, bright, engine, memo)
     if seen is None:
         for i, (vline, bright, _strong) in enumerate(frame_vertical(gray, [r for r, _b in lines])):
             # each vertical line's words on a band of their own, so that they form a line of their own
             words += [OcrWord(w.text, w.x, w.y - 100_000 * (i + 1), w.w, w.h, w.conf)
                       for w in _read_vertical(gray, vline, bright, engine, memo)]
     return words, memo.misses > before
+
+
+def _chroma_lines(chroma: np.ndarray, lines: list[tuple[Rect, bool]]
+                  ) -> tuple[list[tuple[Rect, bool]], list[tuple[Rect, bool]]]:
+    """A chroma view's lines to read: the bright ones of ``lines`` (coloured text), and every dark line on a
+    flat background, also where the first view has a line there (grey, white or black text on a flat coloured
+    label, within 30 grey levels of it in luminance: the first view's line there is something else, a band of
+    speckle, and read nothing). Dark lines on textured colour are the gaps of a Doppler map: not read."""
+    grey: list[tuple[Rect, bool]] = [(r, b) for r, b in frame_lines(chroma) if not b and not _busy_background(chroma, r)]
+    return [(r, b) for r, b in lines if b], grey
 
 
 _VERTICAL: OrderedDict[bytes, list[tuple[Rect, bool, bool]]] = OrderedDict()
@@ -673,7 +685,8 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     """
     scored = frame_scored(gray)
     polar = frame_lines(gray, seen)
-    if not polar and (seen is not None or not frame_vertical(gray, [])):
+    if not polar and (seen is not None or not frame_vertical(gray, [])) and not (
+            only_bright and _chroma_lines(gray, polar)[1]):
         return [], False
 
     def holds_phi(words: list[OcrWord]) -> bool:
@@ -690,8 +703,15 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
     # than a full-size line of uniform ink: only their reading decides (``_read_decides``)
     base = screen_frame(gray)
     large = {r for r, _b, _s in scored[len(base):]}
+    # In a chroma view a dark line is grey showing through colour: the gaps of a Doppler map (textured colour
+    # around it) are no text, but grey, white or black text on a flat coloured label is, and it can sit within
+    # 30 grey levels of the label in luminance (white on yellow, black on blue: an audit, never read). Those on a
+    # flat background are read (``_chroma_lines``), and only their reading decides, like large lines.
+    grey_on_colour: set[Rect] = set()
     if only_bright:
-        polar = [(r, b) for r, b in polar if b]
+        polar, grey = _chroma_lines(gray, polar)
+        polar += grey
+        grey_on_colour = {r for r, _b in grey}
     if policy == ALL_TEXT:
         # all-text masks every line the screen is sure is text, even where a join with weaker fragments
         # (speckle beside an outlined label) leaves the joined line to a reading that may find nothing
@@ -701,7 +721,7 @@ def _frame_boxes(gray: np.ndarray, frame: int, matcher: TermMatcher, policy: str
                 r = _extend_line(gray, r, b)
                 boxes.append(Box(frame, r.x, r.y, r.w, r.h, "text", 100.0))
     for line, bright in polar:
-        if line in large:
+        if line in large or line in grey_on_colour:
             box = _read_decides(gray, frame, line, bright, matcher, policy, engine, cache, holds_phi)
             boxes += [box] if box else []
             continue
