@@ -279,7 +279,8 @@ def _chroma_lines(chroma: np.ndarray, lines: list[tuple[Rect, bool]]
     flat background, also where the first view has a line there (grey, white or black text on a flat coloured
     label, within 30 grey levels of it in luminance: the first view's line there is something else, a band of
     speckle, and read nothing). Dark lines on textured colour are the gaps of a Doppler map: not read."""
-    grey: list[tuple[Rect, bool]] = [(r, b) for r, b in frame_lines(chroma) if not b and not _busy_background(chroma, r)]
+    grey: list[tuple[Rect, bool]] = [(r, b) for r, b in frame_lines(chroma)
+                                     if not b and not _busy_background(chroma, r)]
     return [(r, b) for r, b in lines if b], grey
 
 
@@ -611,14 +612,17 @@ def _busy_background(gray: np.ndarray, line: Rect) -> bool:
 
 def join_rows(lines: list[tuple[Rect, bool]]) -> list[tuple[Rect, bool]]:
     """Join candidates on the same row less than a line height apart (a line split where its background
-    changes), whatever their polarity; the joined line keeps the polarity of its widest part."""
-    items = sorted(lines, key=lambda t: (t[0].y, t[0].x, t[1]))
+    changes), whatever their polarity; the joined line keeps the polarity of its widest part. Where parts of
+    both polarities were joined (grey text running from a dark border onto a bright exposed field: bright on
+    the one, dark on the other), the parts stay candidates too: read in one polarity, the joined line read
+    garble, and a name, an ID and a birth date on an XA frame were written unmasked (an audit)."""
+    items = [(r, b, [(r, b)]) for r, b in sorted(lines, key=lambda t: (t[0].y, t[0].x, t[1]))]
     changed = True
     while changed:
         changed = False
-        for i, (a, ab) in enumerate(items):
+        for i, (a, ab, a_parts) in enumerate(items):
             for j in range(i + 1, len(items)):
-                b, bb = items[j]
+                b, bb, b_parts = items[j]
                 if b.y >= a.y + a.h:
                     break  # sorted by top row, and a join keeps a's top: no later item shares a's rows
                 overlap = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
@@ -627,13 +631,18 @@ def join_rows(lines: list[tuple[Rect, bool]]) -> list[tuple[Rect, bool]]:
                 if overlap >= 0.5 * min(a.h, b.h) and gap <= max(a.h, b.h) and max(a.h, b.h) <= 2 * min(a.h, b.h):
                     x0, y0 = min(a.x, b.x), min(a.y, b.y)
                     x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
-                    items[i] = (Rect(x0, y0, x1 - x0, y1 - y0), ab if a.w >= b.w else bb)
+                    items[i] = (Rect(x0, y0, x1 - x0, y1 - y0), ab if a.w >= b.w else bb, a_parts + b_parts)
                     del items[j]
                     changed = True
                     break
             if changed:
                 break
-    return sorted(items, key=lambda t: (t[0].y, t[0].x, t[1]))
+    out: list[tuple[Rect, bool]] = []
+    for rect, polarity, parts in items:
+        out.append((rect, polarity))
+        if len({pb for _pr, pb in parts}) > 1:
+            out += [p for p in parts if p[0] != rect]
+    return sorted(dict.fromkeys(out), key=lambda t: (t[0].y, t[0].x, t[1]))
 
 
 def _extend_line(gray: np.ndarray, line: Rect, bright: bool) -> Rect:

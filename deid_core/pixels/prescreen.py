@@ -307,6 +307,11 @@ STRONG_CONTRAST, STRONG_CHARS, STRONG_UNIFORMITY = 150, 3, 0.5
 STRONG_MAX_FILL = 0.7
 
 
+#: A candidate of uniform ink standing out from its ring by this much is never shadowed by one of the other
+#: polarity in the same place (``scored_regions``).
+BOTH_POLARITIES_CONTRAST = 90
+
+
 def polar_regions(gray: np.ndarray) -> list[tuple[Rect, bool]]:
     """Candidate lines with their polarity (True = bright text on darker background)."""
     return [(r, b) for r, b, _strong in scored_regions(gray)]
@@ -331,8 +336,14 @@ def scored_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     out = []
     for r, b, score, strong in cands:
         # the gaps between bright letters look like dark strokes (and vice versa): where candidates of
-        # opposite polarity cover the same place keep the one whose ink stands out from its ring
+        # opposite polarity cover the same place keep the one whose ink stands out from its ring. The gaps have
+        # their surroundings' value: a line whose uniform ink stands out by BOTH_POLARITIES_CONTRAST is ink of its
+        # own (grey text running from a dark border onto a bright field is bright on one, dark on the other: an
+        # XA audit's name, ID and birth date were written unmasked when the dark half shadowed the bright)
         shadowed = False
+        if score[0] and score[1] >= BOTH_POLARITIES_CONTRAST:
+            out.append((r, b, strong))
+            continue
         for r2, b2, score2, _s2 in cands:
             if b2 == b or (score2, b2) <= (score, b):
                 continue
