@@ -714,3 +714,75 @@ def test_grey_text_running_from_the_border_onto_the_exposed_field_is_masked(tmp_
     assert out.status in ("written", "quarantined")
     if res is not None:
         assert (res.pixel_array != img)[a >= 0.5].mean() >= 0.9
+
+
+def _ean13(code: str, module: int = 2, height: int = 60) -> np.ndarray:
+    """An EAN-13 barcode (quiet zone included), black bars on white."""
+    left = ["0001101", "0011001", "0010011", "0111101", "0100011", "0110001", "0101111", "0111011", "0110111",
+            "0001011"]
+    even = ["".join("1" if c == "0" else "0" for c in reversed(p)) for p in left]
+    right = ["".join("1" if c == "0" else "0" for c in p) for p in left]
+    parity = ["LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG", "LGGGLL", "LGLGLG", "LGLGGL", "LGGLGL"]
+    d = [int(c) for c in code]
+    bits = "101" + "".join((left if p == "L" else even)[x] for p, x in zip(parity[d[0]], d[1:7], strict=True)) \
+        + "01010" + "".join(right[x] for x in d[7:]) + "101"
+    row = np.array([0 if b == "1" else 255 for b in bits], np.uint8).repeat(module)
+    img = np.full((height + 20, row.size + 20 * module), 255, np.uint8)
+    img[10:10 + height, 10 * module:10 * module + row.size] = row
+    return img
+
+
+@pytest.mark.parametrize("modality", ["SC", "SM", "XC"])
+@pytest.mark.parametrize("module", [2, 4])
+def test_a_qr_code_in_a_capture_is_masked_whole(tmp_path: Path, modality: str, module: int) -> None:
+    """A QR code holding the MRN, name and birth date on a capture: no OCR reads it, and the file was written
+    with the code decodable."""
+    import cv2
+
+    qr = cv2.resize(cv2.QRCodeEncoder.create().encode(f"{PID} {NAME} 19610304"), None, fx=module, fy=module,
+                    interpolation=cv2.INTER_NEAREST)
+    img = np.full((400, 600, 3), 235, np.uint8)
+    img[40:40 + qr.shape[0], 300:300 + qr.shape[1]] = qr[..., None]
+    ds = _ds(img, "US")
+    ds.Modality = modality
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    assert cv2.QRCodeDetector().detectAndDecode(img)[0]  # the input's code reads
+    assert not cv2.QRCodeDetector().detectAndDecode(res.pixel_array)[0]
+    assert not cv2.QRCodeDetectorAruco().detectAndDecode(res.pixel_array)[0]
+    assert (res.pixel_array[40:40 + qr.shape[0], 300:300 + qr.shape[1]] == 0).all()
+    assert any(b["kind"] == "code" for b in out.boxes)  # type: ignore[attr-defined]
+
+
+def test_a_barcode_in_a_capture_is_masked_over_its_whole_height(tmp_path: Path) -> None:
+    bars = _ean13("4006381333931")
+    img = np.full((400, 600), 235, np.uint8)
+    img[200:200 + bars.shape[0], 100:100 + bars.shape[1]] = bars
+    ds = _ds(np.repeat(img[..., None], 3, axis=2), "US")
+    ds.Modality = "SC"
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    region = res.pixel_array[210:270, 120:310]  # every bar, top to bottom
+    assert (region == 0).all()
+
+
+def test_ct_frames_are_not_searched_for_codes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The detectors cost 3-30 ms a frame: modalities that carry no codes do not pay for them."""
+    import deid_core.pixels as px
+
+    calls: list[int] = []
+    monkeypatch.setattr(px, "code_rects", lambda gray: calls.append(1) or [])
+    out, _res = _run(tmp_path, _ds(np.round(_ct()).astype(np.int16), "CT"))
+    assert out.status == "written" and calls == []  # type: ignore[attr-defined]
+
+
+def test_a_test_patterns_line_pairs_are_no_barcode() -> None:
+    """The SMPTE pattern of vlut_04.dcm: OpenCV's barcode detector takes its line pairs for five codes; their
+    bars keep one width from one to the next, a barcode's do not."""
+    from pydicom.data import get_testdata_file
+
+    from deid_core.pixels.codes import code_rects
+    from deid_core.pixels.decode import iter_gray_views
+
+    gray, _alt = next(iter_gray_views(pydicom.dcmread(get_testdata_file("vlut_04.dcm"))))
+    assert code_rects(gray) == []

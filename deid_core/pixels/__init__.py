@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from deid_core.errors import ConfigError
+from deid_core.pixels.codes import CODE_MODALITIES, code_rects
 from deid_core.pixels.decode import frame_count, has_chroma_view, has_pixels, iter_gray_views
 from deid_core.pixels.mask import PAD, apply_boxes_to
 from deid_core.pixels.match import build_lines, is_text, phi_words
@@ -908,6 +909,7 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
     cache = _memo_for(eng)
     any_ocr = False
     colour = has_chroma_view(ds)
+    codes = str(ds.get("Modality", "")).strip().upper() in CODE_MODALITIES
     for f, views in enumerate(iter_gray_views(ds)):
         gray, alt = views
         key = hashlib.blake2b(gray.tobytes() + (b"" if alt is None else alt.tobytes()), digest_size=16).digest()
@@ -922,6 +924,8 @@ def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
                 more, ran_alt = _frame_boxes(sub, f, matcher, policy, eng, cache, first, only_bright=colour)
                 more = [Box(b.frame, b.x + ox, b.y + oy, b.w, b.h, b.kind, b.confidence) for b in more]
                 boxes, ran = boxes + more, ran or ran_alt
+            if codes:  # a QR code or barcode encodes what no OCR reads: masked whole (``codes``)
+                boxes += [Box(f, r.x, r.y, r.w, r.h, "code", 100.0) for r in code_rects(gray)]
             if ran and cache.misses > before:
                 result.frames_ocr += 1
             any_ocr = any_ocr or ran
