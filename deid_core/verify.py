@@ -342,6 +342,7 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
     nothing shifts dates burned into pixels.
     """
     from deid_core.pixels import Rect, crop_to_ink, frame_lines, get_engine, has_pixels, read_frame_lines
+    from deid_core.pixels.codes import CODE_MODALITIES, code_rects
     from deid_core.pixels.decode import has_chroma_view
     from deid_core.pixels.match import build_lines
     from deid_core.pixels.ocr import OcrEngine
@@ -352,9 +353,13 @@ def find_pixel_leaks(ds: Dataset, lt: LeakTerms, engine: object | None = None,
     eng: OcrEngine = engine or get_engine("tesseract")  # type: ignore[assignment]
     leaks: list[Leak] = []
     colour = has_chroma_view(ds)  # bright lines only in its second view, as the pixel stage reads it
+    codes = str(ds.get("Modality", "")).strip().upper() in CODE_MODALITIES
     for f, (gray, alt) in enumerate(_gray_frames(ds, src)):
         st.frames += 1
         st.frames_screened += 1
+        if codes and code_rects(gray):  # a code the pixel stage masked is gone; one still found was missed
+            leaks.append(Leak("code", f"frame {f}"))
+            continue
         words, ran = read_frame_lines(gray, eng)
         if alt is not None:  # a second view (stretched window, chroma): the pixel stage searched it too
             sub, ox, oy = crop_to_ink(alt)

@@ -786,3 +786,26 @@ def test_a_test_patterns_line_pairs_are_no_barcode() -> None:
 
     gray, _alt = next(iter_gray_views(pydicom.dcmread(get_testdata_file("vlut_04.dcm"))))
     assert code_rects(gray) == []
+
+
+def test_verification_quarantines_a_capture_whose_code_was_left(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    """Fail closed: with the pixel stage's code search switched off, verification still finds the QR code."""
+    import cv2
+
+    import deid_core.pixels as px
+
+    monkeypatch.setattr(px, "code_rects", lambda gray: [])
+    qr = cv2.resize(cv2.QRCodeEncoder.create().encode(f"{PID} {NAME}"), None, fx=3, fy=3,
+                    interpolation=cv2.INTER_NEAREST)
+    img = np.full((300, 400, 3), 235, np.uint8)
+    img[40:40 + qr.shape[0], 200:200 + qr.shape[1]] = qr[..., None]
+    ds = _ds(img, "US")
+    ds.Modality = "SC"
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    # policy phi: all-text would mask part of the code as a line of text, and a code with a bar across it
+    # is no longer found (nor decoded)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out", pixel_policy="phi"))
+    assert (out.status, out.reason) == ("quarantined", "leak_found")
+    assert "code in frame 0" in out.error
