@@ -866,6 +866,23 @@ def done_outputs(
     return {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in rows}
 
 
+def superseded_outputs(prov_dir: Path, run_id: str) -> list[str]:
+    """Outputs an earlier run wrote for an input that ``run_id`` wrote or found done under another output
+    path, and that ``run_id`` did not write or keep: replaced outputs (another patient map, UID root or key
+    gives the same input another name). Left in place, each instance stood twice in the output tree, under
+    two patient IDs (an audit added a patient to the map and reran). Paths are relative to the output folder."""
+    with connect(prov_dir) as con:
+        rows = con.execute(
+            "WITH cur AS (SELECT input_path, output_path FROM records WHERE run_id = ? "
+            "  AND status IN ('written', 'skipped') AND coalesce(output_path, '') <> ''), "
+            "old AS (SELECT DISTINCT r.output_path FROM records r JOIN cur c ON r.input_path = c.input_path "
+            "  WHERE r.run_id <> ? AND r.status = 'written' AND coalesce(r.output_path, '') <> '' "
+            "  AND r.output_path <> c.output_path) "
+            "SELECT output_path FROM old WHERE output_path NOT IN (SELECT output_path FROM cur) ORDER BY 1",
+            [run_id, run_id]).fetchall()
+    return [r[0] for r in rows]
+
+
 def latest_status(
     prov_dir: Path, input_sha256s: Iterable[str] | None = None
 ) -> dict[tuple[str, str, str, str, str], tuple[str, str]]:

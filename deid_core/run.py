@@ -26,7 +26,13 @@ from deid_core.errors import ConfigError
 from deid_core.inventory import InventoryRecord
 from deid_core.keys import check_key_history, key_fingerprint, load_key
 from deid_core.pipeline import Outcome
-from deid_core.provenance import ProvenanceWriter, clean_stale_tmp, done_outputs, write_run_record
+from deid_core.provenance import (
+    ProvenanceWriter,
+    clean_stale_tmp,
+    done_outputs,
+    superseded_outputs,
+    write_run_record,
+)
 from deid_core.pseudonyms import PatientMap
 from deid_core.rules import load_rule_table
 from deid_core.writer import _makedirs, clean_tmp, output_umask
@@ -365,6 +371,7 @@ class RunSummary:
     provenance_dir: str
     summary_path: str = ""
     patient_map: bool = False  # whether a --patient-map was given (the unmapped patients are then news)
+    superseded: int = 0  # earlier outputs of this run's inputs under another name, removed (``remove_superseded``)
 
     @property
     def files(self) -> int:
@@ -393,6 +400,7 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
         uid_pairs.update(s.uid_pairs)
         patient_pairs.update(s.patient_pairs)
         boxes += s.boxes
+    superseded = remove_superseded(plan)
     finished = datetime.now(UTC)
     wall = max((finished - plan.started_at).total_seconds(), 1e-6)
     files = sum(counts.values())
@@ -401,7 +409,8 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
                          stage_ms={k: round(v, 1) for k, v in sorted(stage.items())}, boxes=boxes,
                          unmapped_patients=sorted(unmapped), wall_s=round(wall, 3),
                          files_per_s=round(files / wall, 3), output_dir=str(plan.cfg.output_dir),
-                         provenance_dir=str(plan.provenance_dir), patient_map=bool(plan.cfg.patient_map))
+                         provenance_dir=str(plan.provenance_dir), patient_map=bool(plan.cfg.patient_map),
+                         superseded=superseded)
     write_run_record(plan.provenance_dir, {
         "run_id": plan.run_id, "run_date": plan.run_date, "started_at": plan.started_at,
         "finished_at": finished,
@@ -430,6 +439,29 @@ def finish_run(plan: RunPlan, summaries: list[BatchSummary]) -> RunSummary:
     clean_tmp(plan.cfg.output_dir)
     release_output(plan.cfg.output_dir)
     return summary
+
+
+def remove_superseded(plan: RunPlan) -> int:
+    """Remove the outputs this run's inputs replaced (``provenance.superseded_outputs``); their number.
+
+    An input redone under other settings (a patient added to the map, another UID root) gets an output of
+    another name; the earlier one is the same instance under the earlier pseudonyms and goes. Only files
+    inside the output folder that an earlier run wrote for one of this run's inputs are touched, and only
+    after this run's own outputs are committed: a run killed before this step leaves both, and its rerun
+    (which finds the new outputs done) removes the old ones. Emptied folders go too."""
+    out = plan.cfg.output_dir.resolve()
+    removed = 0
+    for rel in superseded_outputs(plan.provenance_dir, plan.run_id):
+        path = (out / rel).resolve()
+        if not _inside(path, out) or not path.is_file():
+            continue
+        path.unlink()
+        removed += 1
+        parent = path.parent
+        while parent != out and _inside(parent, out) and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return removed
 
 
 # ----------------------------------------------------------------------------------------------

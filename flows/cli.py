@@ -537,6 +537,8 @@ def _print_summary(summary: dict[str, object], as_json: bool) -> None:
         print("  reasons: " + ", ".join(f"{k}={v}" for k, v in summary["reasons"].items()))  # type: ignore
     print(f"  wall {summary['wall_s']:.1f} s, {summary['files_per_s']:.2f} files/s, "
           f"{summary['boxes']} pixel boxes masked")
+    if summary.get("superseded"):
+        print(f"  {summary['superseded']} earlier output(s) of these inputs, under other names, removed")
     unmapped = summary.get("unmapped_patients") or []
     if unmapped and summary.get("patient_map"):
         print(f"  {len(unmapped)} patient(s) not in the map got pseudonyms: {', '.join(unmapped)}")  # type: ignore

@@ -236,8 +236,36 @@ def test_a_rerun_with_other_settings_redoes_the_files(tmp_path: Path) -> None:
     assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == skipped
     pmap.write_text("original_patient_id,new_patient_id,new_patient_name\nSP112233,SUBJ-002,SUBJ-002\n")
     assert _incremental_run(inp, out, prov, key, patient_map=str(pmap)) == written  # same path, new content
-    # ... and written with the new map: a process's cached context (a long-lived worker's) kept the old one
-    assert {p.parts[len(out.parts)] for p in out.rglob("*.dcm")} >= {"SUBJ-001", "SUBJ-002"}
+    # ... and written with the new map: a process's cached context (a long-lived worker's) kept the old one;
+    # the outputs the earlier settings gave the same input are gone (``remove_superseded``)
+    assert [p.parts[len(out.parts)] for p in out.rglob("*.dcm")] == ["SUBJ-002"]
+
+
+def test_outputs_an_input_had_under_other_names_are_removed(tmp_path: Path) -> None:
+    """A patient added to the map, and the rerun wrote the instance again under SUBJ-004 beside its DEID-...
+    output: each instance stood twice in the output tree under two patient IDs (an audit). The earlier output
+    goes once the new one is committed; a run killed before that leaves it, and the next rerun removes it."""
+    (tmp_path / "key.bin").write_bytes(TEST_KEY)
+    key = str(tmp_path / "key.bin")
+    inp, out, prov = tmp_path / "in", tmp_path / "out", tmp_path / "prov"
+    save(base_dataset(1, name="Panza^Sancho", pid="SP112233"), inp / "a.dcm")
+    save(base_dataset(2, name="Quixote^Alonso", pid="AQ445566"), inp / "b.dcm")
+    _incremental_run(inp, out, prov, key)
+    first = sorted(p.relative_to(out) for p in out.rglob("*.dcm"))
+    kept = {p: (out / p).read_bytes() for p in first}
+    pmap = tmp_path / "map.csv"
+    pmap.write_text("original_patient_id,new_patient_id,new_patient_name\nSP112233,SUBJ-004,SUBJ-004\n")
+    assert _incremental_run(inp, out, prov, key, patient_map=str(pmap))["a.dcm"] == ("written", "")
+    now = sorted(p.relative_to(out) for p in out.rglob("*.dcm"))
+    assert len(now) == 2 and [p.parts[0] for p in now].count("SUBJ-004") == 1
+    assert [p for p in first if p not in now] and all((out / p).read_bytes() == kept[p] for p in first if p in now)
+    gone = next(p for p in first if p not in now)
+    assert not (out / gone.parts[0]).exists()  # its emptied patient folder went too
+    # a run killed between its commit and the removal: the rerun finds the files done and removes the rest
+    (out / gone).parent.mkdir(parents=True)
+    (out / gone).write_bytes(kept[gone])
+    assert _incremental_run(inp, out, prov, key, patient_map=str(pmap))["a.dcm"] == ("skipped", "already_done")
+    assert sorted(p.relative_to(out) for p in out.rglob("*.dcm")) == now
 
 
 @pytest.mark.parametrize("setting", [{"key_secret": "no-such-block"}, {"profile": "tcia-list"},
