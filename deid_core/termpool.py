@@ -41,9 +41,19 @@ def patient_key_of(ds: Dataset) -> str:
     pid = str(ds.get("PatientID", "") or "")
     if pid.strip():
         return pid
-    name = str(ds.get("PatientName", "") or "").strip()
+    name = _name_key(str(ds.get("PatientName", "") or ""))
     birth = str(ds.get("PatientBirthDate", "") or "").strip()
     return f"\x1fname={name}\x1fbirth={birth}" if name or birth else ""
+
+
+def _name_key(name: str) -> str:
+    """A person name as one patient's key: the alphabetic group, components stripped, trailing empty ones
+    dropped, upper case. "DOE^JOHN", "Doe^John" and "DOE^JOHN^^^" (the same name under PS3.5's rules) keyed
+    three patients, with three pseudonyms and three date shifts in one series (an audit)."""
+    parts = [p.strip() for p in name.split("=")[0].split("^")]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "^".join(parts).upper()
 
 
 def pool_key(key: bytes, ds: Dataset) -> str:

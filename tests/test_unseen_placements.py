@@ -288,14 +288,16 @@ def test_patients_without_a_patient_id_are_not_merged(tmp_path: Path) -> None:
     """Keyed on an empty PatientID alone, every patient without one got the same pseudonym and date shift;
     the name and birth date key them now, and the empty PatientID gets the pseudonym too."""
     outs = []
+    # the third and fourth write the first's name as PS3.5 allows ("^^^" padding) and in another case: the
+    # same patient, keyed once (they had their own pseudonyms and date shifts in one series: an audit)
     for i, (name, birth) in enumerate([("WHITAKER^HAROLD", "19580412"), ("NGUYEN^THANH", "19900101"),
-                                       ("WHITAKER^HAROLD", "19580412")]):
+                                       ("WHITAKER^HAROLD^^^", "19580412"), ("Whitaker^Harold", "19580412")]):
         ds = _base(name, "")
         ds.PatientBirthDate = birth
         ds.SOPInstanceUID = f"{SOP}{i}"
         outs.append(_clean_one(tmp_path / str(i), ds))
     ids = [(str(o.PatientName), str(o.PatientID), str(o.StudyDate)) for o in outs]
-    assert ids[0] == ids[2] and ids[0][0] != ids[1][0] and ids[0][2] != ids[1][2]
+    assert ids[0] == ids[2] == ids[3] and ids[0][0] != ids[1][0] and ids[0][2] != ids[1][2]
     assert all(pid == name.replace("^", "-") for name, pid, _ in ids)
 
 
