@@ -129,6 +129,9 @@ _TIME = (r"(?:(?:[T\s]|,\s*|\s+at\s+|\s*@\s*)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(
          r"(?:\s?(?:Z|[+-]\d{2}:?\d{2}))?)")
 _DATE_CORE = (
     rf"(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}"                      # 2023-06-12, 2023/6/12
+    rf"|(?:19|20)\d{{2}}_(?:0[1-9]|1[0-2])_(?:0[1-9]|[12]\d|3[01])"  # 2023_06_12
+    rf"|(?:19|20)\d{{2}} (?:0[1-9]|1[0-2]) (?:0[1-9]|[12]\d|3[01])"  # 2023 06 12
+    rf"|(?:19|20)\d{{2}}{_MON}\d{{1,2}}"                             # 2023Jun12
     rf"|\d{{1,2}}[-/.]\d{{1,2}}[-/.](?:\d{{4}}|\d{{2}})"           # 06/12/2023, 15.10.19
     rf"|\d{{1,2}}{_ORD}[\s\-]*{_MON}\.?[\s\-,]*(?:\d{{4}}|'?\d{{2}})?"  # 12 Jun 2023, 12-JUN-23, 12 June
     rf"|{_MON}\.?\s*\d{{1,2}}{_ORD}(?:,?[\s\-]*(?:\d{{4}}|'\d{{2}}))?"  # June 12, 2023 / Jun 12
@@ -138,6 +141,10 @@ _DATE_CORE = (
     rf")"
 )
 _DATE_RE = re.compile(rf"(?<![\w./-]){_DATE_CORE}{_TIME}?(?![\w/])", re.IGNORECASE)
+#: A DA/DT date glued to letters or underscores ("MK19570311", "CBCT20230314", "CT_20230314", "20230314T1015"),
+#: never inside a longer number: labels of RT plans, setups and segmentations are stamped so (an audit).
+_GLUED_DATE_RE = re.compile(r"(?<!\d)(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+                            r"(?:(?:[01]\d|2[0-3])(?:[0-5]\d){1,2}(?:\.\d{1,6})?)?(?!\d)")
 #: Dates written with Chinese/Japanese (年月日) or Korean (년월일) units, Gregorian or in a Japanese era
 #: ("2021年3月15日", "2021년 3월 15일", "令和3年3月15日"); CJK text is all word characters, so no word boundary.
 _CJK_DATE_RE = re.compile(
@@ -269,6 +276,7 @@ def _regex_spans(text: str, bare_ids: bool = True) -> list[tuple[int, int, str]]
     for m in _DATE_RE.finditer(text):
         if _plausible_date(m.group(0)):
             spans.append((m.start(), m.end(), DATE))
+    spans += [(m.start(), m.end(), DATE) for m in _GLUED_DATE_RE.finditer(text)]
     for m in _CJK_DATE_RE.finditer(text):
         spans.append((m.start(), m.end(), DATE))
     for m in _SSN_RE.finditer(text):

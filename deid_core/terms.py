@@ -159,6 +159,11 @@ def name_variants(value: str | PersonName) -> list[str]:
         for c in comps:  # "O'Brien" is also typed "OBrien"
             if "'" in c and len(c.replace("'", "")) >= 3:
                 out.append(c.replace("'", ""))
+            # a compound name typed as one word in labels ("VANDERBERG_J" for VAN DER BERG, "GarciaLopez1"
+            # for GARCIA LOPEZ: an audit found both in RT plan and structure set labels)
+            solid = re.sub(r"[\s\-']+", "", c)
+            if solid != c and len(solid) >= 5 and re.search(r"[\s\-]", c):
+                out.append(solid)
         if family and given:
             out += [f"{given} {family}", f"{family} {given}", f"{family}, {given}", f"{family},{given}",
                     f"{family}^{given}", f"{given[0]}. {family}", f"{given[0]} {family}",
@@ -273,7 +278,10 @@ def date_variants(da: str) -> list[str]:
             f"{mon} {nth}, {y}", f"{mon} {nth} {y}", f"{nth} {mon} {y}", f"{nth} of {mon} {y}",
             f"{mon[:3]} {nth}, {y}", f"{mon[:3]} {nth} {y}", f"{nth} {mon[:3]} {y}", f"{dd} {mon[:3]} {yy}",
             f"{dd}{mon[:3]}{yy}", f"{d.day}{mon[:3]}{yy}", f"{d.day}{mon[:3]}{y}",
-            f"{yy}{m}{dd}", f"{dd}{m}{yy}", f"{m}{dd}{yy}", f"{dd}{m}{y}", f"{m}{dd}{y}"]
+            f"{yy}{m}{dd}", f"{dd}{m}{yy}", f"{m}{dd}{yy}", f"{dd}{m}{y}", f"{m}{dd}{y}",
+            # underscores and spaces of file and series names ("1957_03_11", "2023 03 14", "2023Mar14": an audit)
+            f"{y}_{m}_{dd}", f"{dd}_{m}_{y}", f"{m}_{dd}_{y}", f"{y} {m} {dd}", f"{dd} {m} {y}",
+            f"{y}{mon[:3]}{dd}", f"{y}{mon[:3]}{d.day}"]
     return list(dict.fromkeys(out))
 
 
@@ -382,6 +390,15 @@ def institution_variants(value: str) -> list[str]:
     rest = " ".join(all_words[lead:]).strip(" ,-")
     if lead and len(rest) >= 4 and not is_clinical_word(rest):
         out.append(rest)
+    # "St Agatha" is also "St. Agatha" and "Saint Agatha", "Mount Sinai" "Mt. Sinai" (an audit: a dose report's
+    # location and an RT image description kept the institution in the other spelling)
+    for variant in list(out):
+        for short, long in (("St", "Saint"), ("Mt", "Mount"), ("Ft", "Fort")):
+            if re.search(rf"\b{short}\.?\s", variant):
+                out += [re.sub(rf"\b{short}\.?(?=\s)", rep, variant) for rep in (f"{short}.", short, long)]
+            elif re.search(rf"\b{long}\s", variant, re.IGNORECASE):
+                out += [re.sub(rf"\b{long}(?=\s)", rep, variant, flags=re.IGNORECASE) for rep in (f"{short}.", short)]
+    out = list(dict.fromkeys(out))
     letters = [w for w in re.split(r"[\s\-]+", value) if w and w.casefold() not in _INSTITUTION_SMALL]
     acronym = "".join(w[0] for w in letters if w[0].isalpha()).upper()
     if len(acronym) >= 4 and not is_clinical_word(acronym):
@@ -710,6 +727,10 @@ def _gluable(text: str) -> bool:
             and text.isascii())
 
 
+#: The time a DT puts right after its date ("20230314101500" in "KV20230314101500"): the date is no part of a
+#: longer number there.
+_TIME_TAIL = re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d){1,2}(?:\.\d{1,6})?(?!\d)")
+
 #: One-word names from this length on are found glued to other letters or digits (``TermMatcher``).
 GLUED_NAME_MIN = 7
 
@@ -874,6 +895,14 @@ class TermMatcher:
                                           and len(d := re.sub(r"[\s\-_./]", "", t.text)) >= GROUPED_ID_MIN_DIGITS
                                           and d.isascii() and d.isdigit()}, key=lambda s: (-len(s), s)))
         self._grouped_regex: re.Pattern[str] | None = None
+        # 8-digit dates glued to letters ("MK19570311", "CBCT20230314", "20230314T1015": an audit's RT and SEG
+        # labels), never inside a longer number; names of 4 to GLUED_NAME_MIN-1 letters glued to digits
+        # ("DIAZ1", "Diaz2023"), never inside a longer word
+        self._glued_dates = tuple(sorted({t.text for t in self._ordered if t.kind == DATE and len(t.text) == 8
+                                          and t.text.isascii() and t.text.isdigit()}))
+        self._digit_glued_names = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == NAME
+                                                and 4 <= len(t.text) < GLUED_NAME_MIN and t.text.isalpha()
+                                                and t.text.isascii()}))
         compiled = _compile_terms(self._ordered)
         self._kind_of, self._kind_of_norm, self._tokens = compiled.kind_of, compiled.kind_of_norm, compiled.tokens
         self._compiled_regex: re.Pattern[str] | None = None
@@ -934,7 +963,24 @@ class TermMatcher:
                             spans.append(Span(at, at + len(ident), kind))
                         at = low.find(ident, at + 1)
             spans.sort(key=lambda s: (s.start, s.end))
+        if (self._glued_dates or self._digit_glued_names) and len(low) == len(text):
+            spans += [sp for sp in self._bounded(low)
+                      if not any(s.start < sp.end and sp.start < s.end for s in spans)]
+            spans.sort(key=lambda s: (s.start, s.end))
         return spans
+
+    def _bounded(self, low: str) -> Iterator[Span]:
+        """``_glued_dates`` not inside a longer number, ``_digit_glued_names`` not inside a longer word."""
+        for terms, kind, inside in ((self._glued_dates, DATE, str.isdigit), (self._digit_glued_names, NAME,
+                                                                            str.isalpha)):
+            for ident in terms:
+                at = low.find(ident)
+                while at >= 0:
+                    end = at + len(ident)
+                    if (at == 0 or not inside(low[at - 1])) and (end == len(low) or not inside(low[end])
+                                                                 or (kind == DATE and _TIME_TAIL.match(low, end))):
+                        yield Span(at, end, kind)
+                    at = low.find(ident, at + 1)
 
     def _kind_for(self, matched: str) -> str:
         key = matched.casefold()
@@ -947,9 +993,11 @@ class TermMatcher:
         """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
         if not text.isascii():  # (most texts are ASCII: no call)
             text = fold_marks(text)[0]
-        if self._glued_ids or self._glued_names:
+        if self._glued_ids or self._glued_names or self._glued_dates or self._digit_glued_names:
             low = text.lower()
             if any(ident in low for ident in self._glued_ids) or any(n in low for n in self._glued_names):
+                return True
+            if len(low) == len(text) and next(self._bounded(low), None) is not None:
                 return True
         grouped = self._grouped
         if grouped is not None and grouped.search(text):

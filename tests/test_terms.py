@@ -129,7 +129,9 @@ def _check_same(ordered: tuple[Term, ...], texts: list[str]) -> int:
     # the regex part only (glued IDs: test_long_ids_are_found_glued_to_other_characters; glued names:
     # test_header_placements.test_a_long_name_glued_to_other_characters_is_found; IDs in digit groups:
     # test_unseen_placements.test_ids_in_digit_groups_are_leaks_and_short_runs_are_not)
-    m._glued_ids = m._grouped_ids = m._glued_names = ()
+    m._glued_ids = m._grouped_ids = m._glued_names = m._glued_dates = m._digit_glued_names = ()  # (glued dates and
+    # names glued to digits: test_typed_placements.test_a_date_glued_to_letters_in_a_label_is_found and
+    # test_compound_and_short_surnames_written_solid_or_glued_to_digits_are_found)
     # the matcher works on folded terms and texts without combining marks (``fold_marks``; ``find`` maps the
     # spans back to the text: test_spans_of_decomposed_text_cover_the_marks)
     folded = tuple(dict.fromkeys(Term(fold_marks(t.text)[0], t.kind) for t in ordered))

@@ -183,3 +183,54 @@ def test_explain_says_what_happens_to_an_untabled_attribute(query: str, says: st
     from deid_core.rules.explain import explain
 
     assert says in explain(query, load_rule_table())
+
+
+def _item(**values: object) -> Dataset:
+    d = Dataset()
+    for k, v in values.items():
+        setattr(d, k, v)
+    return d
+
+
+@pytest.mark.parametrize(("place", "value", "needle"), [
+    ("BeamSequence", "HI19610305_AP", b"19610305"),  # initials + birth date: a planning key
+    ("RTImageLabel", "KV20040119101500", b"20040119"),  # a DT stamp glued to letters
+    ("SegmentSequence", "Liver 20040119T1015", b"20040119"),
+    ("StructureSetLabel", "CBCT20040119", b"20040119")])
+def test_a_date_glued_to_letters_in_a_label_is_found(tmp_path: Path, place: str, value: str, needle: bytes) -> None:
+    """RT and SEG labels are stamped with dates glued to letters; the matcher wanted a boundary on both sides
+    ("CT_20040119" was found, "CT20040119" not)."""
+    ds = _base()
+    if place == "BeamSequence":
+        ds.BeamSequence = Sequence([_item(BeamName=value, BeamNumber=1)])
+    elif place == "SegmentSequence":
+        ds.SegmentSequence = Sequence([_item(SegmentLabel=value, SegmentNumber=1)])
+    else:
+        setattr(ds, place, value)
+    status, _reason, data = _run(tmp_path, ds)
+    assert status in ("written", "quarantined") and needle not in data
+
+
+@pytest.mark.parametrize(("text", "date"), [("CT chest 2004_01_19", "2004_01_19"), ("DOB 1961_03_05", "1961_03_05"),
+                                            ("exam 2004 01 19", "2004 01 19"), ("prior 2004Jan19", "2004Jan19")])
+def test_dates_with_underscores_spaces_or_month_names_are_cleaned(tmp_path: Path, text: str, date: str) -> None:
+    ds = _base(PerformedProcedureStepDescription=text)
+    status, _reason, data = _run(tmp_path, ds)
+    assert status == "written" and date.encode() not in data and text.split()[0].encode() in data
+
+
+@pytest.mark.parametrize(("name", "label", "needle"), [("VAN DER BERG^JAN", "VANDERBERG_J", b"VANDERBERG"),
+                                                       ("GARCIA LOPEZ^MARIA", "GarciaLopez1", b"GarciaLopez"),
+                                                       ("DIAZ^ANA", "Diaz2023 liver", b"Diaz")])
+def test_compound_and_short_surnames_written_solid_or_glued_to_digits_are_found(tmp_path: Path, name: str,
+                                                                                 label: str, needle: bytes) -> None:
+    ds = _base(PatientName=name, StructureSetLabel=label)
+    status, _reason, data = _run(tmp_path, ds)
+    assert status in ("written", "quarantined") and needle.lower() not in data.lower()
+
+
+@pytest.mark.parametrize("text", ["Setup image, Saint Agatha Memorial linac 2", "Location St. Agatha Memorial, CT 2"])
+def test_the_institution_in_another_spelling_of_saint_is_found(tmp_path: Path, text: str) -> None:
+    ds = _base(InstitutionName="St Agatha Memorial Hospital", RTImageDescription=text)
+    status, _reason, data = _run(tmp_path, ds)
+    assert status == "written" and b"Agatha" not in data
