@@ -903,6 +903,8 @@ class TermMatcher:
         self._digit_glued_names = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == NAME
                                                 and 4 <= len(t.text) < GLUED_NAME_MIN and t.text.isalpha()
                                                 and t.text.isascii()}))
+        every_glued = (*self._glued_ids, *self._glued_names, *self._glued_dates, *self._digit_glued_names)
+        self._glued_any = re.compile("|".join(map(re.escape, every_glued))) if every_glued else None
         compiled = _compile_terms(self._ordered)
         self._kind_of, self._kind_of_norm, self._tokens = compiled.kind_of, compiled.kind_of_norm, compiled.tokens
         self._compiled_regex: re.Pattern[str] | None = None
@@ -993,12 +995,14 @@ class TermMatcher:
         """Whether any term occurs in ``text`` (the cheap test before ``find``)."""
         if not text.isascii():  # (most texts are ASCII: no call)
             text = fold_marks(text)[0]
-        if self._glued_ids or self._glued_names or self._glued_dates or self._digit_glued_names:
+        glued = self._glued_any
+        if glued is not None:
             low = text.lower()
-            if any(ident in low for ident in self._glued_ids) or any(n in low for n in self._glued_names):
-                return True
-            if len(low) == len(text) and next(self._bounded(low), None) is not None:
-                return True
+            if glued.search(low):  # one search for every glued form; which one, and its boundaries, only then
+                if any(ident in low for ident in self._glued_ids) or any(n in low for n in self._glued_names):
+                    return True
+                if len(low) == len(text) and next(self._bounded(low), None) is not None:
+                    return True
         grouped = self._grouped
         if grouped is not None and grouped.search(text):
             return True
