@@ -17,7 +17,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 from pydicom.charset import decode_bytes
-from pydicom.datadict import DicomDictionary, dictionary_has_tag, dictionary_keyword, dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_has_tag, dictionary_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -40,7 +40,7 @@ from deid_core.handlers.base import ElementPath
 from deid_core.inventory import dataset_encodings, element
 from deid_core.pseudonyms import PatientEntry
 from deid_core.rules import DESCRIPTIVE_KEYWORD, REMOVED_BEYOND_TABLE, Action, Rule, RuleTable
-from deid_core.terms import TermMatcher, significant, utf8_repaired
+from deid_core.terms import TermMatcher, dictionary_vr, significant, utf8_repaired
 from deid_core.verify import CODED_NOT_TEXT, retained_tags, span_is_leak
 
 #: UIDs of classes, transfer syntaxes and coding schemes: they name a kind of object or a vocabulary, never
@@ -513,12 +513,9 @@ def _as_written_or_date(tag: int, vr: str) -> str:
     """The VR an element is handled by: as written, except a date or date-time the file wrote as text (an
     AcquisitionDateTime as LO kept its original date: an audit), handled by the dictionary's DA/DT."""
     if vr in ("LO", "SH", "CS", "ST", "LT", "UC", "UT", "UN") and not (tag >> 16) & 1:
-        try:
-            dvr = dictionary_VR(tag)
-        except KeyError:
-            return vr
+        dvr = dictionary_vr(tag)
         if dvr in _DATE_VRS:
-            return str(dvr)
+            return dvr
     return vr
 
 

@@ -546,7 +546,9 @@ def _short_number(value: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _dictionary_vr(tag: int) -> str:
+@functools.lru_cache(maxsize=4096)
+def dictionary_vr(tag: int) -> str:
+    """The VR the DICOM dictionary gives a tag ("" when unknown): what an element is, whatever VR a file wrote."""
     try:
         return str(dictionary_VR(tag))
     except KeyError:
@@ -555,12 +557,12 @@ def _dictionary_vr(tag: int) -> str:
 
 def _name_tag(tag: BaseTag) -> bool:
     """A public tag the dictionary declares PN (whatever VR the file wrote it with)."""
-    return not tag.is_private and _dictionary_vr(int(tag)) == "PN"
+    return not tag.is_private and dictionary_vr(int(tag)) == "PN"
 
 
 def _date_tag(tag: BaseTag) -> bool:
     """A public tag the dictionary declares DA (whatever VR the file wrote it with)."""
-    return not tag.is_private and _dictionary_vr(int(tag)) == "DA"
+    return not tag.is_private and dictionary_vr(int(tag)) == "DA"
 
 
 def capture_terms(ds: Dataset) -> PhiTerms:
@@ -604,7 +606,7 @@ def capture_terms(ds: Dataset) -> PhiTerms:
                 elif (elem.VR == "DA" or _date_tag(elem.tag)) and not elem.tag.is_private:
                     terms.terms |= _variant_terms(DATE, v)
                     terms.dates.update(dicom_dates(v))
-                elif (elem.VR == "DT" or _dictionary_vr(int(elem.tag)) == "DT") and not elem.tag.is_private \
+                elif (elem.VR == "DT" or dictionary_vr(int(elem.tag)) == "DT") and not elem.tag.is_private \
                         and re.match(r"\d{8}", v.strip()):  # a DT written as LO still holds a date
                     terms.dates.add(v.strip()[:8])
                     terms.terms |= _variant_terms(DATE, v.strip()[:8])

@@ -70,6 +70,18 @@ def _run(tmp_path: Path, ds: Dataset) -> tuple[object, Dataset | None]:
     return out, (pydicom.dcmread(tmp_path / "out" / out.output_path) if out.status == "written" else None)
 
 
+def _assert_boxes_mask(tmp_path: Path, ds: Dataset, ink: np.ndarray) -> None:
+    """``ds`` is written with 90 % of its ink (coverage >= 0.5) under the recorded boxes, which are the filled
+    rectangles (filled with 0: black ink is "unchanged" there, so the boxes say what was masked)."""
+    out, res = _run(tmp_path, ds)
+    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
+    masked = np.zeros(ink.shape, dtype=bool)
+    for b in out.boxes:  # type: ignore[attr-defined]
+        masked[b["y"]:b["y"] + b["h"], b["x"]:b["x"] + b["w"]] = True
+    assert masked[ink >= 0.5].mean() >= 0.9
+    assert (res.pixel_array[masked] == 0).all()
+
+
 def _ct(seed: int = 0, bone: bool = True) -> np.ndarray:
     """A 512x512 CT slice in HU: air, a soft-tissue body and (``bone``) a vertebra."""
     rng = np.random.default_rng(seed)
@@ -193,13 +205,7 @@ def test_coloured_text_with_little_luminance_contrast_is_masked(tmp_path: Path, 
     rgb = np.round(rgb * (1 - a[..., None]) + np.array(ink) * a[..., None]).astype(np.uint8)
     ds = _ds(rgb, "US")
     ds.Modality = modality
-    out, res = _run(tmp_path, ds)
-    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
-    masked = np.zeros(a.shape, dtype=bool)  # the recorded boxes are the filled rectangles (black ink: fill = ink)
-    for b in out.boxes:  # type: ignore[attr-defined]
-        masked[b["y"]:b["y"] + b["h"], b["x"]:b["x"] + b["w"]] = True
-    assert masked[a >= 0.5].mean() >= 0.9
-    assert (res.pixel_array[masked] == 0).all()
+    _assert_boxes_mask(tmp_path, ds, a)
 
 
 def _ct_with_text(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -685,13 +691,7 @@ def test_grey_text_on_a_flat_coloured_label_is_masked(tmp_path: Path, ink: tuple
     rgb = np.round(rgb * (1 - a[..., None]) + np.array(ink) * a[..., None]).astype(np.uint8)
     ds = _ds(rgb, "US")
     ds.Modality = modality
-    out, res = _run(tmp_path, ds)
-    assert out.status == "written" and res is not None  # type: ignore[attr-defined]
-    masked = np.zeros(a.shape, dtype=bool)  # the recorded boxes are the filled rectangles (black ink: fill = ink)
-    for b in out.boxes:  # type: ignore[attr-defined]
-        masked[b["y"]:b["y"] + b["h"], b["x"]:b["x"] + b["w"]] = True
-    assert masked[a >= 0.5].mean() >= 0.9
-    assert (res.pixel_array[masked] == 0).all()
+    _assert_boxes_mask(tmp_path, ds, a)
 
 
 @pytest.mark.parametrize(("grey", "y", "x"), [(128, 30, 120), (128, 34, 100), (145, 34, 100)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_keyword, tag_for_keyword
 
 from deid_core.errors import ConfigError, RuleError
 from deid_core.rules import (
@@ -20,6 +20,7 @@ from deid_core.rules import (
     parse_private_signature,
     signature_text,
 )
+from deid_core.terms import dictionary_vr
 
 _TAG_FORMS = (
     re.compile(r"\(\s*([0-9a-fA-F]{4})\s*,\s*([0-9a-fA-F]{4})\s*\)"),
@@ -29,13 +30,6 @@ _TAG_FORMS = (
 _MASK = re.compile(r"\(\s*([0-9a-fA-FxX]{4})\s*,\s*([0-9a-fA-FxX]{4})\s*\)")
 _KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _DISPOSITIONS = {"k": "keep", "d": "delete", "h": "hash as UID", "o": "date offset (shift)"}
-
-
-def _dictionary_vr(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return ""
 
 
 def _table_line(table: RuleTable) -> str:
@@ -55,7 +49,7 @@ def _explain_public(tag: int, table: RuleTable) -> str:
     if rule is None:
         if tag in REMOVED_BEYOND_TABLE:
             action = f"action: not in the table: removed (beyond the table: {REMOVED_BEYOND_TABLE[tag]})"
-        elif (vr := _dictionary_vr(tag)) in ("LT", "ST", "UT", "UC", "PN") or (
+        elif (vr := dictionary_vr(tag)) in ("LT", "ST", "UT", "UC", "PN") or (
                 vr == "LO" and DESCRIPTIVE_KEYWORD.search(kw)):
             action = "action: not in the table: cleaned as free text (typed text)"
         elif vr in ("LO", "SH", "CS", "AE"):
