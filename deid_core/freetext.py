@@ -22,6 +22,7 @@ import bisect
 import functools
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from deid_core.errors import RuleError
 from deid_core.terms import (
@@ -96,6 +97,7 @@ appendicitis cholecystitis diverticulitis obstruction dilatation hydronephrosis 
 fleischner society guidelines criteria tongue ref charge anxious refused unable uncooperative claustrophobic
 syngo via praxis neuro ortho vascular onc cards pulm nephro hospitalist anesthesia gi ent ccu nicu picu ob gyn
 pcp osh snf ems slp crna bedside
+detector detectors lead leads slice row rows channel channels element elements
 """.split())
 
 # Token shapes that are clinical, whatever the layer-2/3 pattern says: T2, C1-C7, L4-L5, 3.0T,
@@ -205,7 +207,7 @@ _NOT_ID_RE = re.compile(r"\d+(?:\.\d+)?|\d{2,4}x\d{2,4}(?:x\d{1,4})?", re.IGNORE
 # "DOCTOR" are titles in upper-case text.
 # ("Pt" is no title: "Pt Anxious", "Pt Refused" lost a clinical word, and the patient's own name is a file term.)
 _TITLE = (r"(?:Dr|Dra|Drs|Doctor|Doctora|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Sister|Nurse|Rev|Sra|Srta|Sr|Mme|Mlle"
-          r"|Herr|Frau|Hr|Fr|DR(?=\.)|DRA(?=\.)|DOCTOR|MRS|MISS)")
+          r"|Herr|Frau|Hr|(?<!\d)(?<!\d\s)Fr|DR(?=\.)|DRA(?=\.)|DOCTOR|MRS|MISS)")
 _PARTICLE = r"(?:(?:van|von|de|der|del|della|di|da|du|la|le|st\.?|mac|bin|al|el)\s+)"
 _NAME_WORD = r"(?:[A-Z][a-z]?'?[A-Z]?[a-z]+(?:-[A-Z][a-z]+)?|[A-Z][A-Z'\-]+)"
 _TITLED_RE = re.compile(
@@ -233,7 +235,7 @@ _LABEL_RE = re.compile(
 #: ("per Jennifer Walsh", "ordered by WALSH JENNIFER", "discussed with Kowalski, Anna").
 _CUE_RE = re.compile(
     r"(?i:\b(?:(?:ordered|referred|seen|read|reported|signed|dictated|performed|requested|discussed|reviewed"
-    r"|approved|verified|interpreted|called|notified|informed|d/w|cc'?d)\s+(?:by|with|to)?|per|d/w|cc|attn|c/o))"
+    r"|approved|verified|interpreted|called|notified|informed|d/w|cc'?d)\s+(?:by|with|to)?|per|d/w|cc|attn))"
     r"\s+(?P<a>[A-Z][A-Za-z'\-]+),?\s+(?P<b>[A-Z][A-Za-z'\-]+)\b")
 # A name the text gives away by the relation it names ("wife Mary", "daughter Ann Lowe"): title-case
 # words after the relation, the first one not clinical.
@@ -251,6 +253,70 @@ _RELATION_STOP = frozenset("""present called aware notified states reports said 
     has had died passed deceased alive with without tongue nature law in-law""".split())
 _LABEL_STOP = frozenset({"mrn", "id", "dob", "acc", "accession", "age", "sex", "tel", "phone", "fax", "ph",
                          "md", "do", "rn", "study", "date", "exam", "ssn", "email", "addr", "address"})
+
+
+#: What follows an eponym of a grading system, not a person after a cue: "per Gleason score", "per Deauville 4",
+#: "per Lugano Classification", "mother Hodgkin lymphoma" (an audit).
+_EPONYM_FOLLOWER_RE = re.compile(
+    r"\s*(?:\d|[IVX]{1,4}\b|(?i:score|scores|classification|class|criteria|staging|stage|grade|grading|system|scale"
+    r"|guidelines?|index|rules?|category|type|lymphoma|disease|syndrome|carrier|mutation|positive|negative|cancer"
+    r"|sarcoma|tumou?r|palsy|sign|fracture|lesion|malformation|protocol|surgery|procedure|repair|reconstruction"
+    r"|operation|maneuver|manoeuvre|test|view|method|technique|approach|incision|shunt)\b)")
+#: Disease and grading eponyms that a relation, a label or a cue word puts where a person's name goes ("FHx mother
+#: Hodgkin", "per Bosniak"); not clinical words elsewhere, where some are also surnames a title or label gives away.
+_CUE_EPONYMS = frozenset("""hodgkin huntington alzheimer parkinson crohn graves hashimoto addison cushing paget marfan
+    lynch gaucher fabry tay-sachs klinefelter raynaud sjogren behcet kawasaki meniere wilms ewing kaposi burkitt
+    barrett hirschsprung meckel peyronie dupuytren perthes scheuermann guillain-barre creutzfeldt-jakob charcot
+    friedreich tourette asperger cowden li-fraumeni peutz-jeghers hippel-lindau sturge-weber brca brca1 brca2
+    bosniak deauville gleason lugano breslow spetzler gustilo neer schatzker frankel modic pfirrmann meyerding
+    kellgren outerbridge bethesda tyrer-cuzick caprini ranson balthazar hinchey bismuth strasberg couinaud masaoka
+    recist fazekas kurtzke hounsfield child-pugh pugh valsalva gadavist eovist lexiscan dotarem multihance omniscan
+    prohance magnevist optiray ultravist definity lumason optison""".split())
+#: Word endings of clinical states and services, never of a name in the given-name list: "Pt: Diabetic",
+#: "Tech: Sedation given", "Contact: Isolation", "referred by Rheumatology" (an audit).
+_CLINICAL_SUFFIX_RE = re.compile(
+    r"(?i)[a-z]{3,}(?:ation|ition|ction|ssion|ness|ment|ous|ity|itis|emia|aemia|osis|algia|pathy|ectomy|otomy"
+    r"|ostomy|plasty|scopy|graphy|ology|ologist|iatry|iatrics|iatric|ics|etic|atic|ptic|rgic|ated|ized|ised|gnant)")
+
+
+def _not_a_person(word: str, text: str, end: int) -> bool:
+    """Whether a capitalised word a cue puts where a name goes is clinical after all: an eponym of a grading system
+    or disease, a word of clinical shape (unless a given name), or a word followed by a grade or a disease noun."""
+    w = word.casefold()
+    if w in _CUE_EPONYMS or w.endswith("-rads") or any(c.isdigit() for c in word) or (
+            end < len(text) and text[end].isalnum()):
+        return True
+    if _CLINICAL_SUFFIX_RE.fullmatch(word) and w not in given_names():
+        return True
+    return bool(_EPONYM_FOLLOWER_RE.match(text, end))
+
+
+#: Numbers of date, phone, ID or age shape that are measurements, parameters or codes by what stands beside them
+#: (an audit): "IV Sep 12 mm", "In-111 Oct 6 mCi", "TI 800-2000 ms", "DWI b 500-1000", "GCS 3/15", "Version 5.2.12",
+#: "CPT 71260", "TR 10000", "Total counts 750000", "5/16 lymph nodes", "90Y SIRT", "fever 101 F".
+_UNIT_AFTER_RE = re.compile(r"\.\d|\s?(?i:mm|cm|ml|mls|mg|mcg|ug|kg|mci|mbq|gbq|ms|msec|sec|hz|khz|mhz|%|gy|cgy|mgy"
+                            r"|kv|kvp|ma|mas|bpm|fps|mmhg|units?|degrees?|deg)\b")
+_PARAM_BEFORE_RE = re.compile(
+    r"(?i:\b(?:gcs|slices?|images?|img|series|run|frames?|phase|echo(?:es)?|level|grade|score|apgar|kps|ecog|nihss"
+    r"|version|ver|vers|v|sw|software|release|build|rev|revision|b|b-values?|ti|tr|te|fa|range|cpt|loinc|rid|radlex"
+    r"|snomed|sct|icd(?:-?1?[09])?|ndc|counts?|kcounts|cts|events|matrix|fever|temp|temperature)\s*[:=#]?\s*)$")
+_CLINICAL_AFTER_RE = re.compile(r"(?i:\s*(?:lymph|nodes?|positive|slices?|images?|frames?|cores?|biops(?:y|ies)"
+                                r"|vessels?|sirt|spheres|microspheres|radioemboli\w*)\b)")
+
+
+def _clinical_number(text: str, start: int, end: int, kind: str) -> bool:
+    """Whether a date, phone, ID or age span of ``text`` is a measurement, parameter or code (see above)."""
+    if kind not in (DATE, PHONE, ID, AGE):
+        return False
+    if _UNIT_AFTER_RE.match(text, end):
+        return True
+    before = _PARAM_BEFORE_RE.search(text[max(0, start - 24):start])
+    if before and not (kind == DATE and re.search(r"(?<!\d)(?:19|20)\d{2}(?!\d)", text[start:end])
+                       and not re.match(r"(?i)v|ver|vers|version|sw|software|release|build|rev", before.group(0))):
+        return True  # (a date with its year is a date after "phase" or "series" too, but not after "version")
+    if re.fullmatch(r"(?i:RID)\d+", text[start:end]):
+        return True  # a RadLex identifier
+    return kind in (DATE, AGE) and bool(_CLINICAL_AFTER_RE.match(text, end))
 
 
 def typed_phi(text: str) -> bool:
@@ -305,7 +371,7 @@ def _regex_spans(text: str, bare_ids: bool = True) -> list[tuple[int, int, str]]
             spans.append((m.start(), m.start() + len(tok), ID))
     spans += _name_spans(text)
     spans += _more_shapes(text)
-    return spans
+    return [sp for sp in spans if not _clinical_number(text, *sp)]
 
 
 def _plausible_date(s: str) -> bool:
@@ -340,16 +406,19 @@ def _named(text: str) -> list[tuple[int, int, str]]:
                 start, end = m.start("v"), m.end("v")
                 spans.extend(_word_spans(text, start, end))
     for m in _CUE_RE.finditer(text):
-        if not any(is_clinical_word(m.group(g)) or len(m.group(g)) < 2 for g in ("a", "b")):
+        if not any(is_clinical_word(m.group(g)) or len(m.group(g)) < 2 or _not_a_person(m.group(g), text, m.end(g))
+                   for g in ("a", "b")) and not (m.group("a").isupper() and len(m.group("a")) <= 4):
             spans += [(m.start("a"), m.end("a"), NAME), (m.start("b"), m.end("b"), NAME)]
     for m in _RELATION_RE.finditer(text):
         a, b = m.group("a"), m.group("b")
-        if is_clinical_word(a) or a.casefold() in _RELATION_STOP:
-            continue  # "mother Diabetes", "WIFE PRESENT": the first word decides
+        if is_clinical_word(a) or a.casefold() in _RELATION_STOP or _not_a_person(a, text, m.end("a")):
+            continue  # "mother Diabetes", "WIFE PRESENT", "mother Hodgkin lymphoma": the first word decides
         spans.append((m.start("a"), m.end("a"), NAME))  # "daughter Ann Lowe", "wife Mary", "DAUGHTER LINDA"
-        if b and not is_clinical_word(b) and b.casefold() not in _RELATION_STOP and b.istitle() == a.istitle():
+        if b and not is_clinical_word(b) and b.casefold() not in _RELATION_STOP and b.istitle() == a.istitle() \
+                and not _not_a_person(b, text, m.end("b")):
             spans.append((m.start("b"), m.end("b"), NAME))
     spans += _more_name_spans(text)
+    spans += _given_name_spans(text)
     for m in _LABEL_RE.finditer(text):
         pos, taken = m.end(), 0
         while taken < 4:
@@ -359,7 +428,8 @@ def _named(text: str) -> list[tuple[int, int, str]]:
                 break
             word = w.group(1)
             bare = word.rstrip(".")
-            if bare.casefold() in _LABEL_STOP or (is_clinical_word(bare) and len(bare) > 1):
+            if bare.casefold() in _LABEL_STOP or (is_clinical_word(bare) and len(bare) > 1) or (
+                    len(bare) > 1 and _not_a_person(bare, text, pos + w.start(1) + len(bare))):
                 break
             if not (bare[0].isupper() or taken == 0):
                 break
@@ -380,11 +450,21 @@ _ROLE_NAME_RE = re.compile(r"\b(?:RN|CRNA|LPN|NP|[Tt]ech|MTRA|[Ii]nterpreter)\s+
 _CUE_ONE_RE = re.compile(
     r"(?i:\b(?:(?:ordered|referred|seen|read|reported|signed|dictated|performed|requested|discussed|reviewed"
     r"|approved|verified|interpreted|called|notified|informed|spoke|paged|protocoled|protocolled|cc'?d)\s+"
-    r"(?:by|with|to)?|per|d/w|w/|cc:?|attn:?|c/o))\s+(?P<a>[A-Z][a-z][A-Za-z'\-]+)\b(?!\s+[A-Z][a-z])")
+    r"(?:by|with|to)?|per|d/w|w/|cc:?|attn:?))\s+(?P<a>[A-Z][a-z][A-Za-z'\-]+)\b(?!\s+[A-Z][a-z])")
+#: Languages an interpreter works in ("Interpreter Spanish"), not the interpreter's name.
+_LANGUAGES = frozenset("""spanish english french german italian portuguese russian arabic mandarin cantonese chinese
+    vietnamese korean japanese tagalog hindi urdu bengali punjabi polish ukrainian somali farsi persian dari pashto
+    amharic tigrinya swahili haitian creole hmong turkish greek hebrew sign asl""".split())
 _NOT_INITIALS = frozenset("""ct cta mr mri us xr cr dx rf mg nm pet ed er ir icu or ob gi ent pcp osh snf ems ot pt
-    slp rn md np pa do crna lpn qa qc iv po im sq sc bid tid prn abd cxr kub ekg ecg eeg emg tee tte vqs vq""".split())
-_INITIALS_RE = re.compile(r"(?i:\b(?:by|tech(?:nologist)?|t[eé]cnic[oa]|initials?|mtra|rt|contoured\s+by|done\s+by"
-                          r"|scanned\s+by|performed\s+by))\b[:.]?\s+(?P<v>[A-Z]{2,3})\b")
+    slp rn md np pa do crna lpn qa qc iv po im sq sc bid tid prn abd cxr kub ekg ecg eeg emg tee tte vqs vq
+    fna dsa mra mrcp ercp egd ncs dexa ivp vcug hsg ugi sbft ivus oct ffr pci cabg tavr tavi evar tevar tips
+    ica aca mca pca sfa cfa acl pcl mcl lcl ij ivc svc abi pfo asd vsd pda ett ngt ogt cvc lab labs cbc bmp
+    lft inr ptt abg tsh psa cea afp hcg bnp gfr cr bun ph dre fob ap""".split())
+# "RT" is a cue only with a colon: "RT ICA stenosis" is right-sided (an audit); "RT: JR" is the technologist. After
+# "by", procedures and tests ("by FNA", "confirmed by DSA") are no initials (``_NOT_INITIALS``).
+_INITIALS_RE = re.compile(r"(?i:\b(?:by|tech(?:nologist)?|t[eé]cnic[oa]|initials?|mtra|rt(?=\s*:)"
+                          r"|(?:contoured|done|scanned|performed|checked|entered|acquired|processed|edited|typed)"
+                          r"\s+by))\b[:.]?\s+(?P<v>[A-Z]{2,3})\b")
 _EPONYM_RE = re.compile(r"(?i)\bsister\s+mary\s+joseph(?:'?s)?\s+(?:nodule|node)")
 
 _INTL_MON = (r"(?:januar|j[aä]nner|februar|m[aä]rz|maerz|mai|juni|juli|oktober|dezember"
@@ -410,11 +490,19 @@ _ADDR_INTL_RE = re.compile(
     r"|(?:(?<=\bC/)|\b(?:Calle|Avda\.?|Avenida|Plaza|Pza\.?|Paseo|Carrer))\s*(?:(?:de|del|la|los|las)\s+)*"
     r"[A-Z][\w\-]+(?:\s+[A-Z][\w\-]+)*,?\s*(?:n[ºo°]\.?\s*)?\d{1,4}")
 _PLZ_CITY_RE = re.compile(r"(?<![\w.])\d{5}\s+(?P<c>[A-Z][a-zäöüéèáíóú\-]{2,}(?:\s(?:am|an der|sur|de)\s[A-Z][a-z]+)?)")
-_CITY_ST_RE = re.compile(rf"\b(?P<c>[A-Z][a-z]{{2,}}(?:\s[A-Z][a-z]{{2,}})?),?\s+(?:{'|'.join(_US_STATES)})\b"
-                         r"(?:\s+\d{5})?")
+#: State codes that are no clinical abbreviation ("CA" cancer, "MI" infarction, "GA" anaesthesia, "VT", "NC", "RI",
+#: "TX", "NM", "MS", "PA", "OR", "CT" ... are): only these mark a city without a comma or ZIP code before them.
+_PLAIN_STATES = "AK AZ FL IA KS KY MA MN MO MT ND NE NH NJ NV NY OH SD TN UT WA WI WV WY".split()
+# (with a comma or a ZIP code any state: "Colon CA", "Inferior MI", "Sustained VT", "Under GA" are clinical; an audit)
+_CITY_ST_RE = re.compile(rf"\b(?P<c>[A-Z][a-z]{{2,}}(?:\s[A-Z][a-z]{{2,}})?)(?:,\s*(?:{'|'.join(_US_STATES)})\b"
+                         rf"(?:\s+\d{{5}})?|\s+(?:{'|'.join(_US_STATES)})\s+\d{{5}}\b"
+                         rf"|\s+(?:{'|'.join(_PLAIN_STATES)})\b)")
 _LOC_CUE_RE = re.compile(r"(?i:\b(?:lives\s+in|lives\s+at|resides\s+in|resident\s+of|EMS\s+from"
                          r"|transfer(?:red)?\s+(?:from|to)|near|outside\s+(?:films?|images?|CD|study)\s+from|CD\s+from"
                          r"|from\s+home\s+in))\s+(?P<c>[A-Z][a-z]{2,}(?:\s+[A-Z][a-z]{2,}){0,3})")
+_ANATOMY_AFTER_RE = re.compile(r"(?i)\s+(?:pouch|fissure|space|canal|duct|foramen|nodes?|ligaments?|triangle|line|fossa"
+                              r"|gland|sinus|body|bodies|area|angle|recess|junction|vein|artery|nerve|muscle|cyst"
+                              r"|lesion|valve|ring|plexus|aqueduct|cistern|sulcus|gyrus)\b")
 _PHONE_EU_RE = re.compile(r"(?<![\w.])0\d(?:[ .]\d{2}){4}(?![\w])|(?<![\w.])0\d{2,4}[ /]\d{3,4}[ \-]?\d{2,5}(?![\w])")
 
 _INST_KW = (r"(?:Hospital|Hospitals|Medical\s+Center|Medical\s+Centre|Med\s+Ctr|Clinic|Care\s+Center|Health(?:care)?"
@@ -428,7 +516,11 @@ _INST_BEFORE_RE = re.compile(rf"\b{_INST_PRE}\s+(?P<v>(?:(?:de|del|du|des|la|le|
 _SAINT_RE = re.compile(r"\b(?:St\.?|Saint)\s+[A-Z][a-z]+'s\b")
 _INST_NOT_NAME = frozenset({"outside", "prior", "from", "at", "in", "the", "transferred", "transfer", "st", "saint",
                             "hospital", "hospitals", "medical", "center", "centre", "clinic", "clinics", "institute",
-                            "health", "healthcare", "university", "general", "memorial", "regional", "community"})
+                            "health", "healthcare", "university", "general", "memorial", "regional", "community",
+                            # services, not institutions ("Memory Clinic referral", "Heart Failure Clinic": an audit)
+                            "memory", "sleep", "failure", "mental", "behavioral", "behavioural", "wound", "fertility",
+                            "travel", "sports", "allergy", "weight", "anticoagulation", "lipid", "vein", "spine",
+                            "women's", "men's", "occupational", "urgent", "primary", "specialty", "outpatient"})
 
 
 def _more_shapes(text: str) -> list[tuple[int, int, str]]:
@@ -446,6 +538,8 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
     out += [(m.start(), m.end(), ADDRESS) for m in _ADDR_INTL_RE.finditer(text)]
     for rx in (_PLZ_CITY_RE, _CITY_ST_RE, _LOC_CUE_RE):
         for m in rx.finditer(text):
+            if rx is _LOC_CUE_RE and _ANATOMY_AFTER_RE.match(text, m.end("c")):
+                continue  # "near Morison pouch", "near Sylvian fissure": anatomy (an audit)
             if not any(is_clinical_word(w) for w in m.group("c").split()):
                 out.append((m.start("c"), m.end("c"), ADDRESS))
     for m in _STREET_RE.finditer(text):  # the city after a street address and a comma
@@ -477,12 +571,71 @@ def _more_name_spans(text: str) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     for m in _ROLE_NAME_RE.finditer(text):
         for w in re.finditer(r"[A-Za-z][a-z]+", m.group("v")):
-            if is_clinical_word(w.group(0)):
+            if is_clinical_word(w.group(0)) or _not_a_person(w.group(0), text, m.start("v") + w.end()) \
+                    or w.group(0).casefold() in _LANGUAGES:
                 break
             out.append((m.start("v") + w.start(), m.start("v") + w.end(), NAME))
-    out += [(m.start("a"), m.end("a"), NAME) for m in _CUE_ONE_RE.finditer(text) if not is_clinical_word(m.group("a"))]
+    out += [(m.start("a"), m.end("a"), NAME) for m in _CUE_ONE_RE.finditer(text)
+            if not is_clinical_word(m.group("a")) and not _not_a_person(m.group("a"), text, m.end("a"))]
     out += [(m.start("v"), m.end("v"), NAME) for m in _INITIALS_RE.finditer(text)
             if m.group("v").casefold() not in _NOT_INITIALS and not is_clinical_word(m.group("v"))]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def given_names() -> frozenset[str]:
+    """The given names of ``deid_core/data/given_names.txt``, folded and case-folded."""
+    path = Path(__file__).with_name("data") / "given_names.txt"
+    names: set[str] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        names.update(fold(w).casefold() for w in line.split("#", 1)[0].split())
+    return frozenset(names)
+
+
+_WORD_RE = re.compile(r"(?<![\w'\-])[A-Za-z]+(?:['\-][A-Za-z]+)*(?![\w\-])")
+#: A middle initial between a given name and a surname ("Priya K. Raman").
+_BETWEEN_RE = re.compile(r"[ \t]+(?:[A-Z]\.?[ \t]+)?")
+#: What separates a surname from the given name after it ("JOHNSON, EMILY", "Raman,Priya", "JOHNSON^EMILY").
+_REVERSED_RE = re.compile(r"[ \t]*[,^][ \t]*")
+
+
+def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
+    """Names no cue gives away, known by a given name (``given_names``): "Priya Raman (PA) ok", "images belong to
+    JOHNSON, EMILY", "Kevin to bring outside CD", "call Jenny x4421". A given name counts with a surname beside it
+    (title case or capitals, not clinical), or alone in title case; a capitalised given name alone is not enough
+    (upper-case descriptors hold acronyms). Never before a disease or grading word ("Charles Bonnet syndrome").
+    ``text`` is folded (accents dropped, one character for one)."""
+    words = [(m.start(), m.end(), m.group(0)) for m in _WORD_RE.finditer(text)]
+    given = given_names()
+    out: list[tuple[int, int, str]] = []
+
+    def surname(w: str) -> bool:
+        return len(w) >= 2 and (w.istitle() or w.isupper()) and not is_clinical_word(w) \
+            and w.casefold() not in _RELATION_STOP and w.casefold() not in _LANGUAGES \
+            and not _CLINICAL_SUFFIX_RE.fullmatch(w) and w.casefold() not in _CUE_EPONYMS
+
+    for i, (s, e, w) in enumerate(words):
+        title, caps = w.istitle(), w.isupper() and len(w) >= 4
+        if not (title or caps) or len(w) < 3 or fold(w).casefold() not in given:
+            continue
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        prv = words[i - 1] if i else None
+        span_end = e
+        pair = nxt is not None and _BETWEEN_RE.fullmatch(text, e, nxt[0]) is not None and surname(nxt[2]) and \
+            (nxt[2].isupper() or not caps)
+        if pair and nxt is not None:
+            span_end = nxt[1]
+        if _EPONYM_FOLLOWER_RE.match(text, span_end) or text[span_end:span_end + 2] in ("'s", "s'"):
+            continue  # "Charles Bonnet syndrome", "Addison's"
+        if pair and nxt is not None:
+            out += [(s, e, NAME), (nxt[0], nxt[1], NAME)]
+            continue
+        if prv is not None and _REVERSED_RE.fullmatch(text, prv[1], s) and surname(prv[2]) and \
+                (prv[2].isupper() == w.isupper()):
+            out += [(prv[0], prv[1], NAME), (s, e, NAME)]
+            continue
+        if title and not (prv is not None and prv[2].casefold() == "of"):  # "pouch of Douglas"
+            out.append((s, e, NAME))
     return out
 
 
@@ -568,9 +721,11 @@ def _presidio_spans_of(text: str) -> tuple[tuple[int, int, str], ...]:
         if r.score < PRESIDIO_THRESHOLD:
             continue
         frag = text[r.start:r.end]
-        if all(is_clinical_word(w) for w in re.findall(r"[\w.%/\-]+", frag)):
+        kind = _PRESIDIO_KIND.get(r.entity_type, ID)
+        if all(is_clinical_word(w) for w in re.findall(r"[\w.%/\-]+", frag)) or _clinical_number(text, r.start, r.end,
+                                                                                                  kind):
             continue
-        spans.append((r.start, r.end, _PRESIDIO_KIND.get(r.entity_type, ID)))
+        spans.append((r.start, r.end, kind))
     return tuple(spans)
 
 

@@ -154,7 +154,9 @@ def name_variants(value: str | PersonName) -> list[str]:
             # name of one character (or two: "欧阳小东")
             words += [comps[0][1:]] + ([comps[0][2:]] if len(comps[0]) == 4 else [])
         for w in words:
-            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS:
+            # a part that is an ordinary word ("HEAD^MAY", "GREEN^BONE", "BROWN") counts only beside another part
+            # of the name (the combinations below): alone it is "CT HEAD", a "BONE" kernel, "brown fat"
+            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS and not (len(words) > 1 and ordinary_word(w)):
                 out.append(w)
         for c in comps:  # "O'Brien" is also typed "OBrien"
             if "'" in c and len(c.replace("'", "")) >= 3:
@@ -215,6 +217,25 @@ def _german_spelling(text: str) -> str:
     typed as two ("Þórðardóttir" -> "Thordardottir", "Æsa" -> "Aesa"); other accents need no variant:
     the matcher folds them (``fold``)."""
     return fold(text.translate(_GERMAN))
+
+
+#: Name parts that are words of imaging text beyond ``is_clinical_word``'s vocabulary (anatomy, sizes, timing) or
+#: English words that are no reference to a person alone (modal verbs, a month). A patient's name part among them
+#: is matched only with another part of the name (``name_variants``): an audit found "CT HEAD" cleaned to "CT [X]"
+#: for HEAD^MAY, the kernel BONE replaced for GREEN^BONE, "LONG BONE SURVEY" and "will repeat" lost. Surnames such
+#: as WHITE or BROWN stay terms alone: a bare surname in a description is more often the patient than not.
+_ORDINARY_NAME_WORDS = frozenset("""
+head hand foot bone back neck arm leg heart lung knee spine brain skull hip side front long short early late low
+high child children major minor marrow matter fat bowel joint face eye ear nose lip jaw chin cheek rib toe heel
+may will mark can
+""".split())
+
+
+def ordinary_word(word: str) -> bool:
+    """Whether a name part is an ordinary word: clinical vocabulary or a common English word."""
+    from deid_core.freetext import is_clinical_word  # (freetext imports this module)
+
+    return word.casefold() in _ORDINARY_NAME_WORDS or is_clinical_word(word)
 
 
 def significant(matched: str) -> bool:

@@ -1,0 +1,142 @@
+"""Clinical information the profile keeps stays (an audit of over-de-identification, session 9).
+
+A patient's name part that is an ordinary word of imaging text ("HEAD", "BONE", "KNEE") is matched only beside
+another part of the name; cue words, state codes, numbers and initials are read in their clinical sense where
+the text gives it; names no cue gives away are found by a list of given names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from deid_core.config import DeidConfig
+from deid_core.freetext import PLACEHOLDER, clean_text, given_names
+from deid_core.pipeline import deidentify_file
+from deid_core.terms import PhiTerms, name_variants
+from tests.conftest import TEST_KEY
+
+NO_TERMS = PhiTerms(set(), set())
+
+
+def _code(value: str, meaning: str) -> Dataset:
+    d = Dataset()
+    d.CodeValue, d.CodingSchemeDesignator, d.CodeMeaning = value, "SCT", meaning
+    return d
+
+
+def _written(tmp_path: Path, name: str, **attrs: object) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5.6.7.1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.5.6.7.2", "1.2.3.4.5.6.7.3"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, "PX4471902", "19580214", "F"
+    ds.StudyDate, ds.Modality, ds.AccessionNumber = "20230512", "CT", "A99887766"
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
+    assert (out.status, out.reason) == ("written", "")
+    return pydicom.dcmread(tmp_path / "out" / out.output_path)
+
+
+@pytest.mark.parametrize(("name", "keyword", "value"), [
+    ("HEAD^MAY", "StudyDescription", "CT HEAD WO CONTRAST"),
+    ("GREEN^BONE", "ConvolutionKernel", "BONE"),  # a kept reconstruction parameter
+    ("KNEE^LUNG", "StudyDescription", "MR KNEE RT WO"),
+    ("KNEE^LUNG", "ImageComments", "Lung nodule incidental; knee pain"),
+    ("LONG^WILL", "StudyDescription", "LONG BONE SURVEY"),
+    ("LONG^WILL", "ImageComments", "will repeat if motion"),
+])
+def test_a_name_part_that_is_a_word_of_imaging_text_stays_in_its_clinical_sense(
+        tmp_path: Path, name: str, keyword: str, value: str) -> None:
+    out = _written(tmp_path, name, **{keyword: value})
+    assert str(out.get(keyword)) == value
+
+
+def test_the_code_meaning_of_a_name_part_stays(tmp_path: Path) -> None:
+    out = _written(tmp_path, "HEAD^MAY", AnatomicRegionSequence=Sequence([_code("69536005", "Head")]),
+                   BodyPartExamined="HEAD")
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "Head"
+    assert out.BodyPartExamined == "HEAD"
+
+
+@pytest.mark.parametrize(("name", "text", "gone"), [
+    ("HEAD^MAY", "seen: HEAD, MAY", ["HEAD", "MAY"]),
+    ("KNEE^LUNG", "LUNG KNEE called back", ["LUNG", "KNEE"]),
+    ("LONG^WILL", "Will Long aware", ["Will", "Long"]),
+    ("BROWN^ALICE", "brown", ["brown"]),  # a surname that is no word of imaging text counts alone
+])
+def test_such_a_name_part_beside_another_part_of_the_name_is_removed(
+        tmp_path: Path, name: str, text: str, gone: list[str]) -> None:
+    out = _written(tmp_path, name, ImageComments=text)
+    assert not [g for g in gone if g in str(out.ImageComments)], str(out.ImageComments)
+
+
+def test_a_name_of_one_word_that_is_a_word_of_imaging_text_is_still_a_term() -> None:
+    assert "HEAD" in name_variants("HEAD")
+    assert "HEAD" not in name_variants("HEAD^MAY") and "HEAD, MAY" in name_variants("HEAD^MAY")
+    assert "SMITH" in name_variants("SMITH^JOHN")
+
+
+@pytest.mark.parametrize("text", [
+    "RT ICA stenosis", "Rt SFA occlusion", "by FNA", "confirmed by DSA",  # initials
+    "c/o Dizziness", "w/ Valsalva", "w/ Gadavist",  # cue words
+    "per Bosniak", "per Deauville 4", "per ACR TI-RADS", "per Ann Arbor staging", "per Lugano Classification",
+    "per Gleason score", "per Child Pugh", "per Lung-RADS", "per Hematology", "referred by Rheumatology",
+    "d/w Gastroenterology", "Tommy John surgery",
+    "FHx mother Hodgkin lymphoma", "FHx father Huntington disease", "FHx mother BRCA1 breast cancer",
+    "sister BRCA2 carrier", "FHX MOTHER HODGKIN",  # relations
+    "Pt: Diabetic", "Pt: Pregnant", "Pt: allergic to iodine", "Tech: Sedation given", "Contact: Isolation",
+    "Interpreter Spanish",  # labels and roles
+    "14 Fr Foley catheter", "7 Fr Swan-Ganz",  # a catheter size, not a title
+    "Colon CA", "Hx Inferior MI", "Brain MRI Under GA", "Sustained VT",  # state codes
+    "mass near Morison pouch", "nodule near Sylvian fissure", "Memory Clinic referral", "Heart Failure Clinic",
+    "64 Detector CT", "3 Lead ST depression",
+    "GCS 3/15", "5/16 lymph nodes positive", "Slice 1/24", "IV Sep 12 mm", "iv sep 1.2 cm", "In-111 Oct 6 mCi",
+    "Version 5.2.12", "90Y SIRT mapping", "fever 101 F", "TI 800-2000 ms", "DWI b 500-1000", "CPT 71260",
+    "LOINC 24627-2", "RadLex RID10321", "TR 10000 TE 120", "Total counts 750000",  # numbers
+    "Charles Bonnet syndrome", "pouch of Douglas", "Sister Mary Joseph nodule", "T2 FLAIR MARIA",
+])
+def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
+    assert clean_text(text, NO_TERMS) == text
+
+
+@pytest.mark.parametrize(("text", "gone"), [
+    ("Kevin to bring outside CD tomorrow", ["Kevin"]),
+    ("call Jenny x4421 when done", ["Jenny"]),
+    ("Wrong pt scanned - images belong to JOHNSON, EMILY", ["JOHNSON", "EMILY"]),
+    ("Priya Raman (PA) ok with non-con", ["Priya", "Raman"]),
+    ("Child life: Jessica", ["Jessica"]),
+    ("CT HEAD ANNA KOWALSKA", ["ANNA", "KOWALSKA"]),
+    ("Raman,Priya", ["Raman", "Priya"]),
+    ("Discussed w/ Abrams from vascular", ["Abrams"]),
+    ("scanned by JR", ["JR"]),
+    ("RT: JR", ["JR"]),
+    ("near Galesburg, restrained driver", ["Galesburg"]),
+    ("Lives at Brookhaven Manor, Quincy MA", ["Quincy"]),
+    ("Springfield, IL 62704", ["Springfield", "62704"]),
+    ("per Hernandez", ["Hernandez"]),
+    ("seen 3/15 in clinic", ["3/15"]),
+    ("prior CARDIAC CTA 75% PHASE 5/24/2001", ["5/24/2001"]),  # a date with its year after "phase"
+    ("call 555-0143", ["555-0143"]),
+])
+def test_names_places_and_numbers_in_their_identifying_sense_go(text: str, gone: list[str]) -> None:
+    cleaned = clean_text(text, NO_TERMS)
+    assert PLACEHOLDER in cleaned and not [g for g in gone if g in cleaned], cleaned
+
+
+def test_the_given_name_list_leaves_out_words_of_clinical_or_calendar_sense() -> None:
+    names = given_names()
+    assert {"kevin", "priya", "emily", "jose", "jurgen", "chidi"} <= names  # folded: José, Jürgen
+    assert not names & {"mark", "will", "may", "june", "grace", "iris", "gene", "ray", "pat", "jan", "max",
+                        "addison", "wilson", "hunter", "tanner", "barrett", "douglas", "elisa", "magnus"}
