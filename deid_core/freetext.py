@@ -258,10 +258,14 @@ _LABEL_STOP = frozenset({"mrn", "id", "dob", "acc", "accession", "age", "sex", "
 #: What follows an eponym of a grading system, not a person after a cue: "per Gleason score", "per Deauville 4",
 #: "per Lugano Classification", "mother Hodgkin lymphoma" (an audit).
 _EPONYM_FOLLOWER_RE = re.compile(
-    r"\s*(?:\d|[IVX]{1,4}\b|(?i:score|scores|classification|class|criteria|staging|stage|grade|grading|system|scale"
-    r"|guidelines?|index|rules?|category|type|lymphoma|disease|syndrome|carrier|mutation|positive|negative|cancer"
-    r"|sarcoma|tumou?r|palsy|sign|fracture|lesion|malformation|protocol|surgery|procedure|repair|reconstruction"
-    r"|operation|maneuver|manoeuvre|test|view|method|technique|approach|incision|shunt)\b)")
+    r"(?:'s|s')?[\s_]*(?:\d|[IVX]{1,4}[A-Ea-e]?\b|(?i:(?:score|classification|class|criteri(?:on|a)|staging|stage|grade"
+    r"|grading|system|scale|guideline|index|rule|category|type|lymphoma|disease|syndrome|carrier|mutation|positive"
+    r"|negative|cancer|sarcoma|tumou?r|palsy|paralysis|sign|fracture|lesion|malformation|protocol|surgery|procedure"
+    r"|repair|reconstruction|operation|maneuver|manoeuvre|test|view|method|technique|approach|incision|shunt|line"
+    r"|angle|nail|reflex(?:e)?|clamp|splint|collar|law|ulcer|pupil|sequence|murmur|bod(?:y|ie)|cell|node|nodule|cyst"
+    r"|pouch|fissure|ligament|triangle|space|canal|duct|foramen|fossa|apple|ladder|device|genetic|ai|pipeline"
+    r"|software|platform|phenomenon|effect|triad|sphincter|valve|catheter|tube|needle|filter|mask|ring|spot|stain"
+    r"|\w+itis|\w+osis|\w+opathy)s?)\b)")
 #: Disease and grading eponyms that a relation, a label or a cue word puts where a person's name goes ("FHx mother
 #: Hodgkin", "per Bosniak"); not clinical words elsewhere, where some are also surnames a title or label gives away.
 _CUE_EPONYMS = frozenset("""hodgkin huntington alzheimer parkinson crohn graves hashimoto addison cushing paget marfan
@@ -279,11 +283,22 @@ _CLINICAL_SUFFIX_RE = re.compile(
     r"|ostomy|plasty|scopy|graphy|ology|ologist|iatry|iatrics|iatric|ics|etic|atic|ptic|rgic|ated|ized|ised|gnant)")
 
 
+#: Second words of eponyms and places whose first word is a given name ("Pierre Robin", "Marcus Gunn", "Ann Arbor",
+#: "Peter Pan", "Charcot Marie Tooth"): no surname after a given name (a second audit).
+_EPONYM_SECOND = frozenset("""arbor robin gunn bonnet pan tooth gehrig flint curie wonderland strumpell""".split())
+_ALICE_RE = re.compile(r"(?i)\s+in\s+wonderland\b")
+#: Words before a given name that make it a place or an eponym's part ("St Louis", "San Antonio", "Charcot Marie").
+_NOT_BEFORE_GIVEN = frozenset("""st saint san santa sao charcot of""".split())
+#: First words after a label that begin a sentence, not a name ("Nurse: please call ...").
+_LABEL_NOT_NAME = frozenset("""please call see pending none unknown same as per to at in on with no not na n/a
+    aware notified informed ok okay""".split())
+
+
 def _not_a_person(word: str, text: str, end: int) -> bool:
     """Whether a capitalised word a cue puts where a name goes is clinical after all: an eponym of a grading system
     or disease, a word of clinical shape (unless a given name), or a word followed by a grade or a disease noun."""
     w = word.casefold()
-    if w in _CUE_EPONYMS or w.endswith("-rads") or any(c.isdigit() for c in word) or (
+    if w in _CUE_EPONYMS or w in _EPONYM_SECOND or w.endswith("-rads") or any(c.isdigit() for c in word) or (
             end < len(text) and text[end].isalnum()):
         return True
     if _CLINICAL_SUFFIX_RE.fullmatch(word) and w not in given_names():
@@ -429,7 +444,8 @@ def _named(text: str) -> list[tuple[int, int, str]]:
             word = w.group(1)
             bare = word.rstrip(".")
             if bare.casefold() in _LABEL_STOP or (is_clinical_word(bare) and len(bare) > 1) or (
-                    len(bare) > 1 and _not_a_person(bare, text, pos + w.start(1) + len(bare))):
+                    len(bare) > 1 and _not_a_person(bare, text, pos + w.start(1) + len(bare))) or \
+                    bare.casefold() in _LANGUAGES or (taken == 0 and bare.casefold() in _LABEL_NOT_NAME):
                 break
             if not (bare[0].isupper() or taken == 0):
                 break
@@ -592,11 +608,12 @@ def given_names() -> frozenset[str]:
     return frozenset(names)
 
 
-_WORD_RE = re.compile(r"(?<![\w'\-])[A-Za-z]+(?:['\-][A-Za-z]+)*(?![\w\-])")
-#: A middle initial between a given name and a surname ("Priya K. Raman").
-_BETWEEN_RE = re.compile(r"[ \t]+(?:[A-Z]\.?[ \t]+)?")
+# (an underscore separates words too: ROI and plan labels join a contourer's name with "_": "PTV_Priya_Raman")
+_WORD_RE = re.compile(r"(?<![A-Za-z0-9'\-])[A-Za-z]+(?:['\-][A-Za-z]+)*(?![A-Za-z0-9\-])")
+#: A middle initial between a given name and a surname ("Priya K. Raman", "Priya_Raman").
+_BETWEEN_RE = re.compile(r"[ \t_]+(?:[A-Z]\.?[ \t_]+)?")
 #: What separates a surname from the given name after it ("JOHNSON, EMILY", "Raman,Priya", "JOHNSON^EMILY").
-_REVERSED_RE = re.compile(r"[ \t]*[,^][ \t]*")
+_REVERSED_RE = re.compile(r"[ \t]*[,^_][ \t]*")
 
 
 def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
@@ -608,11 +625,16 @@ def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
     words = [(m.start(), m.end(), m.group(0)) for m in _WORD_RE.finditer(text)]
     given = given_names()
     out: list[tuple[int, int, str]] = []
+    # a label ("Brain Sophia", "CT Head Brandon"): every word capitalised. Its lone given name may be a product or a
+    # protocol's own word (a second audit), unless an underscore joins it to the label ("CTV_Michael")
+    label = not any(w[0].islower() for _s, _e, w in words)
 
     def surname(w: str) -> bool:
-        return len(w) >= 2 and (w.istitle() or w.isupper()) and not is_clinical_word(w) \
+        return (len(w) >= 4 or (len(w) >= 2 and not w.isupper())) and (w.istitle() or w.isupper()) \
+            and not is_clinical_word(w) \
             and w.casefold() not in _RELATION_STOP and w.casefold() not in _LANGUAGES \
-            and not _CLINICAL_SUFFIX_RE.fullmatch(w) and w.casefold() not in _CUE_EPONYMS
+            and not _CLINICAL_SUFFIX_RE.fullmatch(w) and w.casefold() not in _CUE_EPONYMS \
+            and w.casefold() not in _EPONYM_SECOND and not _EPONYM_FOLLOWER_RE.fullmatch(" " + w)
 
     for i, (s, e, w) in enumerate(words):
         title, caps = w.istitle(), w.isupper() and len(w) >= 4
@@ -620,13 +642,17 @@ def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
             continue
         nxt = words[i + 1] if i + 1 < len(words) else None
         prv = words[i - 1] if i else None
+        if prv is not None and prv[2].casefold().rstrip(".") in _NOT_BEFORE_GIVEN and text[prv[1]:s].strip(" .") == "":
+            continue  # "pouch of Douglas", "St Louis encephalitis", "Charcot Marie Tooth"
+        if nxt is not None and (nxt[2].casefold() in _EPONYM_SECOND or _ALICE_RE.match(text, e)):
+            continue  # "Pierre Robin sequence", "Ann Arbor staging", "Alice in Wonderland"
         span_end = e
         pair = nxt is not None and _BETWEEN_RE.fullmatch(text, e, nxt[0]) is not None and surname(nxt[2]) and \
             (nxt[2].isupper() or not caps)
         if pair and nxt is not None:
             span_end = nxt[1]
-        if _EPONYM_FOLLOWER_RE.match(text, span_end) or text[span_end:span_end + 2] in ("'s", "s'"):
-            continue  # "Charles Bonnet syndrome", "Addison's"
+        if _EPONYM_FOLLOWER_RE.match(text, span_end):
+            continue  # "Charles Bonnet syndrome", "Todd paralysis", "Jacob's ladder", "Ann Arbor IIB"
         if pair and nxt is not None:
             out += [(s, e, NAME), (nxt[0], nxt[1], NAME)]
             continue
@@ -634,7 +660,8 @@ def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
                 (prv[2].isupper() == w.isupper()):
             out += [(prv[0], prv[1], NAME), (s, e, NAME)]
             continue
-        if title and not (prv is not None and prv[2].casefold() == "of"):  # "pouch of Douglas"
+        joined = (prv is not None and text[prv[1]:s] == "_") or (nxt is not None and text[e:nxt[0]] == "_")
+        if title and (not label or joined):  # "CTV_Michael", "Kevin_edit": a contourer in a label
             out.append((s, e, NAME))
     return out
 

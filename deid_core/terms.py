@@ -154,9 +154,10 @@ def name_variants(value: str | PersonName) -> list[str]:
             # name of one character (or two: "欧阳小东")
             words += [comps[0][1:]] + ([comps[0][2:]] if len(comps[0]) == 4 else [])
         for w in words:
-            # a part that is an ordinary word ("HEAD^MAY", "GREEN^BONE", "BROWN") counts only beside another part
-            # of the name (the combinations below): alone it is "CT HEAD", a "BONE" kernel, "brown fat"
-            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS and not (len(words) > 1 and ordinary_word(w)):
+            # a part that is a word of imaging text ("HEAD^MAY", "GREEN^BONE", "COLON^MARIA") counts only beside
+            # another part of the name (the combinations below): alone it is "CT HEAD", a "BONE" kernel, "sigmoid
+            # colon"; a name of that one word ("HEART") is then no term at all (a second audit: "CT HEART" lost)
+            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS and not ordinary_word(w):
                 out.append(w)
         for c in comps:  # "O'Brien" is also typed "OBrien"
             if "'" in c and len(c.replace("'", "")) >= 3:
@@ -176,7 +177,7 @@ def name_variants(value: str | PersonName) -> list[str]:
                         f"{given} {middle[0]} {family}", f"{family}, {given} {middle[0]}",
                         f"{family} {given} {middle[0]}"]
         joined = " ".join(c for c in comps if c)
-        if joined:
+        if joined and not (" " not in joined and ordinary_word(joined)):  # "HEART^": no term, like its part
             out.append(joined)
     # "ONEILL" in a header is "O'Neill" in a report (an apostrophe variant that does not occur is harmless)
     out += [f"{w[0]}'{w[1:]}" for w in list(out) if re.fullmatch(r"[OoDdLl][A-Za-z]{3,}", w)]
@@ -226,7 +227,11 @@ def _german_spelling(text: str) -> str:
 #: as WHITE or BROWN stay terms alone: a bare surname in a description is more often the patient than not.
 _ORDINARY_NAME_WORDS = frozenset("""
 head hand foot bone back neck arm leg heart lung knee spine brain skull hip side front long short early late low
-high child children major minor marrow matter fat bowel joint face eye ear nose lip jaw chin cheek rib toe heel
+high child children major minor marrow matter fat bowel joint face eye ear nose lip jaw chin cheek rib ribs toe heel
+colon rectum stomach belly mouth tooth gums throat shin trunk waist sac lobe vein muscle gall bile blood fluid air
+gas liver kidney bladder breast temple palm crown nail cord lens stone hernia cast sling stent clip coil filter
+pump port drain tube line splint wire screw rod pin plate marker ring field couch shell seed block wedge beam
+boost dose care flow speed delay smooth hard bright dark sleep swift overall
 may will mark can
 """.split())
 

@@ -82,10 +82,18 @@ def test_such_a_name_part_beside_another_part_of_the_name_is_removed(
     assert not [g for g in gone if g in str(out.ImageComments)], str(out.ImageComments)
 
 
-def test_a_name_of_one_word_that_is_a_word_of_imaging_text_is_still_a_term() -> None:
-    assert "HEAD" in name_variants("HEAD")
+def test_a_word_of_imaging_text_is_no_term_alone_even_as_a_whole_name() -> None:
+    # a physician recorded as "HEART" or "HEART^" deleted "CT HEART" in every file of the patient (a second audit)
+    assert name_variants("HEART") == [] and name_variants("HEART^") == []
     assert "HEAD" not in name_variants("HEAD^MAY") and "HEAD, MAY" in name_variants("HEAD^MAY")
-    assert "SMITH" in name_variants("SMITH^JOHN")
+    assert "SMITH" in name_variants("SMITH^JOHN") and "BROWN" in name_variants("BROWN^ALICE")
+
+
+def test_a_physician_named_with_a_word_of_imaging_text_leaves_it_in_the_patients_files(tmp_path: Path) -> None:
+    out = _written(tmp_path, "QUIXBY^ZORAN", ReferringPhysicianName="COLON^MARIA", OperatorsName="RING",
+                   ProtocolName="Colon CTC Prone Ring", ImageComments="sigmoid colon diverticulosis; Maria Colon aware")
+    assert out.ProtocolName == "Colon CTC Prone Ring"
+    assert out.ImageComments == f"sigmoid colon diverticulosis; {PLACEHOLDER} aware"
 
 
 @pytest.mark.parametrize("text", [
@@ -106,6 +114,16 @@ def test_a_name_of_one_word_that_is_a_word_of_imaging_text_is_still_a_term() -> 
     "Version 5.2.12", "90Y SIRT mapping", "fever 101 F", "TI 800-2000 ms", "DWI b 500-1000", "CPT 71260",
     "LOINC 24627-2", "RadLex RID10321", "TR 10000 TE 120", "Total counts 750000",  # numbers
     "Charles Bonnet syndrome", "pouch of Douglas", "Sister Mary Joseph nodule", "T2 FLAIR MARIA",
+    # a second audit: eponyms and places whose first word is a given name, labels, upper case, languages
+    "Pierre Robin sequence", "Peter Pan collar", "Marcus Gunn pupil", "Todd paralysis", "Terry nails",
+    "Gordon reflex", "Heinz bodies", "Kelly clamp", "Thomas splint", "Victoria line noted", "Louis angle",
+    "Charles law", "Cameron ulcers in hiatal hernia", "CMT (Charcot Marie Tooth)", "St Louis encephalitis",
+    "Alice in Wonderland syndrome", "Jacob's ladder", "Adam's apple prominence", "Ann Arbor IIB",
+    "Hodgkin lymphoma, Ann Arbor IIIB", "Lymphoma per Ann Arbor", "Ann Arbor staging IIIB",
+    "Lucas device CPR", "Fused with Sophia AI", "Sophia Genetics",
+    "Brain Sophia", "CT Head Brandon", "Chest Routine Lucas", "Ax DWI Lucas", "Chad Pelvis", "Lucas",
+    "LUCAS DEVICE CPR", "THOMAS SPLINT", "TODD PARALYSIS", "PIERRE ROBIN", "CHARLES BONNET", "VICTORIA LINE",
+    "Interpreter: Mandarin", "Clinical Info: Todd paralysis after seizure", "Reason: Victoria line follow up",
 ])
 def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     assert clean_text(text, NO_TERMS) == text
@@ -129,6 +147,13 @@ def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     ("seen 3/15 in clinic", ["3/15"]),
     ("prior CARDIAC CTA 75% PHASE 5/24/2001", ["5/24/2001"]),  # a date with its year after "phase"
     ("call 555-0143", ["555-0143"]),
+    # names joined to a label with underscores (RT structure and plan labels)
+    ("PTV_Priya_Raman", ["Priya", "Raman"]),
+    ("JOHNSON_EMILY", ["JOHNSON", "EMILY"]),
+    ("Johnson_Emily_PTV", ["Johnson", "Emily"]),
+    ("Kevin_edit", ["Kevin"]),
+    ("CTV_Michael", ["Michael"]),
+    ("Nurse: please call Jessica", ["Jessica"]),
 ])
 def test_names_places_and_numbers_in_their_identifying_sense_go(text: str, gone: list[str]) -> None:
     cleaned = clean_text(text, NO_TERMS)
