@@ -344,8 +344,10 @@ def typed_phi(text: str) -> bool:
     return any(k != AGE for _s, _e, k in _regex_spans(fold(text), bare_ids=False))
 
 
-def _regex_spans(text: str, bare_ids: bool = True) -> list[tuple[int, int, str]]:
-    """Layer 2: PHI shapes (no file knowledge). ``bare_ids``: also runs of 5+ digits with no label."""
+def _regex_spans(text: str, bare_ids: bool = True, given: bool = True) -> list[tuple[int, int, str]]:
+    """Layer 2: PHI shapes (no file knowledge). ``bare_ids``: also runs of 5+ digits with no label. ``given``: also
+    names known by a given name alone (``_given_name_spans``); not for OCR readings, where garble of anatomy or
+    speckle spells "Ian" or "Eva" and would be masked, or quarantine a file in verification."""
     spans: list[tuple[int, int, str]] = []
     for m in _EMAIL_RE.finditer(text):
         spans.append((m.start(), m.end(), EMAIL))
@@ -384,7 +386,7 @@ def _regex_spans(text: str, bare_ids: bool = True) -> list[tuple[int, int, str]]
         if _LONG_DIGITS.search(tok) and not re.fullmatch(r"\d{2,4}x\d{2,4}", tok, re.I) \
                 and not re.fullmatch(r"\d{1,3}\.\d+", tok) and not re.fullmatch(r"\d{1,5}(?:/\d{1,5})+", tok):
             spans.append((m.start(), m.start() + len(tok), ID))
-    spans += _name_spans(text)
+    spans += _name_spans(text, given)
     spans += _more_shapes(text)
     return [sp for sp in spans if not _clinical_number(text, *sp)]
 
@@ -402,15 +404,15 @@ def _plausible_date(s: str) -> bool:
     return True
 
 
-def _name_spans(text: str) -> list[tuple[int, int, str]]:
+def _name_spans(text: str, given: bool = True) -> list[tuple[int, int, str]]:
     """Titled ("Dr. Jones"), degree-suffixed ("A. Lindqvist MD") and labelled ("Patient: X") names, names a
     relation or a role gives away; never inside an eponym ("Sister Mary Joseph nodule")."""
-    spans = _named(text)
+    spans = _named(text, given)
     eponyms = [(m.start(), m.end()) for m in _EPONYM_RE.finditer(text)]
     return [sp for sp in spans if not any(a <= sp[0] and sp[1] <= b for a, b in eponyms)] if eponyms else spans
 
 
-def _named(text: str) -> list[tuple[int, int, str]]:
+def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
     for rx in (_TITLED_RE, _DEGREE_RE):
         for m in rx.finditer(text):
@@ -433,7 +435,7 @@ def _named(text: str) -> list[tuple[int, int, str]]:
                 and not _not_a_person(b, text, m.end("b")):
             spans.append((m.start("b"), m.end("b"), NAME))
     spans += _more_name_spans(text)
-    spans += _given_name_spans(text)
+    spans += _given_name_spans(text) if given else []
     for m in _LABEL_RE.finditer(text):
         pos, taken = m.end(), 0
         while taken < 4:

@@ -165,3 +165,16 @@ def test_the_given_name_list_leaves_out_words_of_clinical_or_calendar_sense() ->
     assert {"kevin", "priya", "emily", "jose", "jurgen", "chidi"} <= names  # folded: José, Jürgen
     assert not names & {"mark", "will", "may", "june", "grace", "iris", "gene", "ray", "pat", "jan", "max",
                         "addison", "wilson", "hunter", "tanner", "barrett", "douglas", "elisa", "magnus"}
+
+
+def test_ocr_readings_are_not_searched_for_given_names() -> None:
+    # OCR garble of anatomy or speckle spells given names ("Ian", "Eva"): the layer is for typed text only
+    from deid_core.pixels.match import build_lines, phi_words
+    from deid_core.pixels.ocr import OcrWord
+    from deid_core.terms import TermMatcher
+
+    words = [OcrWord("Priya", 0, 0, 30, 10, 95.0), OcrWord("Raman", 36, 0, 30, 10, 95.0),
+             OcrWord("Kevin", 72, 0, 30, 10, 95.0)]
+    (line,) = build_lines(words)
+    assert phi_words(line, TermMatcher(NO_TERMS), use_presidio=False) == {}
+    assert clean_text(line.text, NO_TERMS).startswith(f"{PLACEHOLDER} {PLACEHOLDER}")  # typed, it is a name

@@ -136,7 +136,7 @@ def phi_words(line: Line, matcher: TermMatcher, use_presidio: bool = True) -> di
     # PHI the header does not spell (another person, a header anonymised upstream): the free-text
     # cleaner's shapes (titled/labelled/degree names, street addresses, e-mails, SSNs, labelled IDs)
     # and the way a viewer displays a patient's name ("DOE, JANE", "DOE^JANE")
-    for start, end, kind in _regex_spans(line.text):
+    for start, end, kind in _regex_spans(line.text, given=False):
         mark(start, end, kind)
     for m in _DISPLAY_NAME_RE.finditer(line.text):
         if not any(is_clinical_word(w) or w.casefold() in _MAKERS for w in (m.group(1), m.group(2))):
