@@ -266,8 +266,9 @@ _EPONYM_FOLLOWER_RE = re.compile(
     r"|pouch|fissure|ligament|triangle|space|canal|duct|foramen|fossa|apple|ladder|device|genetic|ai|pipeline"
     r"|software|platform|phenomenon|effect|triad|sphincter|valve|catheter|tube|needle|filter|mask|ring|spot|stain"
     r"|\w+itis|\w+osis|\w+opathy)s?)\b)")
-#: Disease and grading eponyms that a relation, a label or a cue word puts where a person's name goes ("FHx mother
-#: Hodgkin", "per Bosniak"); not clinical words elsewhere, where some are also surnames a title or label gives away.
+#: Disease and grading eponyms, contrast agents and imaging or planning software that a relation, a label or a cue
+#: word puts where a person's name goes ("FHx mother Hodgkin", "per Bosniak", "Dose per Monaco", "Read by Aidoc");
+#: not clinical words elsewhere, where some are also surnames a title or label gives away.
 _CUE_EPONYMS = frozenset("""hodgkin huntington alzheimer parkinson crohn graves hashimoto addison cushing paget marfan
     lynch gaucher fabry tay-sachs klinefelter raynaud sjogren behcet kawasaki meniere wilms ewing kaposi burkitt
     barrett hirschsprung meckel peyronie dupuytren perthes scheuermann guillain-barre creutzfeldt-jakob charcot
@@ -275,7 +276,9 @@ _CUE_EPONYMS = frozenset("""hodgkin huntington alzheimer parkinson crohn graves 
     bosniak deauville gleason lugano breslow spetzler gustilo neer schatzker frankel modic pfirrmann meyerding
     kellgren outerbridge bethesda tyrer-cuzick caprini ranson balthazar hinchey bismuth strasberg couinaud masaoka
     recist fazekas kurtzke hounsfield child-pugh pugh valsalva gadavist eovist lexiscan dotarem multihance omniscan
-    prohance magnevist optiray ultravist definity lumason optison""".split())
+    prohance magnevist optiray ultravist definity lumason optison
+    monaco eclipse pinnacle raystation aidoc vitrea visage intellispace centricity powerscribe velocity aria mosaiq
+    tomotherapy cyberknife brainlab olea terarecon arterys qure lunit gleamer annalise syngo""".split())
 #: Word endings of clinical states and services, never of a name in the given-name list: "Pt: Diabetic",
 #: "Tech: Sedation given", "Contact: Isolation", "referred by Rheumatology" (an audit).
 _CLINICAL_SUFFIX_RE = re.compile(

@@ -124,6 +124,7 @@ def test_a_physician_named_with_a_word_of_imaging_text_leaves_it_in_the_patients
     "Brain Sophia", "CT Head Brandon", "Chest Routine Lucas", "Ax DWI Lucas", "Chad Pelvis", "Lucas",
     "LUCAS DEVICE CPR", "THOMAS SPLINT", "TODD PARALYSIS", "PIERRE ROBIN", "CHARLES BONNET", "VICTORIA LINE",
     "Interpreter: Mandarin", "Clinical Info: Todd paralysis after seizure", "Reason: Victoria line follow up",
+    "Dose per Monaco", "Read by Aidoc", "Plan from Eclipse",
 ])
 def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     assert clean_text(text, NO_TERMS) == text
