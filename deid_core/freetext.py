@@ -289,6 +289,11 @@ _CLINICAL_SUFFIX_RE = re.compile(
 #: Second words of eponyms and places whose first word is a given name ("Pierre Robin", "Marcus Gunn", "Ann Arbor",
 #: "Peter Pan", "Charcot Marie Tooth"): no surname after a given name (a second audit).
 _EPONYM_SECOND = frozenset("""arbor robin gunn bonnet pan tooth gehrig flint curie wonderland strumpell""".split())
+#: Given names that are also English words, left out of the list: only a title-case pair in a sentence counts ("Images
+#: sent to Mark Davies at OSH"), never one alone ("will repeat", "Mark site") or in a label ("Ax T2 Grace").
+_AMBIGUOUS_GIVEN = frozenset("""mark will grace hope faith joy rose iris ivy lily holly daisy ruby pearl amber crystal
+    dawn june april august frank gene ray pat art bill chase lance drew dale glen cliff heath wade miles max jan may
+    sandy penny jack victor""".split())
 _ALICE_RE = re.compile(r"(?i)\s+in\s+wonderland\b")
 #: Words before a given name that make it a place or an eponym's part ("St Louis", "San Antonio", "Charcot Marie").
 _NOT_BEFORE_GIVEN = frozenset("""st saint san santa sao charcot of""".split())
@@ -643,7 +648,10 @@ def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
 
     for i, (s, e, w) in enumerate(words):
         title, caps = w.istitle(), w.isupper() and len(w) >= 4
-        if not (title or caps) or len(w) < 3 or fold(w).casefold() not in given:
+        folded = fold(w).casefold()
+        ambiguous = folded in _AMBIGUOUS_GIVEN
+        if not (title or caps) or len(w) < 3 or (folded not in given and not ambiguous) or (ambiguous and (
+                label or not title)):
             continue
         nxt = words[i + 1] if i + 1 < len(words) else None
         prv = words[i - 1] if i else None
@@ -658,8 +666,10 @@ def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
             span_end = nxt[1]
         if _EPONYM_FOLLOWER_RE.match(text, span_end):
             continue  # "Charles Bonnet syndrome", "Todd paralysis", "Jacob's ladder", "Ann Arbor IIB"
-        if pair and nxt is not None:
+        if pair and nxt is not None and not (ambiguous and not nxt[2].istitle()):
             out += [(s, e, NAME), (nxt[0], nxt[1], NAME)]
+            continue
+        if ambiguous:
             continue
         if prv is not None and _REVERSED_RE.fullmatch(text, prv[1], s) and surname(prv[2]) and \
                 (prv[2].isupper() == w.isupper()):

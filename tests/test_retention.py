@@ -125,6 +125,8 @@ def test_a_physician_named_with_a_word_of_imaging_text_leaves_it_in_the_patients
     "LUCAS DEVICE CPR", "THOMAS SPLINT", "TODD PARALYSIS", "PIERRE ROBIN", "CHARLES BONNET", "VICTORIA LINE",
     "Interpreter: Mandarin", "Clinical Info: Todd paralysis after seizure", "Reason: Victoria line follow up",
     "Dose per Monaco", "Read by Aidoc", "Plan from Eclipse",
+    "will repeat", "Mark site with BB", "Ax T2 Grace", "May Thurner syndrome", "Frank Hematuria noted",
+    "May Need Sedation",  # given names that are English words count only as a title-case pair in a sentence
 ])
 def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     assert clean_text(text, NO_TERMS) == text
@@ -155,6 +157,8 @@ def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     ("Kevin_edit", ["Kevin"]),
     ("CTV_Michael", ["Michael"]),
     ("Nurse: please call Jessica", ["Jessica"]),
+    ("Images sent to Mark Davies at OSH", ["Mark", "Davies"]),
+    ("Grace Hopper called", ["Grace", "Hopper"]),
 ])
 def test_names_places_and_numbers_in_their_identifying_sense_go(text: str, gone: list[str]) -> None:
     cleaned = clean_text(text, NO_TERMS)
