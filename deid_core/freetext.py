@@ -258,7 +258,7 @@ _LABEL_STOP = frozenset({"mrn", "id", "dob", "acc", "accession", "age", "sex", "
 #: What follows an eponym of a grading system, not a person after a cue: "per Gleason score", "per Deauville 4",
 #: "per Lugano Classification", "mother Hodgkin lymphoma" (an audit).
 _EPONYM_FOLLOWER_RE = re.compile(
-    r"(?:'s|s')?[\s_]*(?:\d|[IVX]{1,4}[A-Ea-e]?\b|(?i:(?:score|classification|class|criteri(?:on|a)|staging|stage|grade"
+    r"(?:'s|s')?[\s_]*(?:[IVX]{1,4}[A-Ea-e]?\b|(?i:(?:score|classification|class|criteri(?:on|a)|staging|stage|grade"
     r"|grading|system|scale|guideline|index|rule|category|type|lymphoma|disease|syndrome|carrier|mutation|positive"
     r"|negative|cancer|sarcoma|tumou?r|palsy|paralysis|sign|fracture|lesion|malformation|protocol|surgery|procedure"
     r"|repair|reconstruction|operation|maneuver|manoeuvre|test|view|method|technique|approach|incision|shunt|line"
@@ -311,7 +311,7 @@ def _not_a_person(word: str, text: str, end: int) -> bool:
         return True
     if _CLINICAL_SUFFIX_RE.fullmatch(word) and w not in given_names():
         return True
-    return bool(_EPONYM_FOLLOWER_RE.match(text, end))
+    return bool(_EPONYM_FOLLOWER_RE.match(text, end) or re.match(r"\s*\d", text[end:end + 4]))  # "per Deauville 4"
 
 
 #: Numbers of date, phone, ID or age shape that are measurements, parameters or codes by what stands beside them
@@ -629,8 +629,10 @@ _REVERSED_RE = re.compile(r"[ \t]*[,^_][ \t]*")
 def _given_name_spans(text: str) -> list[tuple[int, int, str]]:
     """Names no cue gives away, known by a given name (``given_names``): "Priya Raman (PA) ok", "images belong to
     JOHNSON, EMILY", "Kevin to bring outside CD", "call Jenny x4421". A given name counts with a surname beside it
-    (title case or capitals, not clinical), or alone in title case; a capitalised given name alone is not enough
-    (upper-case descriptors hold acronyms). Never before a disease or grading word ("Charles Bonnet syndrome").
+    (title case or capitals, not clinical), or alone in title case in a sentence (or joined to a label by "_":
+    "CTV_Michael"); a given name alone in capitals, or in a label of capitalised words ("Brain Sophia"), is not
+    enough. Given names that are English words (``_AMBIGUOUS_GIVEN``) count only in a title-case pair in a
+    sentence. Never in an eponym or a place ("Charles Bonnet syndrome", "Pierre Robin", "St Louis").
     ``text`` is folded (accents dropped, one character for one)."""
     words = [(m.start(), m.end(), m.group(0)) for m in _WORD_RE.finditer(text)]
     given = given_names()

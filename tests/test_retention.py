@@ -159,6 +159,7 @@ def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     ("Nurse: please call Jessica", ["Jessica"]),
     ("Images sent to Mark Davies at OSH", ["Mark", "Davies"]),
     ("Grace Hopper called", ["Grace", "Hopper"]),
+    ("call Jenny 555-0143", ["Jenny", "555-0143"]),  # a number after a given name is no grade
 ])
 def test_names_places_and_numbers_in_their_identifying_sense_go(text: str, gone: list[str]) -> None:
     cleaned = clean_text(text, NO_TERMS)
