@@ -35,7 +35,7 @@ from deid_core.provenance import (
 )
 from deid_core.pseudonyms import PatientMap
 from deid_core.rules import load_rule_table
-from deid_core.writer import _makedirs, clean_tmp, output_umask
+from deid_core.writer import TMP_DIRNAME, _makedirs, clean_tmp, output_umask
 
 
 @dataclass
@@ -202,6 +202,8 @@ def prepare_run(input_dir: str | Path, output_dir: str | Path, *, provenance_dir
 
 #: Output folders this process runs into, with the open descriptor that holds each one's lock.
 _OUTPUT_LOCKS: dict[str, int] = {}
+#: Output folders this process has locked at some time (a run's lock is released as soon as it stops).
+_LOCKED_BEFORE: set[str] = set()
 
 
 def holds_output_lock(out: Path) -> bool:
@@ -227,6 +229,31 @@ def lock_output(out: Path) -> None:
         raise ConfigError("another deidflow run is writing into this output directory; wait for it to "
                           "finish (or stop it) and start this run again") from None
     _OUTPUT_LOCKS[key] = fd
+    _LOCKED_BEFORE.add(key)
+
+
+def discard_staged(out: Path) -> int:
+    """Remove the staged (never published) files of this process's stopped run from ``OUTPUT/.deidflow-tmp``;
+    returns how many. Only for an output folder this process ran into, and only while no other run holds it:
+    the stopped run has released its lock by now (an audit found 319 staged files left after SIGTERM, because
+    the CLI asked whether it still held the lock). Call it once the run's workers are gone."""
+    key = str(out.resolve())
+    if key not in _LOCKED_BEFORE:
+        return 0  # refused before its lock, or another process's run
+    try:
+        lock_output(out)
+    except (ConfigError, OSError):
+        return 0  # another run writes there now: its staged files are its own
+    try:
+        staging = Path(key) / TMP_DIRNAME
+        removed = 0
+        for part in staging.glob("*.part") if staging.is_dir() else ():
+            with contextlib.suppress(OSError):
+                part.unlink()
+                removed += 1
+        return removed
+    finally:
+        release_output(out)
 
 
 def release_output(out: str | Path) -> None:

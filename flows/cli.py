@@ -781,15 +781,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _remove_staged(output: Path) -> None:
     """Remove the staged (not yet published) files of an interrupted run from OUTPUT/.deidflow-tmp: its
     cluster is closed by now, so nothing writes there any more, and a staged file is never an output."""
-    from deid_core.run import holds_output_lock
+    from deid_core.run import discard_staged
 
-    if not holds_output_lock(output):  # not this process's run (refused, or interrupted before its lock)
-        return
-    staging = output.resolve() / ".deidflow-tmp"
-    if staging.is_dir():
-        for part in staging.glob("*.part"):
-            with contextlib.suppress(OSError):
-                part.unlink()
+    with contextlib.suppress(OSError):
+        discard_staged(output)
 
 
 COMMANDS = {"run": cmd_run, "retry": cmd_retry, "synth": cmd_synth, "demo": cmd_demo, "audit": cmd_audit,
