@@ -212,6 +212,10 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
     batches = batch_records(todo, batch_size or auto_batch_size(len(todo), _dask_workers()))
     total = max(1, len(records))
     done = total - len(todo)
+    if _console():  # counts only; a rerun that skips every file said nothing until its summary (an audit)
+        bad = len(records) - len(todo) - len(skipped)
+        print(f"  {len(records)} files found: {len(todo)} to process, {len(skipped)} already done or skipped, "
+              f"{bad} set aside by the inventory", file=sys.stderr, flush=True)
     def submit(b: list[InventoryRecord]) -> Any:
         return deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
                                        plan.attempt, pools_for(b, pools))
@@ -247,7 +251,7 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
             done += summary.files
             if progress_id:
                 update_progress_artifact(UUID(progress_id), progress=round(100.0 * done / total, 1))
-            if CONSOLE_PROGRESS:  # counts only
+            if _console():  # counts only
                 print(f"  {done}/{total} files ({100.0 * done / total:.0f}%)", file=sys.stderr, flush=True)
             if alone and single is None:
                 break  # the next file to redo alone goes out now
@@ -300,6 +304,11 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
                 summary.wall_s,
                 summary.files_per_s)
     return summary.to_dict()
+
+
+def _console() -> bool:
+    """Whether the CLI asked for progress lines on stderr (it does, unless ``--json``)."""
+    return bool(CONSOLE_PROGRESS and CONSOLE_PROGRESS[0])
 
 
 def _dask_workers() -> int:

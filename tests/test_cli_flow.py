@@ -43,6 +43,7 @@ def test_run_flow_then_incremental_rerun(small_cohort: Path) -> None:
     assert f"{n_inputs} files" in r.stdout and "written" in r.stdout and "quarantined" in r.stdout
     assert "provenance:" in r.stdout and str(base / "out-provenance") in r.stdout
     assert f"{n_inputs}/{n_inputs} files (100%)" in r.stderr  # progress, batch by batch, counts only
+    assert f"{n_inputs} files found: " in r.stderr  # what the run will do, before the first batch
     outputs = {p.relative_to(base / "out"): p.read_bytes() for p in (base / "out").rglob("*.dcm")}
     assert outputs and all(pydicom.dcmread(base / "out" / p).PatientIdentityRemoved == "YES" for p in outputs)
     assert not (base / "out" / ".deidflow-tmp").exists() or not any((base / "out" / ".deidflow-tmp").iterdir())
@@ -51,6 +52,7 @@ def test_run_flow_then_incremental_rerun(small_cohort: Path) -> None:
     r2 = deidflow("run", "in", "out", "--workers", "1", cwd=base)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert f"{len(outputs)} skipped" in r2.stdout
+    assert f"{len(outputs)} already done or skipped" in r2.stderr  # a rerun says what it skips before its summary
 
     audit = deidflow("audit", "runs", "--provenance", "out-provenance", cwd=base)
     assert audit.returncode == 0 and audit.stdout.count("\n") >= 4  # header, rule, two runs
