@@ -156,13 +156,15 @@ def print_summary(s, quiet=False):
 
 
 def measure(name: str = "corpus", use_presidio: bool = True) -> dict:
-    """Summary (``summarize``) of the cleaner on one of ``CORPORA``."""
-    return summarize(run(json.loads(CORPORA[name].read_text(encoding="utf-8")), use_presidio=use_presidio))
+    """Summary (``summarize``) of the cleaner on one of ``CORPORA``, or on a corpus file of the same format."""
+    path = CORPORA[name] if name in CORPORA else Path(name)
+    return summarize(run(json.loads(path.read_text(encoding="utf-8")), use_presidio=use_presidio))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", choices=sorted(CORPORA), default="corpus")
+    ap.add_argument("--corpus", default="corpus",
+                    help=f"one of {', '.join(sorted(CORPORA))}, or the path of a corpus file of the same format")
     ap.add_argument("--no-presidio", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quiet", action="store_true")
