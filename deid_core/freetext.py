@@ -611,11 +611,12 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
         if tail and not any(is_clinical_word(w) for w in tail.group("c").split()):
             out.append((e + tail.start("c"), e + tail.end("c"), ADDRESS))
     out += [(m.start(), m.end(), DATE) for m in _DM_DOT_RE.finditer(text)
-            if _valid_dm(m) and _DATE_CUE.search(text[max(0, m.start() - 30):m.start()])]
+            if _valid_dm(m) and re.search(r"(?i)\b(?:am|vom|seit|bis|ab|le|du|au|el|del)\s+$", text[:m.start()])]
     return out
 
 
-#: A day and month with dots and no year ("am 20.01."), a date after a cue only.
+#: A day and month with dots and no year ("am 20.01."): a date only right after a preposition of time ("INR 3.4."
+#: after "on warfarin" is a number).
 _DM_DOT_RE = re.compile(r"(?<![\w.])(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?![\w.])")
 
 
