@@ -430,12 +430,16 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
     for rx in (_TITLED_RE, _DEGREE_RE):
         for m in rx.finditer(text):
-            words = re.findall(r"[A-Za-z][A-Za-z'\-]*", m.group("v"))
-            keep = [w for w in words if not is_clinical_word(w) or len(w) == 1]
+            words = list(re.finditer(r"[A-Za-z][A-Za-z'\-]*", m.group("v")))
+            keep = [w.group(0) for w in words if not is_clinical_word(w.group(0)) or len(w.group(0)) == 1]
             if keep and any(len(w) > 1 for w in keep):
                 # trim leading/trailing clinical words from the span ("Dr Jones CT" keeps CT)
                 start, end = m.start("v"), m.end("v")
                 spans.extend(_word_spans(text, start, end))
+            elif rx is _TITLED_RE and words and len(words[0].group(0)) > 1 and words[0].group(0)[0].isupper():
+                # the word right after a title is a surname even when it is a word of imaging text: a physician
+                # BONE^ANDREW is no term alone (``terms.ordinary_word``), and "d/w Dr Bone" named him
+                spans.append((m.start("v") + words[0].start(), m.start("v") + words[0].end(), NAME))
     for m in _CUE_RE.finditer(text):
         if not any(is_clinical_word(m.group(g)) or len(m.group(g)) < 2 or _not_a_person(m.group(g), text, m.end(g))
                    for g in ("a", "b")) and not (m.group("a").isupper() and len(m.group("a")) <= 4):

@@ -89,6 +89,12 @@ def test_a_word_of_imaging_text_is_no_term_alone_even_as_a_whole_name() -> None:
     assert "SMITH" in name_variants("SMITH^JOHN") and "BROWN" in name_variants("BROWN^ALICE")
 
 
+def test_a_physician_named_with_a_word_of_imaging_text_is_still_removed_after_a_title(tmp_path: Path) -> None:
+    out = _written(tmp_path, "QUIXBY^ZORAN", ReferringPhysicianName="BONE^ANDREW",
+                   ImageComments="d/w Dr Bone; Andrew Bone aware; bone window")
+    assert out.ImageComments == f"d/w Dr {PLACEHOLDER}; {PLACEHOLDER} aware; bone window"
+
+
 def test_a_physician_named_with_a_word_of_imaging_text_leaves_it_in_the_patients_files(tmp_path: Path) -> None:
     out = _written(tmp_path, "QUIXBY^ZORAN", ReferringPhysicianName="COLON^MARIA", OperatorsName="RING",
                    ProtocolName="Colon CTC Prone Ring", ImageComments="sigmoid colon diverticulosis; Maria Colon aware")
