@@ -234,6 +234,11 @@ _LABEL_RE = re.compile(
     r"|pcp)\s*[:=]\s*",
     re.IGNORECASE,
 )
+#: Labels of _LABEL_RE that introduce a person only, never a state or a finding.
+_PERSON_LABEL = (r"(?:ordering|referring|physician|radiologist|attending|resident|fellow|requested\s+by|ordered\s+by"
+                 r"|referred\s+by|seen\s+by|read\s+by|reported\s+by|signed\s+by|dictated\s+by|performed\s+by"
+                 r"|technologist|dosimetrist|physicist|sonographer|radiographer|cardiologist|surgeon|oncologist"
+                 r"|neurologist|pcp)")
 #: A cue ("ordered by", "discussed with", "per") then two capitalised words, neither clinical: a person
 #: ("per Jennifer Walsh", "ordered by WALSH JENNIFER", "discussed with Kowalski, Anna").
 _CUE_RE = re.compile(
@@ -456,6 +461,10 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
     spans += _given_name_spans(text) if given else []
     for m in _LABEL_RE.finditer(text):
         pos, taken = m.end(), 0
+        # a label that only ever introduces a person ("Referring: Bone") names one even with a word of imaging text,
+        # which a physician BONE^ANDREW is no term for alone (``terms.ordinary_word``); "Pt:" and "Tech:" may
+        # introduce a state ("Pt: Head injury", "Tech: Sedation given")
+        person_label = re.match(_PERSON_LABEL, m.group(0), re.IGNORECASE) is not None
         while taken < 4:
             w = re.match(r"[ ^,]?\s?([A-Za-z][A-Za-z'\-]*\.?)", text[pos:]) if taken else \
                 re.match(r"([A-Za-z][A-Za-z'\-]*\.?)", text[pos:])
@@ -463,7 +472,8 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
                 break
             word = w.group(1)
             bare = word.rstrip(".")
-            if bare.casefold() in _LABEL_STOP or (is_clinical_word(bare) and len(bare) > 1) or (
+            titled_word = person_label and taken == 0 and len(bare) > 2 and bare[0].isupper() and bare[1:].islower()
+            if bare.casefold() in _LABEL_STOP or (is_clinical_word(bare) and len(bare) > 1 and not titled_word) or (
                     len(bare) > 1 and _not_a_person(bare, text, pos + w.start(1) + len(bare))) or \
                     bare.casefold() in _LANGUAGES or (taken == 0 and bare.casefold() in _LABEL_NOT_NAME):
                 break

@@ -91,8 +91,8 @@ def test_a_word_of_imaging_text_is_no_term_alone_even_as_a_whole_name() -> None:
 
 def test_a_physician_named_with_a_word_of_imaging_text_is_still_removed_after_a_title(tmp_path: Path) -> None:
     out = _written(tmp_path, "QUIXBY^ZORAN", ReferringPhysicianName="BONE^ANDREW",
-                   ImageComments="d/w Dr Bone; Andrew Bone aware; bone window")
-    assert out.ImageComments == f"d/w Dr {PLACEHOLDER}; {PLACEHOLDER} aware; bone window"
+                   ImageComments="d/w Dr Bone; Andrew Bone aware; bone window; Referring: Bone")
+    assert out.ImageComments == f"d/w Dr {PLACEHOLDER}; {PLACEHOLDER} aware; bone window; Referring: {PLACEHOLDER}"
 
 
 def test_a_physician_named_with_a_word_of_imaging_text_leaves_it_in_the_patients_files(tmp_path: Path) -> None:
