@@ -508,7 +508,7 @@ _NOT_INITIALS = frozenset("""ct cta mr mri us xr cr dx rf mg nm pet ed er ir icu
     lft inr ptt abg tsh psa cea afp hcg bnp gfr cr bun ph dre fob ap
     npo dnr dni sob ha loc hr bp rr nkda nad ok mdt tbd na nos iud htn dm cad chf copd ckd esrd afib af cva tia
     mi pe dvt uti gerd osa bph hld hiv hcv hbv ra sle ms als ptsd adhd cp lbp hnp oa tbi sah sdh ich avm aaa
-    hoh""".split())
+    hoh roi oar ptv ctv gtv itv prv mlc bb dvh qa""".split())
 # "RT" is a cue only with a colon: "RT ICA stenosis" is right-sided (an audit); "RT: JR" is the technologist. After
 # "by", procedures and tests ("by FNA", "confirmed by DSA") are no initials (``_NOT_INITIALS``).
 _INITIALS_RE = re.compile(r"(?i:\b(?:by|tech(?:nologist)?|t[eé]cnic[oa]|initials?|mtra|rt(?=\s*:)|sonographer"
@@ -576,7 +576,9 @@ _INST_NOT_NAME = frozenset({"outside", "prior", "from", "at", "in", "the", "tran
                             "travel", "sports", "allergy", "weight", "anticoagulation", "lipid", "vein", "spine",
                             "women's", "men's", "occupational", "urgent", "primary", "specialty", "outpatient",
                             "advanced", "molecular", "functional", "digital", "quantitative", "interventional",
-                            "under", "with", "and", "of", "for", "new", "mri", "pet"})
+                            "under", "with", "and", "of", "for", "new", "mri", "pet", "magnetic", "resonance",
+                            "nuclear", "optical", "coherence", "spectral", "photon", "positron", "emission",
+                            "computed", "tomography", "weighted", "hybrid", "cardiovascular", "musculoskeletal"})
 
 
 def _more_shapes(text: str) -> list[tuple[int, int, str]]:

@@ -216,6 +216,7 @@ def process_cohort(run_id: str, batch_size: int | None, incremental: bool,
         bad = len(records) - len(todo) - len(skipped)
         print(f"  {len(records)} files found: {len(todo)} to process, {len(skipped)} already done or skipped, "
               f"{bad} set aside by the inventory", file=sys.stderr, flush=True)
+
     def submit(b: list[InventoryRecord]) -> Any:
         return deidentify_batch.submit(b, plan.cfg, str(plan.provenance_dir), plan.run_id, plan.run_date,
                                        plan.attempt, pools_for(b, pools))

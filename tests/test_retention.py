@@ -135,7 +135,8 @@ def test_a_physician_named_with_a_word_of_imaging_text_leaves_it_in_the_patients
     "May Need Sedation",  # given names that are English words count only as a title-case pair in a sentence
     "Dx S52.531A, W19.XXXA; CPT 73110-LT", "uptake 62 min", "pt HTN, DM2",
     "Pt HOH, speak loudly", "stable. NAD", "Version 3.1.", "Seizure, postictal weakness (Todd?)",
-    "fall at home, on warfarin, INR 3.4. GCS 14.",
+    "fall at home, on warfarin, INR 3.4. GCS 14.", "Magnetic Resonance Imaging of the brain",
+    "PTV approved, ROI contoured",
 ])
 def test_clinical_text_an_audit_found_cleaned_stays(text: str) -> None:
     assert clean_text(text, NO_TERMS) == text
