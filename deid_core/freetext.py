@@ -208,9 +208,10 @@ _NOT_ID_RE = re.compile(r"\d+(?:\.\d+)?|\d{2,4}x\d{2,4}(?:x\d{1,4})?", re.IGNORE
 # Upper-case "MR"/"MS"/"DR" are modalities or diseases ("MR KNEE", "DR CHEST"); only "DR." and
 # "DOCTOR" are titles in upper-case text.
 # ("Pt" is no title: "Pt Anxious", "Pt Refused" lost a clinical word, and the patient's own name is a file term.)
-_TITLE = (r"(?:Dr|Dra|Drs|Doctor|Doctora|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Pr(?=\.?\s+[A-Z][a-z])|Sister|Nurse|Rev|Sra"
-          r"|Srta|Sr|Mme|Mlle"
-          r"|Herr|Frau|Hr|(?<!\d)(?<!\d\s)Fr|DR(?=\.)|DRA(?=\.)|DOCTOR|MRS|MISS)")
+# ("Pr" is the French professeur, not "ER Positive, Pr Negative": progesterone receptor)
+_TITLE = (r"(?:Dr|Dra|Drs|Doctor|Doctora|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Sister|Nurse|Rev|Sra|Srta|Sr|Mme|Mlle"
+          r"|Pr(?=\.?\s+(?!(?i:negative|positive|neg|pos|status|expression|low|high)\b)[A-Z][a-z])"
+          r"|Herrn|Herr|Frau|(?<!\d)(?<!\d\s)Hr|(?<!\d)(?<!\d\s)Fr|DR(?=\.)|DRA(?=\.)|DOCTOR|MRS|MISS)")
 _PARTICLE = r"(?:(?:van|von|de|der|del|della|di|da|du|la|le|st\.?|mac|bin|al|el)\s+)"
 _NAME_WORD = r"(?:[A-Z][a-z]?'?[A-Z]?[a-z]+(?:-[A-Z][a-z]+)?|[A-Z][A-Z'\-]+)"
 _TITLED_RE = re.compile(
@@ -272,7 +273,8 @@ _EPONYM_FOLLOWER_RE = re.compile(
     r"|repair|reconstruction|operation|maneuver|manoeuvre|test|view|method|technique|approach|incision|shunt|line"
     r"|angle|nail|reflex(?:e)?|clamp|splint|collar|law|ulcer|pupil|sequence|murmur|bod(?:y|ie)|cell|node|nodule|cyst"
     r"|pouch|fissure|ligament|triangle|space|canal|duct|foramen|fossa|apple|ladder|device|genetic|ai|pipeline"
-    r"|software|platform|phenomenon|effect|triad|sphincter|valve|catheter|tube|needle|filter|mask|ring|spot|stain"
+    r"|software|platform|phenomenon|effect|triad|sphincter|valve|catheter|tube|needle|filter|mask|ring|spot|stain|trait"
+    r"|forceps"
     r"|\w+itis|\w+osis|\w+opathy)s?)\b)")
 #: Disease and grading eponyms, contrast agents and imaging or planning software that a relation, a label or a cue
 #: word puts where a person's name goes ("FHx mother Hodgkin", "per Bosniak", "Dose per Monaco", "Read by Aidoc");
@@ -286,7 +288,9 @@ _CUE_EPONYMS = frozenset("""hodgkin huntington alzheimer parkinson crohn graves 
     recist fazekas kurtzke hounsfield child-pugh pugh valsalva gadavist eovist lexiscan dotarem multihance omniscan
     prohance magnevist optiray ultravist definity lumason optison
     monaco eclipse pinnacle raystation aidoc vitrea visage intellispace centricity powerscribe velocity aria mosaiq
-    tomotherapy cyberknife brainlab olea terarecon arterys qure lunit gleamer annalise syngo""".split())
+    tomotherapy cyberknife brainlab olea terarecon arterys qure lunit gleamer annalise syngo
+    mammakarzinom herzinfarkt schlaganfall demenz krebs epilepsie diabete hta infarto epilepsia cancer asma asthme
+    cardiopatia ictus avc""".split())
 #: Word endings of clinical states and services, never of a name in the given-name list: "Pt: Diabetic",
 #: "Tech: Sedation given", "Contact: Isolation", "referred by Rheumatology" (an audit).
 _CLINICAL_SUFFIX_RE = re.compile(
@@ -314,6 +318,11 @@ def _not_a_person(word: str, text: str, end: int) -> bool:
     """Whether a capitalised word a cue puts where a name goes is clinical after all: an eponym of a grading system
     or disease, a word of clinical shape (unless a given name), or a word followed by a grade or a disease noun."""
     w = word.casefold()
+    last = w.rsplit("-", 1)[-1]
+    if "-" in w and (len(last) <= 2 or _CLINICAL_SUFFIX_RE.fullmatch(last) or is_clinical_word(last)):
+        return True  # "Sickle-Cell", "Pre-Diabetic", "Mamma-Ca" (a second probe)
+    if word.isupper() and (w in _NOT_INITIALS or re.fullmatch(r"[a-z]{3,}(?:ing|ed)", w)):
+        return True  # "mother HTN", "MOTHER HOLDING PATIENT"
     if w in _CUE_EPONYMS or w in _EPONYM_SECOND or w.endswith("-rads") or any(c.isdigit() for c in word) or (
             end < len(text) and text[end].isalnum()):
         return True
@@ -332,10 +341,15 @@ _UNIT_AFTER_RE = re.compile(r"\.\d|\s?(?i:mm|cm|ml|mls|mg|mcg|ug|kg|mci|mbq|gbq|
 _ICD10_RE = re.compile(r"[A-TV-Z]\d{2}(?:\.[0-9A-Z]{1,4})?")
 _PARAM_BEFORE_RE = re.compile(
     r"(?i:\b(?:gcs|slices?|images?|img|series|run|frames?|phase|echo(?:es)?|level|grade|score|apgar|kps|ecog|nihss"
+    r"|pain|fx|fractions?|day|session|bed|gate|nodes?|cycle|va|vision|eva|vas|diluted|dilution|nccn|firmware"
+    r"|protocol|murmur|soplo"
     r"|version|ver|vers|v|sw|software|release|build|rev|revision|b|b-values?|ti|tr|te|fa|range|cpt|loinc|rid|radlex"
     r"|snomed|sct|icd(?:-?1?[09])?|ndc|counts?|kcounts|cts|events|matrix|fever|temp|temperature)\s*[:=#]?\s*)$")
-_CLINICAL_AFTER_RE = re.compile(r"(?i:\s*(?:lymph|nodes?|positive|slices?|images?|frames?|cores?|biops(?:y|ies)"
-                                r"|vessels?|sirt|spheres|microspheres|radioemboli\w*)\b)")
+_CLINICAL_AFTER_RE = re.compile(r"(?i:\s*(?:lymph|nodes?|ln|positive|segments?|slices?|images?|frames?|cores?"
+                                r"|biops(?:y|ies)|vessels?|sirt|spheres|microspheres|radioemboli\w*)\b)")
+#: After a bare "1/3" it is a fraction of something ("du 1/3 moyen", "1/3 distal", "2/3 des Lumens", "2/3 of").
+_FRACTION_AFTER_RE = re.compile(r"(?i:\s*(?:moyen|proximal|distal|medio|media|inf[ée]rieur|sup[ée]rieur|of|des|del|de"
+                                r"|der|du)\b)")
 
 
 def _clinical_number(text: str, start: int, end: int, kind: str) -> bool:
@@ -346,10 +360,13 @@ def _clinical_number(text: str, start: int, end: int, kind: str) -> bool:
         return True
     before = _PARAM_BEFORE_RE.search(text[max(0, start - 24):start])
     if before and not (kind == DATE and re.search(r"(?<!\d)(?:19|20)\d{2}(?!\d)", text[start:end])
-                       and not re.match(r"(?i)v|ver|vers|version|sw|software|release|build|rev", before.group(0))):
+                       and not re.match(r"(?i)v|ver|vers|version|sw|software|release|build|rev|firmware|protocol|nccn",
+                                        before.group(0))):
         return True  # (a date with its year is a date after "phase" or "series" too, but not after "version")
     if re.fullmatch(r"(?i:RID)\d+", text[start:end]) or (kind == ID and _ICD10_RE.fullmatch(text[start:end])):
         return True  # a RadLex identifier, an ICD-10 code
+    if kind == DATE and re.fullmatch(r"\d{1,2}/\d{1,2}", text[start:end]) and _FRACTION_AFTER_RE.match(text, end):
+        return True
     return kind in (DATE, AGE) and bool(_CLINICAL_AFTER_RE.match(text, end))
 
 
@@ -441,7 +458,8 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
                 # trim leading/trailing clinical words from the span ("Dr Jones CT" keeps CT)
                 start, end = m.start("v"), m.end("v")
                 spans.extend(_word_spans(text, start, end))
-            elif rx is _TITLED_RE and words and len(words[0].group(0)) > 1 and words[0].group(0)[0].isupper():
+            elif rx is _TITLED_RE and words and len(words[0].group(0)) > 1 and words[0].group(0)[0].isupper() \
+                    and not re.match(r"Pr\b", m.group(0)):  # "Pr Negative" is progesterone receptor
                 # the word right after a title is a surname even when it is a word of imaging text: a physician
                 # BONE^ANDREW is no term alone (``terms.ordinary_word``), and "d/w Dr Bone" named him
                 spans.append((m.start("v") + words[0].start(), m.start("v") + words[0].end(), NAME))
@@ -508,11 +526,12 @@ _NOT_INITIALS = frozenset("""ct cta mr mri us xr cr dx rf mg nm pet ed er ir icu
     lft inr ptt abg tsh psa cea afp hcg bnp gfr cr bun ph dre fob ap
     npo dnr dni sob ha loc hr bp rr nkda nad ok mdt tbd na nos iud htn dm cad chf copd ckd esrd afib af cva tia
     mi pe dvt uti gerd osa bph hld hiv hcv hbv ra sle ms als ptsd adhd cp lbp hnp oa tbi sah sdh ich avm aaa
-    hoh roi oar ptv ctv gtv itv prv mlc bb dvh qa""".split())
+    hoh roi oar ptv ctv gtv itv prv mlc bb dvh qa ihc pcr eus rfa ai dce tld ssd ngs crl fish his her him its our
+    she you they mu lmp ng icd mdp maa pyp rbc hdp""".split())
 # "RT" is a cue only with a colon: "RT ICA stenosis" is right-sided (an audit); "RT: JR" is the technologist. After
 # "by", procedures and tests ("by FNA", "confirmed by DSA") are no initials (``_NOT_INITIALS``).
 _INITIALS_RE = re.compile(r"(?i:\b(?:by|tech(?:nologist)?|t[eé]cnic[oa]|initials?|mtra|rt(?=\s*:)|sonographer"
-                          r"|radiographer|manip(?:ulat(?:eur|rice))?|pt"
+                          r"|radiographer|manip(?:ulat(?:eur|rice))?"
                           r"|(?:contoured|done|scanned|performed|checked|entered|acquired|processed|edited|typed)"
                           r"\s+by))\b[:.]?\s+(?P<v>[A-Z]{2,3})\b")
 _EPONYM_RE = re.compile(r"(?i)\bsister\s+mary\s+joseph(?:'?s)?\s+(?:nodule|node)")
@@ -529,7 +548,9 @@ _MD_RE = re.compile(r"(?<![\w/.:\-])(?P<a>\d{1,2})/(?P<b>\d{1,2})(?![\w/]|\.\d)"
 #: What comes just before a month/day without a year that makes it a date ("since 3/14"), not a score ("8/10").
 _DATE_CUE = re.compile(r"(?i)\b(?:on|since|from|dated?|dos|admit(?:ted)?|adm|seen|prior|last|next|until|thru"
                        r"|through|cycle|visit|d/c|discharged?|injury|onset|fell|fall|surgery|op|contoured|approved"
-                       r"|signed|started|c\d+d\d+|due|scheduled|f/u|follow-?up|le|du|depuis|am|vom|seit|bis|el|desde|hasta)\b[^/\d]{0,20}$")
+                       r"|signed|started|c\d+d\d+|due|scheduled|f/u|follow-?up)\b[^/\d]{0,20}$"
+                       # "since" in French, German, Spanish, right before ("depuis le 14/10"); not "du 1/3 moyen"
+                       r"|\b(?:depuis(?:\s+le)?|seit(?:\s+dem)?|desde(?:\s+el)?)\s+$")
 
 _US_STATES = ("AL AK AZ AR CA CO FL GA IA KS KY LA MI MN MO MT NC ND NE NH NJ NM NV NY OH RI SC SD TN TX UT VA VT "
               "WA WI WV WY IL").split()  # the ambiguous ones (PA MD CT MS OR IN DE ME HI OK ID MA) left out
@@ -542,10 +563,11 @@ _ADDR_INTL_RE = re.compile(
 _PLZ_CITY_RE = re.compile(r"(?<![\w.])\d{5}\s+(?P<c>[A-Z][a-zäöüéèáíóú\-]{2,}(?:\s(?:am|an der|sur|de)\s[A-Z][a-z]+)?)")
 #: State codes that are no clinical abbreviation ("CA" cancer, "MI" infarction, "GA" anaesthesia, "VT", "NC", "RI",
 #: "TX", "NM", "MS", "PA", "OR", "CT" ... are): only these mark a city without a comma or ZIP code before them.
-_PLAIN_STATES = "AK AZ FL IA KS KY MA MN MO MT NH NJ NV NY TN UT WA WI WV WY".split()  # (not SD, ND, OK, OH, NE)
+# (not SD, ND, OK, OH, NE, IA "stage IA", KS Kaposi, MT thrombectomy, NJ tube, AK amputation, FL lymphoma, MA)
+_PLAIN_STATES = "AZ KY MN MO NH NV NY TN UT WA WI WV WY".split()
 # (with a comma or a ZIP code any state: "Colon CA", "Inferior MI", "Sustained VT", "Under GA" are clinical; an audit)
 _CITY_ST_RE = re.compile(rf"\b(?P<c>[A-Z][a-z]{{2,}}(?:\s[A-Z][a-z]{{2,}})?)(?:,\s*(?:{'|'.join(_US_STATES)})\b"
-                         rf"(?:\s+\d{{5}})?|\s+(?:{'|'.join(_US_STATES)})\s+\d{{5}}\b"
+                         rf"(?!\s*\d{{1,4}}\b)(?:\s+\d{{5}})?|\s+(?:{'|'.join(_US_STATES)})\s+\d{{5}}\b"
                          rf"|\s+(?:{'|'.join(_PLAIN_STATES)})\b)")
 _LOC_CUE_RE = re.compile(r"(?i:\b(?:lives\s+in|lives\s+at|resides\s+in|resident\s+of|EMS\s+from"
                          r"|transfer(?:red)?\s+(?:from|to)|near|outside\s+(?:films?|images?|CD|study)\s+from|CD\s+from"
@@ -558,13 +580,16 @@ _PHONE_EU_RE = re.compile(r"(?<![\w.])0\d(?:[ .]\d{2}){4}(?![\w])|(?<![\w.])0\d{
 _INST_KW = (r"(?:Hospital|Hospitals|Medical\s+Center|Medical\s+Centre|Med\s+Ctr|Clinic|Care\s+Center|Health(?:care)?"
             r"|Institute|Infirmary|Breast\s+Center|Imaging\s+Center|Diagnostics|Permanente|Children's|Hochschule"
             r"|Universit[aä]tsklinikum|Nursing\s+Home|Rehab(?:ilitation)?\s+Center|Surgery\s+Center"
-            # (a fresh held-out corpus: "Sierra Oaks Imaging", "Maine Medical Partners Pediatrics", "Elm Court
-            # Assisted Living", "Lutheran General", "Greenfield Memorial")
-            r"|Imaging|Radiology\s+Associates|Associates|Partners|Pediatrics|Assisted\s+Living|Hospice|Urgent\s+Care"
-            r"|Medical\s+Group|Health\s+System|General|Memorial)")
+            r"|Radiology\s+Associates|Medical\s+Group|Health\s+System)")
+#: Words that end an institution's name only where a place cue stands before it ("seen at Sierra Oaks Imaging",
+#: "Cath at Lutheran General", "from Elm Court Assisted Living": a fresh held-out corpus), never alone ("Blood Pool
+#: Imaging", "Forearm General", "Consult General Surgery": a probe of the rule).
+_WEAK_INST_KW = (r"(?:Imaging|Associates|Partners|Pediatrics|Assisted\s+Living|Hospice|Urgent\s+Care|General"
+                 r"|Memorial)")
 _INST_PRE = (r"(?:Hospital(?:\s+Universitario)?|H[oô]pital|Clinique|Cl[ií]nica|Klinikum|Klinik|CHU|CHRU|CH"
              r"|Centre\s+Hospitalier|Kaiser\s+Permanente|Sutter|Banner|Mayo\s+Clinic|Cleveland\s+Clinic)")
-_INST_AFTER_RE = re.compile(rf"(?P<v>(?:\b(?:St\.?|Saint)\s+)?(?:[A-Z][\w'\-]+\s+){{1,3}}){_INST_KW}\b")
+_INST_AFTER_RE = re.compile(rf"(?P<v>(?:\b(?:St\.?|Saint)\s+)?(?:[A-Z][\w'\-]+\s+){{1,3}}){_INST_KW}\b"
+                            rf"|(?i:\b(?:at|from|to|in|@)\s+)(?P<w>(?-i:(?:[A-Z][\w'\-]+\s+){{1,3}})){_WEAK_INST_KW}\b")
 _INST_BEFORE_RE = re.compile(rf"\b{_INST_PRE}\s+(?P<v>(?:(?:de|del|du|des|la|le|am|an\s+der)\s+)*[A-Z][a-z][\w'\-]*"
                              r"(?:\s+[A-Z][a-z][\w'\-]*){0,3})")
 _SAINT_RE = re.compile(r"\b(?:St\.?|Saint)\s+[A-Z][a-z]+'s\b")
@@ -592,6 +617,8 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
             continue
         unambiguous = (valid_md and b >= 13) or (valid_dm and a >= 13 and b not in (2, 3, 4, 5, 10))
         timed = re.match(_TIME, text[m.end():])  # "3/11 @ 1422": a day with its time
+        if timed and _PARAM_BEFORE_RE.search(text[max(0, m.start() - 24):m.start()]):
+            continue  # "Fx 3/5 @ 2000 MU", "Pain 7/10 @ 1400": a fraction or a score, then a time
         if unambiguous or timed or _DATE_CUE.search(text[max(0, m.start() - 30):m.start()]):
             out.append((m.start(), m.end() + (timed.end() if timed else 0), DATE))
     out += [(m.start(), m.end(), ADDRESS) for m in _ADDR_INTL_RE.finditer(text)]
@@ -607,10 +634,11 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
             out.append((m.end() + tail.start("c"), m.end() + tail.end("c"), ADDRESS))
     out += [(m.start(), m.end(), PHONE) for m in _PHONE_EU_RE.finditer(text)]
     for m in _INST_AFTER_RE.finditer(text):  # "Cedar Ridge Medical Center", "St. Luke's Hospital"
-        words = re.findall(r"[A-Za-z][\w'\-]*", m.group("v"))
+        group = "v" if m.group("v") is not None else "w"
+        words = re.findall(r"[A-Za-z][\w'\-]*", m.group(group))
         distinct = [w for w in words if w.casefold() not in _INST_NOT_NAME and not is_clinical_word(w)]
         if distinct:
-            first = m.start() + m.group(0).index(distinct[0])
+            first = m.start(group) + m.group(group).index(distinct[0])
             out.append((first, m.end(), INSTITUTION))
     for m in _INST_BEFORE_RE.finditer(text):  # "Klinikum Nordstadt", "Hôpital de la Croix"
         keep_end = m.start("v")
@@ -626,8 +654,10 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
             if k == INSTITUTION else None
         if tail and not any(is_clinical_word(w) for w in tail.group("c").split()):
             out.append((e + tail.start("c"), e + tail.end("c"), ADDRESS))
-    out += [(m.start(), m.end(), DATE) for m in _DM_DOT_RE.finditer(text)
-            if _valid_dm(m) and re.search(r"(?i)\b(?:am|vom|seit|bis|ab|le|du|au|el|del)\s+$", text[:m.start()])]
+    for m in _DM_DOT_RE.finditer(text):
+        if _valid_dm(m) and re.search(r"(?i)\b(?:am|vom|seit)\s+$", text[:m.start()]):  # not "bis 1.5."
+            timed = re.match(_TIME, text[m.end():])  # "am 20.01. um 15:40"
+            out.append((m.start(), m.end() + (timed.end() if timed else 0), DATE))
     return out
 
 
@@ -652,17 +682,15 @@ def _more_name_spans(text: str) -> list[tuple[int, int, str]]:
             out.append((m.start("v") + w.start(), m.start("v") + w.end(), NAME))
     out += [(m.start("a"), m.end("a"), NAME) for m in _CUE_ONE_RE.finditer(text)
             if not is_clinical_word(m.group("a")) and not _not_a_person(m.group("a"), text, m.end("a"))]
-    for rx in (_INITIALS_RE, _INITIALS_VERB_RE, _SIGN_OFF_RE):
+    for rx in (_INITIALS_RE, _INITIALS_VERB_RE):
         out += [(m.start("v"), m.end("v"), NAME) for m in rx.finditer(text)
                 if m.group("v").casefold() not in _NOT_INITIALS and not is_clinical_word(m.group("v"))]
     return out
 
 
-#: Initials before what their owner did ("PK protocoled", "JR scanned") and a closing sign-off ("... 2.7 mL. JM"):
-#: a fresh held-out corpus (session 9).
-_INITIALS_VERB_RE = re.compile(r"\b(?P<v>[A-Z]{2,3})\s+(?:protocoled|protocolled|scanned|checked|contoured|approved"
-                               r"|verified|signed|injected|positioned)\b")
-_SIGN_OFF_RE = re.compile(r"[.;]\s+(?P<v>[A-Z]{2,3})\s*$")
+#: Initials before what their owner did ("PK protocoled", "JR scanned": a fresh held-out corpus, session 9); not
+#: "checked", "verified", "injected" or "positioned", which follow procedures and agents ("MU checked", "MDP injected").
+_INITIALS_VERB_RE = re.compile(r"\b(?P<v>[A-Z]{2,3})\s+(?:protocoled|protocolled|scanned|contoured)\b")
 
 
 @functools.lru_cache(maxsize=1)
