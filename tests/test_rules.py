@@ -255,6 +255,16 @@ def test_explain_public(tcia, query):
     assert "rtnPatCharsOpt=K" in out
 
 
+def test_explain_says_a_kept_attribute_goes_with_a_removed_sequence():
+    # a retention audit read "C CLEAN" for RequestedProcedureDescription, yet tcia-lists removes its copy inside
+    # RequestAttributesSequence with the sequence (session 9)
+    lists = load_rule_table("tcia-lists")
+    out = explain("RequestedProcedureDescription", lists)
+    assert "action: C CLEAN" in out
+    assert "nested:" in out and "RequestAttributesSequence" in out
+    assert "nested:" not in explain("RequestAttributesSequence", lists)  # removed itself: nothing to add
+
+
 def test_explain_basic_profile_differs(basic):
     assert "action: Z EMPTY" in explain("PatientSex", basic)
 

@@ -88,13 +88,30 @@ _PSEUDONYMIZED = {
 def _format_rule(tag_txt: str, kw: str, rule_tag: str, name: str, action: Action, source: str,
                  table: RuleTable) -> str:
     matched = f" (matched {rule_tag})" if rule_tag != tag_txt else ""
-    return "\n".join([
+    lines = [
         f"tag:    {tag_txt}{' ' + kw if kw else ''}{matched}",
         f"name:   {name}",
         f"action: {action.value} {action.name}",
         f"rule:   {source}",
-        _table_line(table),
-    ])
+    ]
+    if action is not Action.REMOVE:
+        lines.append(_nested_line(table))
+    return "\n".join([*lines, _table_line(table)])
+
+
+def _nested_line(table: RuleTable) -> str:
+    """Why an attribute the table keeps can still be missing from an output: the action applies wherever the
+    attribute occurs, but inside a sequence the table removes or empties it goes with that sequence (a retention
+    audit read "C CLEAN" for RequestedProcedureDescription, whose copy in RequestAttributesSequence tcia-lists
+    removes)."""
+    gone = sorted(r["keyword"] for r in table.rows() if r["kind"] == "public" and r["vr"] == "SQ" and r["keyword"]
+                  and r["action"] in (Action.REMOVE.value, Action.EMPTY.value))
+    first = [k for k in ("RequestAttributesSequence", "OtherPatientIDsSequence", "ReferencedPatientSequence")
+             if k in gone]
+    shown = (first + [k for k in gone if k not in first])[:3]
+    examples = ", ".join(shown) + (", ..." if len(gone) > 3 else "")
+    return (f"nested: the same action at every level, except inside a sequence this table removes or empties "
+            f"({len(gone)}: {examples}), where it goes with the sequence")
 
 
 def _explain_private_tag(tag_txt: str, table: RuleTable) -> str:
