@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from deid_core.pipeline import Outcome
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,6 +47,28 @@ def run_library(input_dir: Path, output_dir: Path, provenance_dir: Path, **kwarg
         summaries.append(process_batch(batch, plan.cfg, plan.provenance_dir, plan.run_id, plan.run_date,
                                        pools=pools_for(batch, pools)))
     return finish_run(plan, summaries), plan
+
+
+def deidentify_dataset(tmp_path: Path, ds: Dataset, **cfg: Any) -> tuple[Outcome, Dataset | None]:
+    """De-identify one in-memory dataset as the file ``tmp_path/in.dcm`` (file meta added when it has none) into
+    ``tmp_path/out``: the outcome, and the written dataset read back (None unless written)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from deid_core.config import DeidConfig
+    from deid_core.pipeline import deidentify_file
+
+    if getattr(ds, "file_meta", None) is None or "TransferSyntaxUID" not in ds.file_meta:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out", **cfg))
+    written = pydicom.dcmread(tmp_path / "out" / out.output_path) if out.status == "written" else None
+    return out, written
 
 
 @pytest.fixture(scope="session")

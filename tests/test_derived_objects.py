@@ -10,13 +10,12 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 
 from deid_core.config import DeidConfig
 from deid_core.pipeline import deidentify_file
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, deidentify_dataset
 
 ROOT = "1.2.826.0.1.3680043.8.498.5151."
 
@@ -28,16 +27,9 @@ def _code(value: str, meaning: str, scheme: str = "DCM") -> Sequence:
 
 
 def _run(tmp_path: Path, ds: Dataset) -> pydicom.Dataset:
-    if getattr(ds, "file_meta", None) is None or "TransferSyntaxUID" not in ds.file_meta:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-    src = tmp_path / "in.dcm"
-    ds.save_as(src, enforce_file_format=True)
-    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out", conformance="off"))
-    assert out.status == "written", (out.reason, out.error)
-    return pydicom.dcmread(tmp_path / "out" / out.output_path)
+    out, written = deidentify_dataset(tmp_path, ds, conformance="off")
+    assert out.status == "written" and written is not None, (out.reason, out.error)
+    return written
 
 
 def _sr(age: str) -> Dataset:

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 
-from deid_core.config import DeidConfig
 from deid_core.freetext import PLACEHOLDER, clean_text, given_names
-from deid_core.pipeline import deidentify_file
 from deid_core.terms import PhiTerms, name_variants
-from tests.conftest import TEST_KEY
+from tests.conftest import deidentify_dataset
 
 NO_TERMS = PhiTerms(set(), set())
 
@@ -38,15 +34,9 @@ def _written(tmp_path: Path, name: str, **attrs: object) -> Dataset:
     ds.StudyDate, ds.Modality, ds.AccessionNumber = "20230512", "CT", "A99887766"
     for k, v in attrs.items():
         setattr(ds, k, v)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    src = tmp_path / "in.dcm"
-    ds.save_as(src, enforce_file_format=True)
-    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
-    assert (out.status, out.reason) == ("written", "")
-    return pydicom.dcmread(tmp_path / "out" / out.output_path)
+    out, written = deidentify_dataset(tmp_path, ds)
+    assert (out.status, out.reason) == ("written", "") and written is not None, out
+    return written
 
 
 @pytest.mark.parametrize(("name", "keyword", "value"), [

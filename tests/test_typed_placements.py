@@ -15,10 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from deid_core.config import DeidConfig
-from deid_core.pipeline import deidentify_file
 from deid_core.terms import TermMatcher, capture_terms
-from tests.conftest import TEST_KEY
+from tests.conftest import deidentify_dataset
 from tests.test_unseen_placements import _run
 
 ROOT = "1.2.826.0.1.3680043.8.498."
@@ -150,11 +148,8 @@ def test_the_file_meta_keeps_only_what_ps3_10_requires(tmp_path: Path) -> None:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.SourcePresentationAddress = "dicom://pacs01.stbrendanrmc.org:104/store"
     ds.file_meta = meta
-    src = tmp_path / "in.dcm"
-    ds.save_as(src, enforce_file_format=True)
-    out = deidentify_file(src, DeidConfig(key=TEST_KEY, output_dir=tmp_path / "out"))
-    assert out.status == "written"
-    written = _out(tmp_path)
+    out, written = deidentify_dataset(tmp_path, ds)
+    assert out.status == "written" and written is not None
     assert b"stbrendanrmc" not in (tmp_path / "out" / out.output_path).read_bytes()
     assert {int(t) for t in written.file_meta.keys()} <= {0x00020000, 0x00020001, 0x00020002, 0x00020003,
                                                           0x00020010, 0x00020012, 0x00020013}
