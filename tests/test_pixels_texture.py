@@ -259,3 +259,59 @@ def test_a_one_piece_strong_line_is_read_not_masked_unread() -> None:
     assert find_text_boxes(logo, capture_terms(logo), ALL_TEXT).boxes == []  # ...read, and no text
     label = us(lambda a: cv2.putText(a, "GAIN 54 DR 60", (60, 120), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1))
     assert find_text_boxes(label, capture_terms(label), ALL_TEXT).boxes
+
+
+def _noise_cr(seed: int, y: int, text: str = "28-Dec-2022") -> tuple[Dataset, np.ndarray]:
+    """A 16-bit CR of pixel noise (content up to 60 % of the stored range) with a Hershey line drawn at the
+    range's maximum: thin 2-px strokes the noise grains touch. Returns the dataset and the ink mask."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    rows = cols = 512
+    grain = cv2.GaussianBlur(rng.random((rows, cols)).astype(np.float32), (0, 0), 1.2)
+    d = np.clip(0.45 * rng.rayleigh(0.5, (rows, cols)).astype(np.float32) * (0.4 + grain), 0, 0.85)
+    img = np.round(d * 0.6 * 65535).astype(np.uint16)
+    face = cv2.FONT_HERSHEY_COMPLEX
+    scale = 24 / cv2.getTextSize("H", face, 1.0, 1)[0][1]
+    (w, h), _base = cv2.getTextSize(text, face, scale, 2)
+    ink = np.zeros((rows, cols), np.uint8)
+    cv2.putText(ink, text, ((cols - w) // 2, y + h + 2), face, scale, 255, 2, cv2.LINE_8)
+    img[ink > 0] = 65535
+    cr = "1.2.840.10008.5.1.4.1.1.1"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = cr
+    uid = generate_uid(entropy_srcs=["noise-cr", str(seed), str(y)])
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.SOPClassUID, ds.SOPInstanceUID = cr, uid
+    ds.Modality, ds.PatientName, ds.PatientID, ds.StudyDate = "CR", "PETROVA^JANE", "66922103", "20221228"
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = img.tobytes()
+    return ds, ink > 0
+
+
+@pytest.mark.parametrize("seed,y", [(0, 0), (1, 0), (2, 200), (3, 200)])
+def test_a_region_of_merged_noise_does_not_hide_the_line_inside_it(seed: int, y: int) -> None:
+    """The noise's grains chain into one candidate from edge to edge; it used to stand for every line inside
+    it (in the first view and in the stretched second one), so the date over the noise was never read: an
+    audit's sweep wrote "28-Dec-2022" unmasked under phi (4 of 4 here before the fix)."""
+    from deid_core.pixels.decode import iter_gray_views
+
+    ds, ink = _noise_cr(seed, y)
+    gray = next(iter(iter_gray_views(ds)))[0]
+    assert any(r.h > ps.MAX_LINE_H for r, _b in px.frame_lines(gray))  # the merged region is there
+    result = find_text_boxes(ds, capture_terms(ds), PHI)
+    masked = np.zeros(ink.shape, dtype=bool)
+    for b in result.boxes:
+        masked[b.y:b.y + b.h, b.x:b.x + b.w] = True
+    assert (masked & ink).sum() >= 0.9 * ink.sum()
+
+
+def test_a_region_taller_than_a_line_covers_no_line_but_a_line_still_covers() -> None:
+    region, line = ps.Rect(0, 0, 512, 512), ps.Rect(131, 0, 250, 26)
+    assert not ps._covers(region, line)
+    assert ps._covers(ps.Rect(120, 0, 280, 30), line)
+    assert ps._covers(region, ps.Rect(0, 0, 500, 500))  # a region still stands for another region

@@ -408,8 +408,18 @@ def vertical_regions(gray: np.ndarray) -> list[tuple[Rect, bool, bool]]:
     return sorted(((r, b, s) for r, (b, s, _c) in found.items()), key=lambda t: (t[0].x, t[0].y))
 
 
+#: A candidate taller than this is no line of text but a region of merged texture (pixel noise whose grains
+#: at the frame's extreme values chain into one component from edge to edge); it is read like any candidate,
+#: but never stands for the lines inside it (``_covers``). An audit's sweep: "28-Dec-2022" in 26-px glyphs
+#: over noise, a 512x512 "line" of the noise covered it in both views and it was never read.
+MAX_LINE_H = 2 * MAX_CHAR_H
+
+
 def _covers(outer: Rect, inner: Rect) -> bool:
-    """Whether ``outer`` covers at least 80 % of ``inner``."""
+    """Whether ``outer`` covers at least 80 % of ``inner`` (never when ``outer`` is taller than a line and
+    ``inner`` is not: a region of merged texture does not stand for a line inside it)."""
+    if outer.h > MAX_LINE_H and inner.h <= MAX_LINE_H:
+        return False
     ix = min(outer.x + outer.w, inner.x + inner.w) - max(outer.x, inner.x)
     iy = min(outer.y + outer.h, inner.y + inner.h) - max(outer.y, inner.y)
     return ix > 0 and iy > 0 and ix * iy >= 0.8 * inner.w * inner.h
