@@ -217,11 +217,12 @@ _NAME_WORD = r"(?:[A-Z][a-z]?'?[A-Z]?[a-z]+(?:-[A-Z][a-z]+)?|[A-Z][A-Z'\-]+)"
 _TITLED_RE = re.compile(
     rf"\b{_TITLE}\b\.?(?:\s+(?:med|rer\.\s?nat|Dr|Prof)\b\.?)*\s+"  # "Dr. med.", "Prof. Dr."
     rf"(?P<v>(?:[A-Z]\.\s?){{0,2}}{_PARTICLE}*{_NAME_WORD}(?:\s+[A-Z]\b\.?)?"  # "Dr. A. Gupta"
-    rf"(?:\s+{_PARTICLE}*[A-Z][a-z]+(?:-[A-Z][a-z]+)?)?)"
+    rf"(?:\s+{_PARTICLE}*(?!{_TITLE}\b)[A-Z][a-z]+(?:-[A-Z][a-z]+)?)?)"
 )
 _DEGREE_RE = re.compile(
     rf"(?P<v>(?:[A-Z]\.\s?)?{_NAME_WORD}(?:\s+[A-Z]\.)?(?:\s+{_NAME_WORD})?),?\s+"
-    r"(?:MD|M\.D\.|PhD|Ph\.D\.|RN|NP|PA-C|DNP|FRCR|FRCPC|MBBS)\b"
+    r"(?:(?:MD|M\.D\.|PhD|Ph\.D\.|RN|NP|PA-C|DNP|FRCR|FRCPC|MBBS|RDMS|RDCS|RVT|CNMT|ARRT)\b"
+    r"|RT\((?:R|T|N|M|MR|CT|CV|VI|QM|S|BD|ARRT)\)(?!\w))"  # technologists' credentials: "Jones RT(R)", "RDMS"
 )
 _LABEL_RE = re.compile(
     r"\b(?:patient(?:\s+name)?|pt(?:\s+name)?|name|pat|ordering(?:\s+(?:physician|provider|md))?"
@@ -509,7 +510,10 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
 # 99.1 % to 99.6 %): names after a role word or a one-word cue, staff initials, dates without a year or in
 # French, German and Spanish, European addresses and phones, cities, institutions named in the text.
 
-_ROLE_NAME_RE = re.compile(r"\b(?:RN|CRNA|LPN|NP|[Tt]ech|MTRA|[Ii]nterpreter)\s+"
+#: A role word, a technologist's credential ("MTA Schulz", "RT(R) Jones") or a maiden-name cue ("née Dubois", "geb.
+#: Schneider": an audit) before a name.
+_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech|MTRA|MTA|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter"
+                           r"|n[ée]e|N[ÉE]E|geb\.|geborene|nata|nacida)|\bRT\((?:R|T|N|M|MR|CT|CV|VI|QM|S)\))\s+"
                            r"(?P<v>[A-Z][a-z]{2,}(?:\s+[A-Z][a-z]{2,})?)\b")
 _CUE_ONE_RE = re.compile(
     r"(?i:\b(?:(?:ordered|referred|seen|read|reported|signed|dictated|performed|requested|discussed|reviewed"
@@ -575,7 +579,39 @@ _LOC_CUE_RE = re.compile(r"(?i:\b(?:lives\s+in|lives\s+at|resides\s+in|resident\
 _ANATOMY_AFTER_RE = re.compile(r"(?i)\s+(?:pouch|fissure|space|canal|duct|foramen|nodes?|ligaments?|triangle|line|fossa"
                               r"|gland|sinus|body|bodies|area|angle|recess|junction|vein|artery|nerve|muscle|cyst"
                               r"|lesion|valve|ring|plexus|aqueduct|cistern|sulcus|gyrus)\b")
-_PHONE_EU_RE = re.compile(r"(?<![\w.])0\d(?:[ .]\d{2}){4}(?![\w])|(?<![\w.])0\d{2,4}[ /]\d{3,4}[ \-]?\d{2,5}(?![\w])")
+_PHONE_EU_RE = re.compile(r"(?<![\w.])0\d(?:[ .]\d{2}){4}(?![\w])|(?<![\w.])0\d{2,4}[ /]\d{3,4}[ \-]?\d{2,5}(?![\w])"
+                          r"|(?<![\w.\-])0\d{1,3}-\d{3,4}-\d{4}(?![\w\-])")  # "010-1234-5678", "03-1234-5678"
+#: A number after a telephone cue, in any national grouping ("Tel. 912 345 678", "cell 02 1234 5678", "phone: 555
+#: 0143", "联系电话 138 1234 5678": an audit found these kept; with +34 or +86 they were removed).
+_PHONE_CUE_RE = re.compile(
+    r"(?:(?i:\b(?:tel(?:e?phone)?|t[eé]l[eé]?(?:fono|phone)?|phone|ph|cell(?:ulare|phone)?|cel|mobile?|mob|handy"
+    r"|fon|fax|m[oó]vil|telefon|telefone|telemovel|numero|n[uú]mero|cellulare)\b\.?(?:\s*(?:no|nr|n[o°º]|#)\.?)?)"
+    r"|电话|電話|联系电话|聯繫電話|手机|手機|携帯|전화|휴대폰|연락처)\s*[:#=]?\s*"
+    r"(?P<v>\+?\(?\d{1,5}\)?(?:[ .\-/]{1,2}\(?\d{1,5}\)?){0,5})(?![\w])")
+#: National identifiers of a recognisable shape: the Italian codice fiscale (surname, name and birth date encoded),
+#: the French NIR (sex, birth year and month, place), the US Medicare beneficiary identifier, a Brazilian CPF.
+_NATIONAL_ID_RE = re.compile(
+    r"(?<![\w])(?:[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]"
+    r"|[12]\s?\d{2}\s?(?:0[1-9]|1[0-2]|[2-9]\d)\s?(?:\d{2}|2[AB])\s?\d{3}\s?\d{3}(?:\s?\d{2})?"
+    r"|[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d{2}"
+    r"|\d{3}\.\d{3}\.\d{3}-\d{2})(?![\w])")
+#: A vehicle registration after its label ("Kennzeichen M-AB 1234", "plate 7ABC123", "targa AB 123 CD").
+_PLATE_RE = re.compile(r"(?i:\b(?:kennzeichen|kfz|license\s+plate|licence\s+plate|number\s+plate|matr[ií]cula|targa"
+                       r"|immatriculation)\b\.?:?)\s+(?P<v>[A-Z0-9]{1,4}(?:[ \-][A-Z0-9]{1,4}){0,3})(?![\w])")
+#: Italian and Portuguese streets name their kind first ("Via Roma 12", "in via Garibaldi 7/A", "Rua das Flores 123",
+#: "Piazza Duomo 3"): an audit found the Italian one kept where German, French and Spanish ones were removed.
+_ADDR_PREFIX_RE = re.compile(
+    r"(?:\b(?:Via|Viale|Piazza|Piazzale|Corso|Largo|Vicolo|Strada|Rua|Avenida|Travessa|Pra[çc]a|Alameda)"
+    r"|(?<=\bin\s)via)\s+(?:(?:dei|degli|delle|della|dello|del|di|da|das|dos|do|de|d')\s*)*"
+    r"[A-Z][\w'\-]+(?:\s+[A-Z][\w'\-]+){0,3},?\s*(?:n\.?\s*[ºo°]?\s*)?\d{1,4}(?:\s?/\s?[A-Za-z0-9]{1,3}|[A-Za-z])?"
+    r"(?![\w])")
+#: A date with its month in Roman numerals ("15.III.2023", "3. XI. 1957": central European usage).
+_ROMAN_DATE_RE = re.compile(r"(?<![\w.])(?:0?[1-9]|[12]\d|3[01])\.\s?(?:XII|XI|X|IX|VIII|VII|VI|V|IV|III|II|I)\.\s?"
+                            r"(?:(?:19|20)\d{2}|\d{2})(?![\w])")
+#: A Japanese era date abbreviated (Meiji, Taisho, Showa, Heisei, Reiwa: "S55.1.2", "R5.3.15"), in Japanese text only.
+_ERA_DATE_RE = re.compile(r"(?<![\w.])(?P<e>[MTSHR])(?P<y>\d{1,2})\.(?P<m>\d{1,2})\.(?P<d>\d{1,2})(?![\d.])")
+_ERA_YEARS = {"M": 45, "T": 15, "S": 64, "H": 31, "R": 30}
+_JAPANESE_RE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 _INST_KW = (r"(?:Hospital|Hospitals|Medical\s+Center|Medical\s+Centre|Med\s+Ctr|Clinic|Care\s+Center|Health(?:care)?"
             r"|Institute|Infirmary|Breast\s+Center|Imaging\s+Center|Diagnostics|Permanente|Children's|Hochschule"
@@ -633,6 +669,26 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
         if tail and not is_clinical_word(tail.group("c").split()[0]):
             out.append((m.end() + tail.start("c"), m.end() + tail.end("c"), ADDRESS))
     out += [(m.start(), m.end(), PHONE) for m in _PHONE_EU_RE.finditer(text)]
+    for m in _PHONE_CUE_RE.finditer(text):
+        v = m.group("v").rstrip(" .-/")
+        if sum(c.isdigit() for c in v) >= 6:
+            out.append((m.start("v"), m.start("v") + len(v), PHONE))
+    out += [(m.start(), m.end(), ID) for m in _NATIONAL_ID_RE.finditer(text)]
+    out += [(m.start("v"), m.end("v"), ID) for m in _PLATE_RE.finditer(text)
+            if re.search(r"\d", m.group("v")) and re.search(r"[A-Z]", m.group("v"))]
+    for m in _ADDR_PREFIX_RE.finditer(text):
+        if _UNIT_AFTER_RE.match(text, m.end()) or re.match(r"\s*(?i:fr|f|g|ga)\b", text[m.end():]):
+            continue  # not "via Foley 14 Fr", "Via PICC 4 mm"
+        out.append((m.start(), m.end(), ADDRESS))
+        tail = re.match(r",\s+(?:\d{5}\s+)?(?P<c>[A-Z][a-z]{3,}(?:\s[A-Z][a-z]{3,})?)\b", text[m.end():])
+        if tail and not is_clinical_word(tail.group("c").split()[0]):  # the city after it ("..., Torino")
+            out.append((m.end() + tail.start("c"), m.end() + tail.end("c"), ADDRESS))
+    out += [(m.start(), m.end(), DATE) for m in _ROMAN_DATE_RE.finditer(text)]
+    if _JAPANESE_RE.search(text):
+        for m in _ERA_DATE_RE.finditer(text):
+            if 1 <= int(m.group("y")) <= _ERA_YEARS[m.group("e")] and 1 <= int(m.group("m")) <= 12 \
+                    and 1 <= int(m.group("d")) <= 31:
+                out.append((m.start(), m.end(), DATE))
     for m in _INST_AFTER_RE.finditer(text):  # "Cedar Ridge Medical Center", "St. Luke's Hospital"
         group = "v" if m.group("v") is not None else "w"
         words = re.findall(r"[A-Za-z][\w'\-]*", m.group(group))

@@ -105,7 +105,11 @@ CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W
             "DR SKELETAL SURVEY", "MS LESIONS FLAIR", "multiple nodules, masses",
             "Family history: mother Diabetes", "Mild Emphysema, stable", "father with hypertension",
             "pain 8/10", "L4/5 disc", "BP 120/80", "3/4 views", "Pt Anxious, refused contrast",
-            "nodule per Fleischner Society guidelines", "Sister Mary Joseph nodule", "WIFE PRESENT"]
+            "nodule per Fleischner Society guidelines", "Sister Mary Joseph nodule", "WIFE PRESENT",
+            # near the shapes session 10 added: numbers after cue-like words, plates, Italian words, Roman grades
+            "pH 7.35 pCO2 40", "LCP plate 3.5 with 6 screws", "plate 3 of 4", "Via Femoral 6 Fr sheath",
+            "via PICC 20 cm", "Cell count 12 000", "mobile 10 mm lesion", "Grade III. 2 lesions", "MTA cement",
+            "RT(R) verified", "Corso 2 di chemioterapia", "Largo 3 cm", "T1.5.3 sequence", "fx 1.III.2"]
 
 
 @pytest.mark.parametrize("text", CLINICAL)
@@ -153,6 +157,30 @@ def test_clinical_text_survives_every_layer(text: str) -> None:
     ("transferred from Cedar Ridge Medical Center", "Ridge"),
     ("outside films from Klinikum Nordstadt", "Nordstadt"),
     ("Tel 0511 532-4410", "4410"),
+    # session 10's audit of unseen data: national phone groupings after a cue, national IDs, streets that name
+    # their kind first, Roman-numeral months, Japanese era dates, maiden names and technologists' credentials
+    ("Tel. 912 345 678, esposa", "678"),
+    ("tel. 601 234 567", "567"),
+    ("cell 02 1234 5678", "5678"),
+    ("phone: 555 0143", "0143"),
+    ("联系电话 138 1234 5678", "5678"),
+    ("전화 010-1234-5678", "5678"),
+    ("CF RSSMRA60C03F205X", "RSSMRA60C03F205X"),
+    ("NIR 1 57 03 75 113 042 87", "113 042"),
+    ("Medicare 1EG4-TE5-MK73", "MK73"),
+    ("Kennzeichen M-AB 1234", "1234"),
+    ("Sig.ra, Via Roma 12, 20121 Milano", "Roma"),
+    ("abita in via Garibaldi 7/A, Torino", "Torino"),
+    ("Rua das Flores 123, Lisboa", "Flores"),
+    ("Vor-CT 15.III.2023", "III"),
+    ("撮影 R5.3.15", "R5.3.15"),
+    ("S55.1.2生", "S55"),
+    ("Mme X, née Dubois", "Dubois"),
+    ("geb. Schneider", "Schneider"),
+    ("MTA Schulz", "Schulz"),
+    ("RT(R) Jones", "Jones"),
+    ("scanned by Jones RT(R)", "Jones"),
+    ("Ueberweisung Hr. X von Dr. Weber", "Weber"),  # "von" joined "Dr" to the first name, and "Dr." was no cue
 ])
 def test_pattern_layer_removes_phi_shapes_without_file_terms(text: str, gone: str) -> None:
     out = TextCleaner(PhiTerms(), use_presidio=False).clean(text)
@@ -280,7 +308,7 @@ def test_pathological_long_text_stays_fast(text: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "recall", "retention"), [("corpus", 0.955, 0.995), ("heldout", 0.91, 0.98),
-                                                          ("heldout3", 0.92, 0.99), ("heldout4", 0.83, 0.995)])
+                                                          ("heldout3", 0.92, 0.99), ("heldout4", 0.85, 0.995)])
 def test_independent_corpus_recall_and_retention(name: str, recall: float, retention: float) -> None:
     """An audit's corpus of hospital-style strings the cleaner was not tuned on (names beyond the header,
     dates without a year or in other languages, institutions, European addresses). Measured before the
@@ -288,7 +316,8 @@ def test_independent_corpus_recall_and_retention(name: str, recall: float, reten
     99.8 % / 98.6 %; after session 9's given names and retention fixes: 95.6 % / 91.4 %, retention unchanged.
     A third set written in session 9 without reading the cleaner (heldout3): 79.3 % / 99.1 % as written, 92.3 % /
     99.5 % after the fixes it led to; a fourth (heldout4), written after those fixes: 83.2 % / 99.5 % as written,
-    99.7 % retention after its one fix. The floors keep what was gained."""
+    99.7 % retention after its one fix; 85.2 % after session 10's fixes for an audit of unseen data (national phones,
+    IDs and addresses), which were not tuned on it. The floors keep what was gained."""
     spec = importlib.util.spec_from_file_location("freetext_independent", BENCH_INDEPENDENT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
