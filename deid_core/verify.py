@@ -272,6 +272,14 @@ _TRAIT_WORDS = frozenset({"white", "black", "asian", "hispanic", "latino", "lati
                           "italian", "polish", "russian", "chinese", "japanese", "korean"})
 
 
+#: A title right before a name part ("DR_", "Dr. ", "PROF-"): the device is named after that person.
+_TITLE_BEFORE = re.compile(r"(?i)(?:^|[^a-z])(?:dr|dra|doctor|prof|professor|mr|mrs|ms|mme|herr|frau)[\W_]*$")
+
+
+#: A personal machine after a name part ("SCHNEIDER-PC", Windows' default "<user>-PC"; "JONES_LAPTOP").
+_OWNED_AFTER = re.compile(r"(?i)[\W_]*(?:pc|laptop|notebook|desktop|macbook|imac|mac|'s)(?![a-z])")
+
+
 def _coincidental_name(tag: int, text: str, span: Span, device: frozenset[int], traits: frozenset[int]) -> bool:
     """Whether a name part met in a value the profile retains is a coincidence, not the patient: one
     word of a longer device name (StationName "BROWN_CT" of patient BROWN^ALICE; the bare "BROWN" would
@@ -279,6 +287,8 @@ def _coincidental_name(tag: int, text: str, span: Span, device: frozenset[int], 
     word = text[span.start:span.end]
     if not re.fullmatch(r"[^\W\d_]+", word):
         return False  # more than one word (a whole name), or not a word
+    if _TITLE_BEFORE.search(text[:span.start]) or _OWNED_AFTER.match(text, span.end):
+        return False  # a title or a user's machine names the person: "PRAXIS_DR_SCHNEIDER", "SCHNEIDER-PC" (an audit)
     if tag in traits:
         return word.casefold() in _TRAIT_WORDS
     return (tag in device or tag in _DEVICE) and len(text.strip(" \0")) > len(word)

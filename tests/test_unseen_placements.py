@@ -247,6 +247,11 @@ def test_parts_and_spellings_of_identifiers_leave_free_text(tmp_path: Path, head
     ("BROWN^ALICE", "StationName", "BROWN", "[X]"),  # the bare surname: not a coincidence to assume
     ("WHITMORE^ELEANOR", "LensMake", "Seen by Dr Eleanor Whitmore", "Seen by Dr [X]"),
     ("WHITMORE^ELEANOR", "XRaySourceID", "XRS-PX98765432", "XRS-[X]"),
+    # a title before the name part, or a user's machine after it, names the person (session 10's audit: a referring
+    # SCHNEIDER^KLAUS kept in "PRAXIS_DR_SCHNEIDER" and "SCHNEIDER-PC")
+    ("BROWN^ALICE", "StationName", "PRAXIS_DR_BROWN", "PRAXIS_DR_[X]"),
+    ("BROWN^ALICE", "StationName", "BROWN-PC", "[X]-PC"),
+    ("BROWN^ALICE", "StationName", "CT_BROWNSVILLE", "CT_BROWNSVILLE"),
 ])
 def test_retained_values_that_coincide_with_a_name(tmp_path: Path, name: str, keyword: str, value: str,
                                                    out: str) -> None:
