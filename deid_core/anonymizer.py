@@ -247,6 +247,10 @@ class Anonymizer:
                 self._apply(self.dates, ds, elem, path)
             else:
                 self._apply(self.dummy, ds, elem, path)
+                if tag == ENCAPSULATED_DOCUMENT:
+                    # the document (a scanned letter, a PDF report) is gone, replaced by a dummy as PS3.15 says:
+                    # provenance names it, so a user can find the files whose content went (an audit: "silent")
+                    self.actions["encapsulated_document_replaced"] += 1
         elif action is Action.UID:
             if vr == "UI":
                 if not self.retain_uids:
@@ -360,7 +364,7 @@ class Anonymizer:
         kept = []
         for item in elem.value:
             code = _concept_code(item)
-            if code == SUBJECT_BIRTH_DATE:
+            if code in BIRTH_DATE_CODES or _birth_meaning(item):
                 self.actions["sr_birth_date_removed"] += 1
                 continue
             if code == SUBJECT_AGE:
@@ -564,7 +568,13 @@ def _optional_sequence(tag: int, rule: Rule | None, path: ElementPath) -> bool:
 
 #: Sequences of structured content items (SR content, acquisition and observation context).
 _CONTENT_SEQUENCES = frozenset({0x0040A730, 0x00400555, 0x0040A504})
+ENCAPSULATED_DOCUMENT = 0x00420011
 SUBJECT_BIRTH_DATE, SUBJECT_AGE = ("DCM", "121031"), ("DCM", "121033")
+#: The same concept in other schemes: LOINC "Birth date" (21112-8), SNOMED CT "Date of birth" (184099003).
+BIRTH_DATE_CODES = frozenset({SUBJECT_BIRTH_DATE, ("LN", "21112-8"), ("SCT", "184099003"), ("SRT", "184099003")})
+#: ... or any scheme's meaning saying so (a local code "Birth date", "Date of birth", "DOB", "Geburtsdatum").
+_BIRTH_MEANING = re.compile(r"(?i)\s*(?:(?:patient'?s?|subject'?s?)\s+)?(?:birth\s*date|date\s+of\s+birth|dob"
+                            r"|geburtsdatum|date\s+de\s+naissance|fecha\s+de\s+nacimiento|data\s+di\s+nascita)\s*")
 
 
 _IDENTITY_WORDS = re.compile(r"\b(?:names?|organi[sz]ation|institution|address|telephone|phone|e-?mail)\b")
@@ -582,6 +592,16 @@ def _identity_concept(item: Dataset) -> bool:
     except Exception:  # an unreadable code: no judgement
         return False
     return bool(_IDENTITY_WORDS.search(meaning)) and not _NOT_IDENTITY_WORDS.search(meaning)
+
+
+def _birth_meaning(item: Dataset) -> bool:
+    """Whether an item's concept name says "birth date" in words, whatever its code (an audit's LOINC item kept a
+    shifted birth date)."""
+    try:
+        seq = item.get("ConceptNameCodeSequence")
+        return bool(seq) and _BIRTH_MEANING.fullmatch(str(seq[0].get("CodeMeaning", "") or "")) is not None
+    except Exception:  # noqa: BLE001 - a malformed code names no concept
+        return False
 
 
 def _concept_code(item: Dataset, keyword: str = "ConceptNameCodeSequence") -> tuple[str, str] | None:

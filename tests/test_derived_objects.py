@@ -65,6 +65,24 @@ def test_sr_subject_birth_date_goes_and_its_age_is_capped_like_the_header(tmp_pa
     assert out.PatientBirthDate == ""
 
 
+@pytest.mark.parametrize(("value", "meaning", "scheme"), [("21112-8", "Birth date", "LN"),
+                                                       ("184099003", "Date of birth", "SCT"),
+                                                       ("L-77", "Geburtsdatum", "99LOCAL"), ("X1", "DOB", "99LOCAL")])
+def test_a_birth_date_item_of_any_scheme_goes(tmp_path: Path, value: str, meaning: str, scheme: str) -> None:
+    """An audit's SR kept a LOINC "Birth date" item, shifted: only DCM 121031 was known."""
+    ds = _sr("045Y")
+    ds.ContentSequence[0].ConceptNameCodeSequence = _code(value, meaning, scheme)
+    out = _run(tmp_path, ds)
+    assert [item.ConceptNameCodeSequence[0].CodeValue for item in out.ContentSequence] == ["121033", "121071"]
+
+
+def test_a_date_item_of_another_concept_stays(tmp_path: Path) -> None:
+    ds = _sr("045Y")
+    ds.ContentSequence[0].ConceptNameCodeSequence = _code("111536", "Date of last menstrual period")
+    out = _run(tmp_path, ds)
+    assert [item.ConceptNameCodeSequence[0].CodeValue for item in out.ContentSequence][0] == "111536"
+
+
 def test_rt_objects_keep_operators_name_empty_where_their_series_module_requires_it(tmp_path: Path) -> None:
     ds = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
     ds.OperatorsName = "ABERNATHY^WILHELMINA"
@@ -86,9 +104,11 @@ def test_a_replaced_encapsulated_document_states_its_own_length(tmp_path: Path) 
     pdf = b"%PDF-1.4 Patient: OLDHAM EDITH PX1 %%EOF"
     ds.EncapsulatedDocument, ds.EncapsulatedDocumentLength = pdf, len(pdf)
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
-    out = _run(tmp_path, ds)
-    assert b"OLDHAM" not in out.EncapsulatedDocument
-    assert out.EncapsulatedDocumentLength == len(out.EncapsulatedDocument)
+    res, written = deidentify_dataset(tmp_path, ds, conformance="off")
+    assert res.status == "written" and written is not None
+    assert b"OLDHAM" not in written.EncapsulatedDocument
+    assert written.EncapsulatedDocumentLength == len(written.EncapsulatedDocument)
+    assert res.actions.get("encapsulated_document_replaced") == 1  # provenance says the document went
 
 
 def test_rt_operators_name_stays_empty_under_tcia_lists_too(tmp_path: Path) -> None:
