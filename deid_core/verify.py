@@ -73,6 +73,11 @@ class Leak:
         return f"{self.kind} in {self.element}"
 
 
+#: A maximal run of digits and dots between digits, not preceded by a digit or a dot: exactly the strings an
+#: original UID must equal to stand alone (``LeakTerms.has_original_uid``).
+_DOTTED_NUMBER = re.compile(r"(?<![0-9.])[0-9]+(?:\.[0-9]+)*")
+
+
 @dataclass
 class LeakTerms:
     """What verification searches for: the file's captured terms plus its birth date variants."""
@@ -88,14 +93,11 @@ class LeakTerms:
     matcher: TermMatcher = field(init=False)
     birth: TermMatcher = field(init=False)
 
-    @property
-    def uid_regex(self) -> re.Pattern[str] | None:
-        """One pattern for every original UID, not as part of a longer UID (a new ``2.25.`` UID may start
-        with the digits of an original one)."""
-        if not self.uids:
-            return None
-        alts = "|".join(re.escape(u) for u in sorted(self.uids, key=lambda u: (-len(u), u)))
-        return re.compile(rf"(?<![0-9.])(?:{alts})(?!\.?[0-9])")
+    def has_original_uid(self, text: str) -> bool:
+        """Whether an original UID stands in ``text``, not as part of a longer UID (a new ``2.25.`` UID may start
+        with the digits of an original one). Every maximal dotted number is looked up in the set: one fixed
+        pattern instead of an alternation of this file's UIDs compiled per file."""
+        return bool(self.uids) and any(m.group(0) in self.uids for m in _DOTTED_NUMBER.finditer(text))
 
     def __post_init__(self) -> None:
         self.matcher = TermMatcher(self.terms)
@@ -165,7 +167,7 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
     # Most texts hold no term at all: one search each (``TermMatcher.contains``: the terms' regex on the
     # accent-folded text, glued IDs) rules them out before the span-by-span pass.
     birth = lt.birth._regex if lt is not None else None
-    uid_re = lt.uid_regex if lt is not None else None
+    uid_in = lt.has_original_uid if lt is not None and lt.uids else None
     device = lt.device_tags if lt is not None else frozenset()
     traits = lt.trait_tags if lt is not None else frozenset()
 
@@ -187,7 +189,7 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             # element can hold text that reads back as DS or SS (fuzz find).
             private_number = (t >> 16) & 1 and vr not in _TEXT_VRS
             if vr == "UI":  # a UID: only an original one (``uids``) is a leak here
-                if uid_re is not None and any(uid_re.search(x) for x in _texts(elem.value)):
+                if uid_in is not None and any(uid_in(x) for x in _texts(elem.value)):
                     leaks.append(Leak("uid", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
             if vr not in _TEXT_VRS and not private_number:
@@ -199,7 +201,7 @@ def find_leaks(ds: Dataset, matcher: TermMatcher | LeakTerms, *, include_dates: 
             except Exception:  # an undecodable value cannot be searched: report it, fail closed
                 leaks.append(Leak("undecodable", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
-            if uid_re is not None and any(uid_re.search(x) for x in texts):
+            if uid_in is not None and any(uid_in(x) for x in texts):
                 leaks.append(Leak("uid", f"{prefix}({t >> 16:04X},{t & 0xFFFF:04X})"))
                 continue
             if len(texts) > 1:  # one search over the texts joined rules them all out (a match in any one
