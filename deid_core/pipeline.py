@@ -244,7 +244,7 @@ def _deidentify(path: Path, cfg: DeidConfig, ctx: Context, out: Outcome, run_dci
                              "(--max-frame-megapixels; searching takes ~14 MB of worker memory per megapixel)")
         policy = pixel_policy_for(out.modality, cfg.pixel_policy)
         out.pixel_policy = policy
-        result = find_text_boxes(ds, terms, policy, ctx.engine)  # type: ignore[arg-type]
+        result = find_text_boxes(ds, terms, policy, ctx.engine, leak_terms.matcher)  # type: ignore[arg-type]
         out.frames = result.frames
         out.frames_ocr = result.frames_ocr
         out.prescreen_skipped = result.prescreen_skipped

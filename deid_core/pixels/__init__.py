@@ -896,14 +896,15 @@ def _all_strong(line: Rect, scored: list[tuple[Rect, bool, bool]]) -> bool:
 
 
 def find_text_boxes(ds: Dataset, terms: PhiTerms, policy: str,
-                    engine: OcrEngine | None = None) -> PixelResult:
-    """Find burned-in text to mask on every frame. Raises PixelError when pixels cannot be decoded."""
+                    engine: OcrEngine | None = None, matcher: TermMatcher | None = None) -> PixelResult:
+    """Find burned-in text to mask on every frame. Raises PixelError when pixels cannot be decoded.
+    ``matcher``: the caller's ``TermMatcher`` of ``terms``, if it has one (else one is built on first use)."""
     if policy not in (PHI, ALL_TEXT):
         raise ConfigError(f"unknown pixel policy {policy!r}")
     if not has_pixels(ds):
         return PixelResult(frames=0, engine=(engine.name if engine else "tesseract"))
     eng = engine or get_engine("tesseract")
-    matcher = _LazyMatcher(terms)
+    matcher = matcher if matcher is not None and matcher.terms is terms else _LazyMatcher(terms)
     result = PixelResult(frames=frame_count(ds), engine=eng.name)
     seen: dict[bytes, list[Box]] = {}
     cache = _memo_for(eng)
