@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -190,7 +191,272 @@ def name_variants(value: str | PersonName) -> list[str]:
                 out += [nick.title()] + ([f"{nick.title()} {family}", f"{family}, {nick.title()}"] if family else [])
     # People type "Mueller" for "MÜLLER" ("MULLER" is the matcher's own accent fold).
     out += [g for v in list(out) if not v.isascii() and (g := _german_spelling(v)) != fold(v) and g not in out]
+    # the name as written in another script: transliterated, in other romaji, a surname with its title
+    out += [v for v in script_variants(raw) if v not in out]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Names written in another script than the text that mentions them (an audit: "ИВАНОВ^ПЁТР" in the header,
+# "IVANOV P CHEST" in the description; "Yamada^Tarou" and "Taro-san"; "张^伟" and "张先生", "김^민수" and "김 씨").
+
+#: Variants of one name part at most: the matcher compiles every term into one regex.
+MAX_SCRIPT_VARIANTS = 16
+
+
+def _spec(text: str) -> dict[str, str]:
+    """A transliteration table written 'source target ...' ('-': written as nothing). A key may carry a context:
+    '^x' word-initial, 'x$' word-final, '~x' after a vowel, 'x~' before one, '~x~' between two, 'x!' before a
+    voiceless consonant or at the end, 'x+' before a front vowel."""
+    words = text.split()
+    return {k: ("" if v == "-" else v) for k, v in zip(words[::2], words[1::2], strict=True)}
+
+
+# Russian passports since 2013 (ICAO 9303) as the base; then the other systems people write a name in.
+_CYR_BASE = _spec("""
+а a б b в v г g д d е e ё e ж zh з z и i й i к k л l м m н n о o п p р r с s т t у u ф f х kh ц ts ч ch ш sh
+щ shch ъ ie ы y ь - э e ю iu я ia і i ї i є ie ґ g ў u ђ dj ј j љ lj њ nj ћ c џ dz ѓ gj ќ kj ѕ dz
+""")
+_CYR_SYSTEMS = tuple({**_CYR_BASE, **_spec(s)} for s in (
+    "",  # ICAO 9303: Ivanov, Petr, Iurii
+    "^е ye ~е ye ё yo й y ю yu я ya ъ -",  # BGN/PCGN: Pyotr, Yuriy, Yevgeniy
+    "^е ye ~е ye ё yo й y ю yu я ya ъ - ий$ y ый$ y ия$ ia кс x",  # English usage: Yury, Dmitry, Maria
+    "х h ц c щ sch й j ю ju я ja ъ -",  # scholarly, in ASCII: Jurij, Cvetkov, Sapiro
+    "ж z ч c ш s щ sc х h ц c й j ю ju я ja ъ -",  # ISO 9 / GOST 7.79 A with its diacritics typed plain: Zukov
+    # German (Duden): Iwanow, Pjotr, Schtschukin, Wassilij
+    "в w ж sch з s й j х ch ц z ч tsch ш sch щ schtsch ю ju я ja ё jo ^е je ~е je ъ - ~с~ ss ий$ ij ый$ y кс x",
+    "ж j х kh ц ts ч tch ш ch щ chtch й i у ou ю iou я ia ё io ~с~ ss ий$ i ый$ y ъ -",  # French: Piotr, Iouri
+    "в w ж z х ch ц c ч cz ш sz щ szcz й j ю ju я ja ё io ^е je ~е je ий$ ij ый$ y ъ -",  # Polish: Iwanow
+))
+#: Ukrainian (national system of 2010), used when a name has a letter only Ukrainian writes (і ї є ґ).
+_UKR_SYSTEM = {**_CYR_BASE, **_spec("г h и y ^ї yi ^є ye ^й y ^ю yu ^я ya ий$ yi")}
+_CYR_VOWELS = "аеёиоуыэюяіїєъь"
+
+# Greek passports (ELOT 743 / ISO 843) as the base; then spoken, classical and common English spellings.
+_GRK_BASE = _spec("""
+α a β v γ g δ d ε e ζ z η i θ th ι i κ k λ l μ m ν n ξ x ο o π p ρ r σ s ς s τ t υ y φ f χ ch ψ ps ω o
+ϊ i ϋ y ου ou αυ av αυ! af ευ ev ευ! ef ηυ iv ηυ! if γγ ng γκ gk ^γκ g γξ nx γχ nch ^μπ b μπ mp ^ντ d ντ nt
+αι ai ει ei οι oi υι yi
+""")
+_GRK_SYSTEMS = tuple({**_GRK_BASE, **_spec(s)} for s in (
+    "",  # ELOT 743: Papadopoulos, Giorgos, Christos
+    "η i υ i ει i οι i υι i αι e χ h γκ ng ^γκ g μπ b ^μπ b ντ nd ^ντ d γ+ y γι~ y",  # as spoken: Yorgos, Hristos
+    "β b η e υ y χ ch φ ph αι ae αυ au αυ! au ευ eu ευ! eu ηυ eu ηυ! eu γκ nk ^γκ g",  # classical: Philippos
+    "χ h γι~ yi μπ b γκ ng",  # common English usage: Yiorgos, Hatzis, Angelos
+))
+_GRK_VOWELS = "αεηιουωϊϋ"
+_GRK_FRONT = "εηιυϊϋ"
+_GRK_VOICELESS = "θκξπστφχψς"
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_GREEK = re.compile("[\u0370-\u03ff\u1f00-\u1fff]")
+_GREEK_ACCENTS = frozenset("\u0300\u0301\u0313\u0314\u0342\u0345")  # tonos and polytonic marks (not dialytika)
+
+
+def _transliterate(word: str, table: dict[str, str], vowels: str, front: str = "",
+                   voiceless: str = "") -> str | None:
+    """``word`` (lower case) in one system's Latin letters, longest source first; None when a character has
+    no entry (a digit, another script)."""
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        for size in (3, 2, 1):
+            chunk = word[i:i + size]
+            if len(chunk) < size:
+                continue
+            after = word[i + size:]
+            after_vowel, before_vowel = i > 0 and word[i - 1] in vowels, bool(after) and after[0] in vowels
+            keys = ([f"^{chunk}"] if i == 0 else []) + ([f"{chunk}$"] if not after else []) \
+                + ([f"~{chunk}~"] if after_vowel and before_vowel else []) + ([f"~{chunk}"] if after_vowel else []) \
+                + ([f"{chunk}~"] if before_vowel else []) \
+                + ([f"{chunk}!"] if not after or after[0] in voiceless else []) \
+                + ([f"{chunk}+"] if after and (after[0] in front or after[:2] in ("αι", "ει", "οι")) else []) \
+                + [chunk]
+            hit = next((table[k] for k in keys if k in table), None)
+            if hit is not None:
+                out.append(hit)
+                i += size
+                break
+        else:
+            return None
+    return "".join(out)
+
+
+def _by_system(word: str, ukrainian: bool = False) -> list[str | None]:
+    """A Cyrillic or Greek word in each system's spelling, in system order (None: not spelled by it)."""
+    if _CYRILLIC.search(word):
+        low = unicodedata.normalize("NFC", word.lower())
+        systems = _CYR_SYSTEMS + ((_UKR_SYSTEM,) if ukrainian or re.search("[іїєґ]", low) else ())
+        return [_transliterate(low, s, _CYR_VOWELS) for s in systems]
+    if _GREEK.search(word):
+        low = unicodedata.normalize("NFC", "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                                                   if c not in _GREEK_ACCENTS))
+        return [_transliterate(low, s, _GRK_VOWELS, _GRK_FRONT, _GRK_VOICELESS) for s in _GRK_SYSTEMS]
+    return []
+
+
+def transliterations(word: str, ukrainian: bool = False) -> list[str]:
+    """Latin spellings of a Cyrillic or Greek name part, one per system in a fixed order (``_CYR_SYSTEMS``,
+    ``_GRK_SYSTEMS``), duplicates dropped: "Иванов" -> Ivanov, Iwanow; "Пётр" -> Petr, Pyotr, Pjotr, Piotr.
+    [] for a part in another script. Technologists type the transliteration into descriptions."""
+    return list(dict.fromkeys(f.capitalize() for f in _by_system(word, ukrainian) if f))[:MAX_SCRIPT_VARIANTS]
+
+
+def _component_by_system(component: str, ukrainian: bool) -> list[str]:
+    """A name component's words transliterated by each system and joined ([] unless every word is)."""
+    words = [_by_system(w, ukrainian) for w in re.split(r"[\s,.\-']+", component) if w]
+    if not words or not all(words):
+        return []
+    return [" ".join(s) for s in zip(*words, strict=False) if all(s)]
+
+
+_KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+#: Long vowels of romaji as written by different people: Tarou, Taro, Tarō (folded to Taro), Taroo, Taroh.
+_LONG_VOWELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("\x01", ("ou", "o", "oo", "oh")), ("\x02", ("uu", "u")), ("\x03", ("ei", "e")))
+_LONG_MARK = str.maketrans({"ō": "\x01", "ô": "\x01", "ū": "\x02", "û": "\x02", "ē": "\x03", "ê": "\x03"})
+_LONG_SITE = re.compile(r"(ou|oo|oh(?![aeiouy]))|(uu)|(ei)")
+_TO_KUNREI = ((r"shi", "si"), (r"chi", "ti"), (r"tsu", "tu"), (r"fu", "hu"), (r"ji", "zi"),
+              (r"sh(?=[auo])", "sy"), (r"ch(?=[auo])", "ty"), (r"j(?=[auo])", "zy"))
+_TO_HEPBURN = ((r"si", "shi"), (r"ti", "chi"), (r"tu", "tsu"), (r"(?<![sc])hu", "fu"), (r"zi", "ji"),
+               (r"sy(?=[auo])", "sh"), (r"ty(?=[auo])", "ch"), (r"zy(?=[auo])", "j"))
+
+
+def _respell(word: str, rules: tuple[tuple[str, str], ...]) -> str:
+    for pattern, repl in rules:
+        word = re.sub(pattern, repl, word)
+    return word
+
+
+def romaji_variants(word: str) -> list[str]:
+    """Other romaji spellings of a Japanese name part: its long vowels written ou/o/oo/oh, uu/u, ei/e (ō, ū, ē
+    fold to o, u, e), and Hepburn <-> Kunrei (shi/si, chi/ti, tsu/tu, fu/hu, ji/zi, sha/sya...). Long vowels
+    are spelled one way through a word, as one writer does; fewest changes first, at most
+    ``MAX_SCRIPT_VARIANTS``. The part itself is not among them."""
+    low = word.lower().translate(_LONG_MARK)
+    if not re.fullmatch("[a-z\x01-\x03]+", low):
+        return []
+    first: dict[str, str] = {}
+
+    def site(m: re.Match[str]) -> str:
+        mark = "\x01\x02\x03"[m.lastindex - 1 if m.lastindex else 0]
+        first.setdefault(mark, m.group(0))
+        return mark
+
+    marked = _LONG_SITE.sub(site, low)
+    dims: list[tuple[str, tuple[str, ...]]] = []
+    for mark, spellings in _LONG_VOWELS:
+        if mark in marked:  # the writer's own spelling first
+            own = first.get(mark, spellings[1])
+            dims.append((mark, (own, *[s for s in spellings if s != own])))
+    choices = sorted(itertools.product(*(range(len(s)) for _m, s in dims), range(3)),
+                     key=lambda c: (sum(x > 0 for x in c), c))
+    out: list[str] = []
+    for choice in choices:
+        text = marked
+        for (mark, spellings), pick in zip(dims, choice, strict=False):
+            spelled = spellings[pick]
+            if spelled == "oh":  # "oh" only before a consonant or at the end ("Satoh", not "Kohichi")
+                text = re.sub(f"{mark}(?=[aeiouy\x01-\x03])", "ou", text)
+            text = text.replace(mark, spelled)
+        text = (text, _respell(text, _TO_KUNREI), _respell(text, _TO_HEPBURN))[choice[-1]]
+        if text != word.lower() and text not in out:
+            out.append(text)
+        if len(out) >= MAX_SCRIPT_VARIANTS:
+            break
+    return [v.capitalize() for v in out]
+
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAN_SURNAME = re.compile(f"[{_HAN}]{{1,4}}")
+_JA_SURNAME = re.compile(f"[{_HAN}\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]{{1,8}}")
+_KO_SURNAME = re.compile("[\uac00-\ud7af]{1,2}")
+#: Chinese titles after a surname (张先生, 王医生) and the familiar 老/小 before a one-character one (老张, 小张).
+_ZH_AFTER = tuple("先生 女士 小姐 太太 夫人 医生 醫生 大夫 老师 老師 阿姨 师傅 師傅".split())
+_ZH_BEFORE = ("老", "小")
+#: Japanese honorifics after a surname of any length (山田さん, 林様); 君 is left out (諸君, 主君 are words).
+_JA_AFTER = tuple("さん 様 さま 先生 氏 くん ちゃん".split())
+#: Korean after a surname, with or without a space (the matcher's separators may be empty): 김 씨, 김씨, 박 님.
+_KO_AFTER = ("씨", "님", "선생님", "환자")
+#: Surnames that are also a determiner or prefix before a noun ("이 환자" is "this patient", "신환자" a new
+#: patient): no compound with 선생님 or 환자 for them.
+_KO_DETERMINER_SURNAMES = frozenset("""
+이 한 전 모 위 양 남 여 노 신 구 중 경 본 당 해 동 타 각 소 대 상 하 내 외 초 재 주 원 두 세 네 그 저
+""".split())
+#: Compounds above that are ordinary words ("小时" hour, "小于" less than, "小叶"/"小梁" lobule/trabecula,
+#: "小关节" facet joint, "老师" teacher, "华氏" Fahrenheit): not identifying even when the surname is 时, 于...
+_CJK_ORDINARY = frozenset("""
+小时 小時 小于 小於 小叶 小葉 小梁 小关 小關 小段 小范 小範 小管 小孔 小心 小康 小房 小方 小白 小路
+小车 小車 小米 小平 小区 小區 小支 小阴 小陰 小计 小計 小花 小海 小国 小國 小门 小門 小云 小雲 小巴
+小羊 小鹿 小修 小干 小利 小井 小林 小池 小山 小田 小川 老化 老年 老师 老師 老公 老花 老练 老練 老路
+老房 老方 老成 老乡 老鄉 老区 老區 老国 老國 老汤 老湯 老大 老二
+华氏 華氏 摄氏 攝氏
+""".split())
+
+
+def surname_compounds(surname: str) -> list[str]:
+    """A Chinese, Japanese or Korean surname with the titles and honorifics written around it (张先生, 老张,
+    山田さん, 김 씨): a one-character surname is too short to be a term alone, but not with its title."""
+    out: list[str] = []
+    if _KO_SURNAME.fullmatch(surname):
+        out += [f"{surname} {h}" for h in _KO_AFTER
+                if h in ("씨", "님") or surname not in _KO_DETERMINER_SURNAMES]
+    elif _HAN_SURNAME.fullmatch(surname):
+        out += [surname + h for h in (*_ZH_AFTER, *_JA_AFTER)]
+        out += [p + surname for p in _ZH_BEFORE] if len(surname) == 1 else []
+    elif _JA_SURNAME.fullmatch(surname):
+        out += [surname + h for h in _JA_AFTER]
+    return [c for c in dict.fromkeys(out) if c not in _CJK_ORDINARY]
+
+
+#: Short English words a derived spelling may happen to be (a romaji "Too" of Tou, "Sin" of Shin, "Jan" of Ян):
+#: the derived spelling is then no term. The header's own spelling is not checked against them.
+_COMMON_WORDS = frozenset("""
+jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun
+too zoo boo goo loo moo woo sin son sun tan tin ton hot not nut cut hut hit sit set sat had has her him his its
+lot low new now old one our out own per put run see she six ten two use via was way who why yes yet you all any
+are but can did end few for get got how man men off oil pan pen pet pin pot ran raw red rid row sad saw say sea
+sex shy sky sum tie toe top try van vet war wet win won yen ion ions iron tone tube vein also back been best came
+come does done down each even ever five four from gave give gone good have here into just keep kind knew know
+last left less like line look made make many mean more most much must name near need next none only open over
+part past rest same seen show some soon sure take tell than that them then they this time told took turn upon
+very want well went were what when with word work year your hero sofa soda tour
+""".split())
+
+
+def _standalone_names(variants: Iterable[str]) -> list[str]:
+    """Derived spellings that may stand alone as a term: 3+ letters (as ``significant`` asks of Latin matches),
+    no title, no word of imaging text (``ordinary_word``), no common English word."""
+    return [v for v in variants if len(v) >= 3 and v.upper() not in _NAME_STOPWORDS
+            and v.casefold() not in _COMMON_WORDS and not ordinary_word(v)]
+
+
+def script_variants(value: str | PersonName) -> list[str]:
+    """The spellings of a person name another script gives it: Latin transliterations of its Cyrillic and Greek
+    parts, romaji variants of a Japanese name's alphabetic group, and CJK surnames with their titles. Sorted in
+    a fixed order (no set order), so outputs are the same on every run."""
+    raw = str(value)
+    out: list[str] = []
+    japanese = bool(_KANA.search(raw))  # a phonetic group in kana: the romaji group is Japanese, not pinyin
+    ukrainian = bool(re.search("[іїєґІЇЄҐ]", raw))
+    for index, group in enumerate(raw.split("=")):
+        comps = [c.strip() for c in group.split("^")]
+        for c in comps:
+            for w in (w for w in re.split(r"[\s,.\-']+", c) if w):
+                out += _standalone_names(transliterations(w, ukrainian))
+                if japanese and index == 0:
+                    out += _standalone_names(romaji_variants(w))
+        family, given = ([_component_by_system(c, ukrainian) for c in comps[:2]] + [[], []])[:2]
+        if family and given and min(len(family[0]), len(given[0])) < 3:
+            # a transliterated part too short to stand alone ("Ли" -> "Li") counts beside the other part
+            out += list(dict.fromkeys(v for f, g in zip(family, given, strict=False)
+                                      for v in (f"{g} {f}".title(), f"{f} {g}".title())))
+        if len(comps) == 1 and _CJK_NAME.fullmatch(comps[0]):  # the whole name in one component ("王小东")
+            surnames = [comps[0][:1]] + ([comps[0][:2]] if len(comps[0]) == 4 else [])
+        else:
+            surnames = comps[:1] if comps and comps[0] else []
+        for s in surnames:
+            out += surname_compounds(s)
+    return list(dict.fromkeys(out))
 
 
 #: Given name -> nicknames of 3+ letters that are no English word ("will", "bill", "pat", "sue" are left out).
