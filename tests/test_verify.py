@@ -93,8 +93,8 @@ def test_private_name_kept_by_test_rule_is_caught(tmp_path: Path, monkeypatch: p
 def _drop_frame(frame: int, monkeypatch: pytest.MonkeyPatch) -> None:
     real = pixels_mod.find_text_boxes
 
-    def missing(ds, terms, policy, engine=None):  # type: ignore[no-untyped-def]
-        res = real(ds, terms, policy, engine)
+    def missing(ds, terms, policy, engine=None, matcher=None):  # type: ignore[no-untyped-def]
+        res = real(ds, terms, policy, engine, matcher)
         res.boxes = [b for b in res.boxes if b.frame != frame]
         return res
 
