@@ -158,9 +158,12 @@ def name_variants(value: str | PersonName) -> list[str]:
             # a part that is a word of imaging text ("HEAD^MAY", "GREEN^BONE", "COLON^MARIA") counts only beside
             # another part of the name (the combinations below): alone it is "CT HEAD", a "BONE" kernel, "sigmoid
             # colon"; a name of that one word ("HEART") is then no term at all (a second audit: "CT HEART" lost)
-            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS and not ordinary_word(w):
+            if len(w) >= 2 and w.upper() not in _NAME_STOPWORDS and not ordinary_word(w) \
+                    and w.casefold() not in _NAME_PARTICLES:
                 out.append(w)
         for c in comps:  # "O'Brien" is also typed "OBrien"
+            if re.search(r"[\s\-]", c) and not ordinary_word(c):
+                out.append(c)  # a compound surname whole ("Van Der Heijden", "Al-Hashimi"): its particles are no terms
             if "'" in c and len(c.replace("'", "")) >= 3:
                 out.append(c.replace("'", ""))
             # a compound name typed as one word in labels ("VANDERBERG_J" for VAN DER BERG, "GarciaLopez1"
@@ -193,6 +196,9 @@ def name_variants(value: str | PersonName) -> list[str]:
     out += [g for v in list(out) if not v.isascii() and (g := _german_spelling(v)) != fold(v) and g not in out]
     # the name as written in another script: transliterated, in other romaji, a surname with its title
     out += [v for v in script_variants(raw) if v not in out]
+    # a hyphenated name typed with a space ("KHALID AL HASHIMI" for AL-HASHIMI^KHALID): the matcher's flexible
+    # separators are spaces, carets and commas, a hyphen is literal
+    out += [s for v in list(out) if "-" in v and (s := re.sub(r"\s*-\s*", " ", v)) not in out]
     return out
 
 
@@ -499,7 +505,14 @@ gas liver kidney bladder breast temple palm crown nail cord lens stone hernia ca
 pump port drain tube line splint wire screw rod pin plate marker ring field couch shell seed block wedge beam
 boost dose care flow speed delay smooth hard bright dark sleep swift overall
 may will mark can
+klein kleine kleiner gross grosse grosser lang lange kurz kurze neu neue jung stark breit hoch tief schmal mittel
+groot kort breed nieuw petit petite grand grande court courte piccolo piccola lungo lunga corto corta largo larga
 """.split())
+#: Particles of compound surnames ("FONSECA DE ALMEIDA", "VAN DER HEIJDEN", "AL-HASHIMI"): part of the name's
+#: combinations, never a term alone, where "de", "van" or "al" would go from every sentence of a Portuguese, Dutch
+#: or Arabic text (a fresh held-out corpus: "CEC [X] orofaringe" for a patient FONSECA DE ALMEIDA).
+_NAME_PARTICLES = frozenset("""de da di du del della delle dei degli dos das do van von der den ter ten la le el al
+bin ben bint ibn abu y e zu vom""".split())
 
 
 def ordinary_word(word: str) -> bool:
