@@ -28,7 +28,10 @@ CORPORA = {"corpus": CORPUS_DIR / "independent_corpus.json", "heldout": CORPUS_D
            "heldout3": CORPUS_DIR / "independent_heldout3.json",
            # 170 more, written after session 9's fixes, also without reading the cleaner: scored as written (83.2 %
            # recall, 99.5 % retention); its only fix is "INR 3.4." no longer taken for a date (99.7 %)
-           "heldout4": CORPUS_DIR / "independent_heldout4.json"}
+           "heldout4": CORPUS_DIR / "independent_heldout4.json",
+           # 180 more in ten languages, written in session 10 by a helper that did not read the cleaner: 73.2 % recall,
+           # 99.3 % retention as written; 94.4 % / 99.5 % after the fixes it led to
+           "heldout5": CORPUS_DIR / "independent_heldout5.json"}
 TOKEN = re.compile(r"[^\W_]+")
 
 

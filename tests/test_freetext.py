@@ -109,7 +109,12 @@ CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W
             # near the shapes session 10 added: numbers after cue-like words, plates, Italian words, Roman grades
             "pH 7.35 pCO2 40", "LCP plate 3.5 with 6 screws", "plate 3 of 4", "Via Femoral 6 Fr sheath",
             "via PICC 20 cm", "Cell count 12 000", "mobile 10 mm lesion", "Grade III. 2 lesions", "MTA cement",
-            "RT(R) verified", "Corso 2 di chemioterapia", "Largo 3 cm", "T1.5.3 sequence", "fx 1.III.2"]
+            "RT(R) verified", "Corso 2 di chemioterapia", "Largo 3 cm", "T1.5.3 sequence", "fx 1.III.2",
+            # near session 10's shapes for a corpus in ten languages: fractions after articles, clock positions,
+            # vertebrae that look like British postcodes, routes after a slash, "et al.", "Matrix 512 x 512"
+            "il 2/3 distale del femore", "am 1/3 distalen", "den 1/2 dosen", "Stenose 70 % am 3/4",
+            "saat 12 yonunde lezyon", "ore 12", "L5 1ST", "IV/po", "Dixon et al. Radiology 2019", "Matrix 512 x 512",
+            "zona Periferica", "far Lateral disc", "per LP/ct", "Pan CT scan", "Bay Area"]
 
 
 @pytest.mark.parametrize("text", CLINICAL)
@@ -181,6 +186,39 @@ def test_clinical_text_survives_every_layer(text: str) -> None:
     ("RT(R) Jones", "Jones"),
     ("scanned by Jones RT(R)", "Jones"),
     ("Ueberweisung Hr. X von Dr. Weber", "Weber"),  # "von" joined "Dr" to the first name, and "Dr." was no cue
+    # session 10's fifth held-out corpus (ten languages): months, times beside dates, national IDs in digit
+    # groups, serial numbers, streets, cities and institutions of other countries, titles, relations and cues
+    ("kontrola 7 listopada 2022", "listopada"),
+    ("visita del 12 maggio, poi", "maggio"),
+    ("exame de 3 de outubro de 2021", "outubro"),
+    ("Kontrolle 14 mart 2020", "mart"),
+    ("gesprek op 4 maart om 14:20", "14:20"),
+    ("visto il 12/10/2023 ore 9:40", "9:40"),
+    ("call back at 4.15 pm on 3/11", "4.15"),
+    ("LABEL_PTV_22NOV", "22NOV"),
+    ("MRI Jun '19 compared", "'19"),
+    ("filho: (21) 99876-5432", "5432"),
+    ("ask for ext 3381", "3381"),
+    ("BSN 1234.56.782 gecontroleerd", "782"),
+    ("Aadhaar 1234 5678 9012", "9012"),
+    ("pacemaker S/N PJK442211R", "PJK442211R"),
+    ("woont Kerkstraat 14, Utrecht", "Utrecht"),
+    ("zam. ul. Polna 3/5, 60-100 Poznan", "Polna"),
+    ("Cumhuriyet Cad. No:12 D:4, Kadikoy", "Kadikoy"),
+    ("Flat 3, London N1 9GU", "9GU"),
+    ("Bor Vasagatan 2, Umea", "Umea"),
+    ("born in Izmir, moved", "Izmir"),
+    ("cekim Ankara'da yapildi", "Ankara"),
+    ("MR in Ospedale San Carlo, Milano", "Carlo"),
+    ("eerder in Ziekenhuis Rivierenland (Tiel)", "Tiel"),
+    ("onderzocht door dr. Smits", "Smits"),
+    ("mevr. De Vries belt", "Vries"),
+    ("Bayan Aksoy getirdi", "Aksoy"),
+    ("echtgenote Marleen aanwezig", "Marleen"),
+    ("Besproken met Joost op MDO", "Joost"),
+    ("Rep JKL/mb", "JKL"),
+    ("PTV_edit_RS", "RS"),
+    ("Paciente de 96 años", "96"),
 ])
 def test_pattern_layer_removes_phi_shapes_without_file_terms(text: str, gone: str) -> None:
     out = TextCleaner(PhiTerms(), use_presidio=False).clean(text)
@@ -308,7 +346,8 @@ def test_pathological_long_text_stays_fast(text: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "recall", "retention"), [("corpus", 0.955, 0.995), ("heldout", 0.91, 0.98),
-                                                          ("heldout3", 0.92, 0.99), ("heldout4", 0.85, 0.995)])
+                                                          ("heldout3", 0.92, 0.99), ("heldout4", 0.86, 0.995),
+                                                          ("heldout5", 0.94, 0.995)])
 def test_independent_corpus_recall_and_retention(name: str, recall: float, retention: float) -> None:
     """An audit's corpus of hospital-style strings the cleaner was not tuned on (names beyond the header,
     dates without a year or in other languages, institutions, European addresses). Measured before the
@@ -317,7 +356,8 @@ def test_independent_corpus_recall_and_retention(name: str, recall: float, reten
     A third set written in session 9 without reading the cleaner (heldout3): 79.3 % / 99.1 % as written, 92.3 % /
     99.5 % after the fixes it led to; a fourth (heldout4), written after those fixes: 83.2 % / 99.5 % as written,
     99.7 % retention after its one fix; 85.2 % after session 10's fixes for an audit of unseen data (national phones,
-    IDs and addresses), which were not tuned on it. The floors keep what was gained."""
+    IDs and addresses), which were not tuned on it. A fifth (heldout5, ten languages): 73.2 % / 99.3 % as written,
+    94.4 % / 99.5 % after the fixes it led to (heldout4, not tuned on, 86.4 %). The floors keep what was gained."""
     spec = importlib.util.spec_from_file_location("freetext_independent", BENCH_INDEPENDENT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
