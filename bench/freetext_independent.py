@@ -31,7 +31,10 @@ CORPORA = {"corpus": CORPUS_DIR / "independent_corpus.json", "heldout": CORPUS_D
            "heldout4": CORPUS_DIR / "independent_heldout4.json",
            # 180 more in ten languages, written in session 10 by a helper that did not read the cleaner: 73.2 % recall,
            # 99.3 % retention as written; 94.4 % / 99.5 % after the fixes it led to
-           "heldout5": CORPUS_DIR / "independent_heldout5.json"}
+           "heldout5": CORPUS_DIR / "independent_heldout5.json",
+           # 170 more (English-speaking countries and six other languages), written after heldout5's fixes, also
+           # without reading the cleaner: 78.4 % recall, 99.5 % retention as written; 88.6 % / 99.5 % after its fixes
+           "heldout6": CORPUS_DIR / "independent_heldout6.json"}
 TOKEN = re.compile(r"[^\W_]+")
 
 

@@ -175,7 +175,7 @@ _AGE_RE = re.compile(
     r"(?<![\w.])(?:"
     r"(?P<n1>9\d|1[0-4]\d)(?=\s*-?\s*(?:y/?o\b|y\.o\.|yo\b|yrs?\b|years?\b|yr-old|year-old"
     # ... in other languages ("94 anos", "93 años", "91 yasinda", "92 Jahre", "92-jahrig", "90 ans", "95 jaar")
-    r"|a[nñ]os\b|anni\b|ans\b|jahre?\b|j\.\b|jahrig|jaar\b|[aå]r\b|lat\b|ya[sş][iı]nda\b|ya[sş]\b))"
+    r"|a[nñ]os\b|anni\b|ans\b|jahre?\b|j\.(?!\w)|jahrig|jaar\b|[aå]r\b|lat\b|ya[sş][iı]nda\b|ya[sş]\b))"
     r"|(?:aged?|age:)\s*(?P<n2>9\d|1[0-4]\d)(?![\w]|\.\d)"
     r"|(?P<as>0?(?:9\d|1[0-4]\d)\s?Y)(?![\w])"
     r"|(?P<sx>(?:9\d|1[0-4]\d)\s?(?-i:[FfM]))(?![\w])"  # "92F", "92f", "92 M" ("120 m" is metres)
@@ -187,7 +187,8 @@ _AGE_RE = re.compile(
     re.IGNORECASE,
 )
 _STREET_SUFFIX = (r"(?i:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Lane|Ln|Boulevard|Blvd|Way|Court|Ct|Place|Pl"
-                  r"|Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl)")
+                  r"|Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl"
+                  r"|Mews|Close|Crescent|Cres|Gardens|Gdns|Grove|Row|Walk|Wharf|Rise|Parade|Quay|Expressway|Expy)")
 _STREET_RE = re.compile(
     rf"(?<![\w.])\d{{1,6}}[A-Za-z]?\s+(?P<words>(?:(?:[NSEW]\.?|North|South|East|West)\s+)?"
     rf"(?:(?:\d+(?:st|nd|rd|th)|[A-Z][A-Za-z'\-]+)\s+){{1,3}}){_STREET_SUFFIX}\b\.?"
@@ -266,8 +267,10 @@ _RELATION_RE = re.compile(
     r"|dochter|zoon|echtgenote|echtgenoot|moeder|vader|zus|zuster|broer|kleindochter|kleinzoon"
     r"|maken|makan|dotter|fru|mor|syster|bror|sambo|maz|mezem|mezowi|zonie|corka|corki|corke|syn|synem"
     r"|matka|ojciec|siostra|brat|esi|k[iı]z[iı]|oglu|annesi|babas[iı]|kardesi|moglie|marito|figlia|figlio"
-    r"|sorella|fratello|filha|filho|mae|pai|irma|irmao|neta|neto))"
-    r"[\s,:(]+(?P<a>[A-Z][a-z][a-z']+(?:-[A-Za-z][a-z]+)?|[A-Z]{3,})(?:\s+(?P<b>[A-Z][a-z][a-z'\-]+|[A-Z]{3,}))?")
+    r"|sorella|fratello|filha|filho|mae|pai|irma|irmao|neta|neto|oncle|tante|cousine?|neveu|niece|grand-m[eè]re"
+    r"|grand-p[eè]re|mam|mum|mammy|granny|nan|grandma|grandpa|stepson|stepdaughter))"
+    r"[\s,:(]+(?P<a>[A-Z][a-z][a-z']+(?:-[A-Za-z][a-z]+)?|[A-Z]{3,}|[A-Z][a-z](?=\s+[A-Z][a-z]{2,}))"
+    r"(?:\s+(?P<b>[A-Z][a-z][a-z'\-]+|[A-Z]{3,}))?")
 #: Words that follow a relation word without being a name ("WIFE PRESENT", "son called", "mother tongue").
 _RELATION_STOP = frozenset("""present called aware notified states reports said says here available consented
     translating interpreting translated interpreter bedside home waiting drove brought accompanied also only
@@ -435,6 +438,9 @@ def _regex_spans(text: str, bare_ids: bool = True, given: bool = True) -> list[t
                 and not re.fullmatch(r"\d{1,3}\.\d+", tok) and not re.fullmatch(r"\d{1,5}(?:/\d{1,5})+", tok):
             spans.append((m.start(), m.start() + len(tok), ID))
     spans += _name_spans(text, given)
+    for _s, e, k in list(spans):
+        if k == NAME and (aged := _AGE_AFTER_NAME_RE.match(text, e)):
+            spans.append((aged.start("n"), aged.end("n"), AGE))
     spans += _more_shapes(text)
     spans += _times_beside_dates(text, spans)
     return [sp for sp in spans if not _clinical_number(text, *sp)]
@@ -453,7 +459,8 @@ def _times_beside_dates(text: str, spans: list[tuple[int, int, str]]) -> list[tu
         lo = max(0, s - 40)
         b = _TIME_BEFORE_DATE_RE.search(text[lo:s])
         if b:
-            out.append((lo + b.start("t"), lo + b.end("t"), DATE))
+            g = "t" if b.group("t") else "u"
+            out.append((lo + b.start(g), lo + b.end(g), DATE))
     return out
 
 
@@ -541,7 +548,7 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
 
 #: A role word, a technologist's credential ("MTA Schulz", "RT(R) Jones") or a maiden-name cue ("née Dubois", "geb.
 #: Schneider": an audit) before a name.
-_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech\.?|MTRA|MTA|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter"
+_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech\.?|MTRA|MTA|MTR|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter|nurse"
                            r"|n[ée]e|N[ÉE]E|geb\.|geborene|nata|nacida)|\bRT\((?:R|T|N|M|MR|CT|CV|VI|QM|S)\))\s+"
                            r"(?:[A-Z]\.\s?)?(?P<v>[A-Z][a-zı]{2,}(?:\s+[A-Z][a-zı]{2,})?)\b")
 _CUE_ONE_RE = re.compile(
@@ -550,7 +557,7 @@ _CUE_ONE_RE = re.compile(
     r"(?:by|with|to)?|per|d/w|w/|cc:?|attn:?"
     # "discussed with" in other languages ("Diskuterat med Britt-Marie", "besproken met", "omowiono z")
     r"|(?:diskuterat|diskuteret|besproken|overlegd|besprochen|discut[eé]e?|discusso|discussa|discutido|comentado"
-    r"|omowiono|konsultowano|informerat|geinformeerd|informiert)\s+(?:med|met|mit|avec|con|com|z|w)))"
+    r"|omowiono|konsultowano|informerat|geinformeerd|informiert|r[uü]e?cksprache)\s+(?:med|met|mit|avec|con|com|z|w)))"
     r"\s+(?P<a>[A-Z][a-z][A-Za-z'\-]+)\b(?!\s+[A-Z][a-z])")
 #: Languages an interpreter works in ("Interpreter Spanish"), not the interpreter's name.
 _LANGUAGES = frozenset("""spanish english french german italian portuguese russian arabic mandarin cantonese chinese
@@ -571,10 +578,13 @@ _INITIALS_RE = re.compile(r"(?i:\b(?:by|tech(?:nologist)?|t[eé]cnic[oa]|initial
                           r"|radiographer|manip(?:ulat(?:eur|rice))?"
                           r"|(?:contoured|done|scanned|performed|checked|entered|acquired|processed|edited|typed)"
                           r"\s+by))\b[:.]?\s+(?P<v>[A-Z]{2,3})\b")
+#: A nickname in quotes after its cue ("goes by 'Lucho'", "aka 'Dee'", "is 'Shiv' on the ward").
+_NICKNAME_RE = re.compile(r"(?i:\b(?:goes\s+by|aka|a\.k\.a\.?|known\s+as|prefers|called|nickname|calls\s+herself"
+                          r"|calls\s+himself|is)\s+)['\"‘“](?P<v>[A-Z][a-z]{1,15})['\"’”]")
 #: Initials of dictation and sign-off ("Rep PJH/sk": the reader's and the typist's; "- K.D." ending a note) and in RT
 #: labels after "edit" ("Rectum_edit_TB"): a fresh held-out corpus.
 _SIGN_OFF_RE = re.compile(r"(?<![\w/])(?P<a>[A-Z]{2,3})/(?P<b>[a-z]{2,3})\s*\.?\s*$"
-                          r"|[-–—]\s*(?P<c>[A-Z]\.\s?[A-Z]\.?)\s*$"
+                          r"|[-–—]\s*(?P<c>[A-Z]\.\s?[A-Z]\.?|[A-Z]{2,3})\s*$"
                           r"|(?i:edit(?:ed)?|by|chk|checked)_(?P<d>[A-Z]{2,3})(?![A-Za-z])")
 _EPONYM_RE = re.compile(r"(?i)\bsister\s+mary\s+joseph(?:'?s)?\s+(?:nodule|node)")
 
@@ -602,12 +612,15 @@ _GLUED_DM_RE = re.compile(r"(?<![A-Za-z0-9])(?:0?[1-9]|[12]\d|3[01])(?:JAN|FEB|M
 #: 24/09/2024 ore 15:30", "el 30 de agosto a las 9:45", "LKW 8/29 2100"); a time before "on" + a date ("at 6.40 pm
 #: on 14/01"). Times alone are no identifier; beside a date they are part of it.
 _TIME_AFTER_DATE_RE = re.compile(
-    r"\s*,?\s*(?:(?:at|um|gegen|a|a\s+las|vers|ore|alle|godz\.?|kl\.?|klockan|om|saat|as|o|le)\s+)?"
-    r"(?P<t>\d{1,2}[:h]\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?|\d{1,2}\.\d{2}\s?[ap]\.?m\.?)(?![\w:])"
+    r"\s*,?\s*(?:(?:at|um|gegen|a|a\s+las|vers|ore|alle|godz\.?|kl\.?|klockan|om|saat|as|o|le|luc|approx\.?)\s+)?"
+    r"(?P<t>\d{1,2}[:h]\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?|\d{1,2}\.\d{2}\s?[ap]\.?m\.?"
+    r"|(?<=at\s)\d{1,2}\.\d{2}|(?:[01]\d|2[0-3])[0-5]\d\s?h(?:rs?|ours)?)(?![\w:])"
     r"|\s+(?P<m>(?:[01]\d|2[0-3])[0-5]\d)(?![\w:.,]\d|\w)", re.IGNORECASE)
 _TIME_BEFORE_DATE_RE = re.compile(
     r"(?i:\b(?:at|um|a|ore|alle|godz\.?|kl\.?|klockan|om|saat)\s+)(?P<t>\d{1,2}[:h.]\d{2}(?:\s?[ap]\.?m\.?)?)"
-    r"\s*,?\s*(?i:on|am|le|el|il|op|den|dnia|em)?\s*$")
+    r"\s*,?\s*(?i:on|am|le|el|il|op|den|dnia|em)?\s*$"
+    # military time right before a date ("0702 4/3/24", "0047hrs 7/6/24")
+    r"|(?<![\w.:/])(?P<u>(?:[01]\d|2[0-3])[0-5]\d(?:\s?(?i:hrs?|h))?)\s+$")
 _MD_RE = re.compile(r"(?<![\w/.:\-])(?P<a>\d{1,2})/(?P<b>\d{1,2})(?![\w/]|\.\d)")
 #: What comes just before a month/day without a year that makes it a date ("since 3/14"), not a score ("8/10").
 _DATE_CUE = re.compile(r"(?i)\b(?:on|since|from|dated?|dos|admit(?:ted)?|adm|seen|prior|last|next|until|thru"
@@ -637,6 +650,19 @@ _ADDR_INTL_RE = re.compile(
     r"(?:(?:de|du|des|la|le|l'|d')\s*)*[A-Z][\w'\-]+(?:\s+[A-Z][\w'\-]+)*"
     r"|(?:(?<=\bC/)|\b(?:Calle|Avda\.?|Avenida|Plaza|Pza\.?|Paseo|Carrer))\s*(?:(?:de|del|la|los|las)\s+)*"
     r"[A-Z][\w\-]+(?:\s+[A-Z][\w\-]+)*,?\s*(?:n[ºo°]\.?\s*)?\d{1,4}")
+#: A city before a British postcode ("Norwich NR3 1BN"); a road named after "on" with no number ("on Ikorodu Rd"); a
+#: Philippine barangay ("Brgy. Concepcion Pequena").
+_UK_POSTCODE = r"(?![CTLS]\d\b)[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?\s\d(?!ST|ND|RD|TH)[A-Z]{2}\b"
+_CITY_POSTCODE_RE = re.compile(rf"\b(?P<c>[A-Z][a-z]{{2,}}(?:\s[A-Z][a-z]{{2,}})?)\s+(?={_UK_POSTCODE})")
+_ROAD_RE = re.compile(r"(?i:\b(?:on|along|off)\s+)(?P<r>[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\s+(?:Rd|Road|Street|Ave|Avenue"
+                      r"|Blvd|Boulevard|Expressway|Expy|Hwy|Highway|Lane)\b\.?)|\b(?:Brgy\.?|Barangay)\s+[A-Z][\w\-]+"
+                      r"(?:\s+[A-Z][\w\-]+){0,2}")
+#: Words of sequence and series labels that stand where a sign-off's initials would (breath-hold, fat-sat ...).
+_SEQ_WORDS = frozenset("""bh fb fs nc wc se tse fse gre swi dwi adc mip mpr hr ce gd sag cor ax tra iso ht wt lt rt
+    ap pa ll lat obl std hd ld uhd""".split())
+#: An age over 89 in parentheses right after a person ("Husband Derek (91)", "(Nora O'Sullivan, 90)").
+_AGE_AFTER_NAME_RE = re.compile(r"\s*(?:\(|,)\s*(?P<n>9\d|1[01]\d)\s*(?:y/?o|yrs?|years?|J\.?|ans|anos|a[nñ]os|jaar)?"
+                                r"\s*\)")
 #: A city after an address and a comma, with or without its postcode ("..., 64-100 Leszno", "..., Akcakoca/Duzce").
 _CITY_TAIL_RE = re.compile(r",\s+(?:\d{2}-?\d{3}\s+|\d{4,5}\s+)?(?P<c>[A-Z][a-z]{2,}(?:[\s/][A-Z][a-z]{2,})?)\b")
 _PLZ_CITY_RE = re.compile(r"(?<![\w.])(?:\d{5}|\d{2}-\d{3})\s+(?P<c>[A-Z][a-zäöüéèáíóú\-]{2,}"
@@ -653,7 +679,7 @@ _LOC_CUE_RE = re.compile(r"(?i:\b(?:lives\s+in|lives\s+at|resides\s+in|resident\
                          r"|transfer(?:red)?\s+(?:from|to)|near|outside\s+(?:films?|images?|CD|study)\s+from|CD\s+from"
                          r"|from\s+home\s+in"
                          # "born in", "lives in" in other languages ("Mora em Itupeva", "woont in Beesd", "zam. w")
-                         r"|born\s+in|woont(?:\s+in|\s+te)?|wohnt\s+in|wohnhaft\s+in|habite\s+a|vive\s+en|vive\s+em"
+                         r"|born(?:\s+in)?|lives\s+out\s+in|woont(?:\s+in|\s+te)?|wohnt\s+in|wohnhaft\s+in|habite\s+a|vive\s+en|vive\s+em"
                          r"|mora\s+em|mora\s+en|abita\s+a|residente\s+a|bor\s+i|bor\s+pa|zam\.(?:\s+w)?"
                          r"|zamieszka\w*\s+w|ur\.\s+w|urodzon[ya]\s+w|fodd\s+i|geboren\s+in|geboren\s+te|ne\s+a|nee\s+a"
                          r"|nato\s+a|nata\s+a|nacid[oa]\s+en|nascid[oa]\s+em))\s+(?P<c>[A-Z][a-z]{2,}(?:\s+[A-Z][a-z]{2,}){0,3})"
@@ -667,7 +693,7 @@ _PHONE_EU_RE = re.compile(r"(?<![\w.])0\d(?:[ .]\d{2}){4}(?![\w])|(?<![\w.])0\d{
                           r"|(?<![\w)])\(\d{2,3}\)\s?\d{4,5}-\d{4}(?![\w\-])")  # Brazil "(11) 98472-3106"
 #: An extension after its cue ("ext 4472", "poste 2231", "Durchwahl 318", "toestel 4410").
 _EXTENSION_RE = re.compile(r"(?i:\b(?:ext|extension|poste|durchwahl|toestel|interno|anexo|ramal)\b\.?)"
-                           r"\s*[:#]?\s*(?P<v>\d{3,5})(?![\w.,]\d|\w)")
+                           r"\s*[:#]?\s*(?P<v>\d{1,2}-\d{3,4}|\d{3,5})(?![\w.,]\d|\w)")
 #: A national or insurance number after its label, in digit groups ("BSN 1837.46.296", "Aadhaar 4821 7730 9156",
 #: "Cartao SUS 706 4021 8837 5519", "TC Kimlik No 12345678901", "personnummer 19520611-4412"): a fresh held-out corpus.
 _NATIONAL_LABEL_RE = re.compile(
@@ -719,7 +745,8 @@ _INST_KW = (r"(?:Hospital|Hospitals|Medical\s+Center|Medical\s+Centre|Med\s+Ctr|
             r"|Universit[aä]tsklinikum|Nursing\s+Home|Rehab(?:ilitation)?\s+Center|Surgery\s+Center"
             r"|Radiology\s+Associates|Medical\s+Group|Health\s+System"
             # in other languages, the kind of place last ("Bagcilar Sifa Hastanesi", "Streekziekenhuis", "X-sjukhuset")
-            r"|Hastanesi|Klinigi|[Zz]iekenhuis|[Ss]jukhus(?:et)?|Krankenhaus|Spital|Kliniken)")
+            r"|Hastanesi|Klinigi|[Zz]iekenhuis|[Ss]jukhus(?:et)?|Krankenhaus|Spital|Kliniken"
+            r"|Hosp\.?|Cancer\s+Cent(?:er|re)|Home\s+Care|Care\s+Home|Nursing\s+Facility)")
 #: Words that end an institution's name only where a place cue stands before it ("seen at Sierra Oaks Imaging",
 #: "Cath at Lutheran General", "from Elm Court Assisted Living": a fresh held-out corpus), never alone ("Blood Pool
 #: Imaging", "Forearm General", "Consult General Surgery": a probe of the rule).
@@ -730,9 +757,10 @@ _INST_PRE = (r"(?:Hospital(?:\s+Universitario)?|H[oô]pital|Clinique|Cl[ií]nica
              # the kind of place first ("Ospedale Alta Valtellina", "Szpitalu Powiatowym w Gostyniu", "Centro Medico
              # Bahia de Hialeah", "Imagerie Medicale Part-Dieu Sud", "Instituto de Odontologia Paulista")
              r"|Ospedale|Policlinico|Szpital\w*|\w*[Zz]iekenhuis|Instituto|Istituto|Centro\s+M[eé]dico"
-             r"|Centro\s+Diagn[oó]stico|Imagerie\s+M[eé]dicale|Centre\s+d'imagerie|Krankenhaus|Spital|Sjukhus)")
+             r"|Centro\s+Diagn[oó]stico|Imagerie\s+M[eé]dicale|Centre\s+d'imagerie|Krankenhaus|Spital|Sjukhus"
+             r"|Universit[aä]e?tsklinikum|Uniklinik|Benh\s+vien|B[eệ]nh\s+vi[eệ]n)")
 _INST_AFTER_RE = re.compile(rf"(?P<v>(?:\b(?:St\.?|Saint)\s+)?(?:[A-Z][\w'\-]+\s+){{1,3}}){_INST_KW}\b"
-                            rf"|(?i:\b(?:at|from|to|in|@)\s+)(?P<w>(?-i:(?:[A-Z][\w'\-]+\s+){{1,3}})){_WEAK_INST_KW}\b")
+                            rf"|(?:(?i:\b(?:at|from|to|in|@)\s+)|\()(?P<w>(?-i:(?:[A-Z][\w'\-]+\s+){{1,3}})){_WEAK_INST_KW}\b")
 _INST_BEFORE_RE = re.compile(rf"\b{_INST_PRE}\s+(?P<v>(?:(?:de|del|du|des|la|le|am|an\s+der|di|da|do|dos|das)\s+)*"
                              r"[A-Z][a-z][\w'\-]*(?:\s+(?:(?:w|we|de|di|da|do)\s+)?[A-Z][a-z][\w'\-]*){0,3})")
 _INST_CONNECTORS = frozenset("w we de di da do dos das del du des la le am".split())
@@ -760,7 +788,9 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
         valid_md, valid_dm = 1 <= a <= 12 and 1 <= b <= 31, 1 <= b <= 12 and 1 <= a <= 31
         if not (valid_md or valid_dm):
             continue
-        unambiguous = (valid_md and b >= 13) or (valid_dm and a >= 13 and b not in (2, 3, 4, 5, 10))
+        unambiguous = (valid_md and b >= 13) or (valid_dm and a >= 13 and b not in (2, 3, 4, 5, 10)) or (
+            # a leading zero is written in dates, never in a score or a fraction ("MDT 22/02", "TACE 05/04")
+            (m.group("a").startswith("0") or m.group("b").startswith("0")) and (valid_md or valid_dm))
         timed = re.match(_TIME, text[m.end():])  # "3/11 @ 1422": a day with its time
         if timed and _PARAM_BEFORE_RE.search(text[max(0, m.start() - 24):m.start()]):
             continue  # "Fx 3/5 @ 2000 MU", "Pain 7/10 @ 1400": a fraction or a score, then a time
@@ -768,6 +798,13 @@ def _more_shapes(text: str) -> list[tuple[int, int, str]]:
         if unambiguous or timed or _DATE_CUE.search(text[max(0, m.start() - 30):m.start()]) or (
                 not fraction and _DATE_CUE_ON.search(text[max(0, m.start() - 12):m.start()])):
             out.append((m.start(), m.end() + (timed.end() if timed else 0), DATE))
+    for m in _CITY_POSTCODE_RE.finditer(text):
+        if not is_clinical_word(m.group("c").split()[0]):
+            out.append((m.start("c"), m.end("c"), ADDRESS))
+    for m in _ROAD_RE.finditer(text):
+        g = "r" if m.group("r") else 0
+        if not any(is_clinical_word(w) for w in re.findall(r"[A-Za-z]+", m.group(g))[:-1]):
+            out.append((m.start(g), m.end(g), ADDRESS))
     for m in _ADDR_INTL_RE.finditer(text):
         out.append((m.start(), m.end(), ADDRESS))
         tail = _CITY_TAIL_RE.match(text, m.end())  # the city after it ("Dijkstraat 8, Beesd", "..., Akcakoca/Duzce")
@@ -865,8 +902,13 @@ def _more_name_spans(text: str) -> list[tuple[int, int, str]]:
             out.append((m.start("v") + w.start(), m.start("v") + w.end(), NAME))
     out += [(m.start("a"), m.end("a"), NAME) for m in _CUE_ONE_RE.finditer(text)
             if not is_clinical_word(m.group("a")) and not _not_a_person(m.group("a"), text, m.end("a"))]
+    out += [(m.start("v"), m.end("v"), NAME) for m in _NICKNAME_RE.finditer(text)
+            if not is_clinical_word(m.group("v"))]
     for m in _SIGN_OFF_RE.finditer(text):
         groups = [g for g in ("a", "b", "c", "d") if m.group(g)]
+        if m.group("c") and (not re.search(r"[a-z]", text) or m.group(0).strip(" -–—()."
+                                                                                           ).casefold() in _SEQ_WORDS):
+            continue  # "AX T2 HASTE (BH)", "PD FS COR - BH": a protocol label's own words, not a sign-off
         if not any(m.group(g).replace(".", "").casefold() in _NOT_INITIALS or is_clinical_word(m.group(g))
                    for g in groups):  # "IV/po", "LP/ct" are routes and procedures
             out += [(m.start(g), m.end(g), NAME) for g in groups]

@@ -114,7 +114,12 @@ CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W
             # vertebrae that look like British postcodes, routes after a slash, "et al.", "Matrix 512 x 512"
             "il 2/3 distale del femore", "am 1/3 distalen", "den 1/2 dosen", "Stenose 70 % am 3/4",
             "saat 12 yonunde lezyon", "ore 12", "L5 1ST", "IV/po", "Dixon et al. Radiology 2019", "Matrix 512 x 512",
-            "zona Periferica", "far Lateral disc", "per LP/ct", "Pan CT scan", "Bay Area"]
+            "zona Periferica", "far Lateral disc", "per LP/ct", "Pan CT scan", "Bay Area",
+            # near the sixth corpus's shapes: sequence labels ending in acronyms, a protocol's own "- BH", ages of
+            # scores, "on Day 3", "born at 32 weeks"
+            "sT1W_3D_TFE", "CARDIAC_T1T2MAP_LGE", "GTVnd_R_II", "AX T2 HASTE (BH)", "PD FS COR - BH",
+            "on Day 3", "born at 32 weeks", "Born 1958", "pain 9/10", "3 Close observation", "- OK",
+            "deformable reg (MIM)"]
 
 
 @pytest.mark.parametrize("text", CLINICAL)
@@ -219,6 +224,24 @@ def test_clinical_text_survives_every_layer(text: str) -> None:
     ("Rep JKL/mb", "JKL"),
     ("PTV_edit_RS", "RS"),
     ("Paciente de 96 años", "96"),
+    # the sixth: times beside dates, leading-zero day-months, extensions, quoted nicknames, sign-offs, ages after a
+    # person, British streets and postcodes, roads, institutions and cities of other shapes, relations, cues
+    ("stroke call 0815 3/2/24", "0815"),
+    ("signed 14/03/2024 at 10.35", "10.35"),
+    ("admitted 02/03/24 approx 2230hrs", "2230hrs"),
+    ("MDT 14/02 agreed", "14/02"),
+    ("ring ext. 5-2210", "2210"),
+    ("likes to be called 'Mick' on the ward", "Mick"),
+    ("reviewed, no change - JT", "JT"),
+    ("wife Maureen (94) at home", "94"),
+    ("lives at 4 Abbey Close, Hexham NE46 3EA", "Abbey"),
+    ("collision on Shore Rd, GCS 14", "Shore"),
+    ("prior at Leeds Cancer Centre 12/01", "Leeds"),
+    ("outside CT (Ridgeline Imaging, Boise) reviewed", "Boise"),
+    ("Brgy. San Roque, Legazpi", "Roque"),
+    ("daughter Ho Minh translates", "Ho "),
+    ("copy to nurse Aoife", "Aoife"),
+    ("Rücksprache mit Tobias erfolgt", "Tobias"),
 ])
 def test_pattern_layer_removes_phi_shapes_without_file_terms(text: str, gone: str) -> None:
     out = TextCleaner(PhiTerms(), use_presidio=False).clean(text)
@@ -346,8 +369,8 @@ def test_pathological_long_text_stays_fast(text: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "recall", "retention"), [("corpus", 0.955, 0.995), ("heldout", 0.91, 0.98),
-                                                          ("heldout3", 0.92, 0.99), ("heldout4", 0.86, 0.995),
-                                                          ("heldout5", 0.94, 0.995)])
+                                                          ("heldout3", 0.92, 0.99), ("heldout4", 0.87, 0.995),
+                                                          ("heldout5", 0.94, 0.995), ("heldout6", 0.88, 0.994)])
 def test_independent_corpus_recall_and_retention(name: str, recall: float, retention: float) -> None:
     """An audit's corpus of hospital-style strings the cleaner was not tuned on (names beyond the header,
     dates without a year or in other languages, institutions, European addresses). Measured before the
@@ -357,7 +380,8 @@ def test_independent_corpus_recall_and_retention(name: str, recall: float, reten
     99.5 % after the fixes it led to; a fourth (heldout4), written after those fixes: 83.2 % / 99.5 % as written,
     99.7 % retention after its one fix; 85.2 % after session 10's fixes for an audit of unseen data (national phones,
     IDs and addresses), which were not tuned on it. A fifth (heldout5, ten languages): 73.2 % / 99.3 % as written,
-    94.4 % / 99.5 % after the fixes it led to (heldout4, not tuned on, 86.4 %). The floors keep what was gained."""
+    94.4 % / 99.5 % after the fixes it led to (heldout4, not tuned on, 86.4 %). A sixth (heldout6), written after
+    those: 78.4 % / 99.5 % as written, 88.6 % after its fixes (heldout4 87.3 %). The floors keep what was gained."""
     spec = importlib.util.spec_from_file_location("freetext_independent", BENCH_INDEPENDENT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
