@@ -1175,7 +1175,10 @@ def _compile_terms(ordered: tuple[Term, ...]) -> _Compiled:
 def _compile_regex(ordered: tuple[Term, ...]) -> re.Pattern[str] | None:
     if not ordered:
         return None
-    return re.compile(rf"(?<![0-9A-Za-z]){_trie_alternation(ordered)}(?![0-9A-Za-z])", re.IGNORECASE)
+    # the guard holds where the term itself begins or ends with an ASCII letter or digit: a CJK name may stand right
+    # after Latin letters or digits ("CT张先生", "MRI山田さん"), a Latin one never inside a longer word
+    return re.compile(rf"(?:(?<![0-9A-Za-z])|(?![0-9A-Za-z])){_trie_alternation(ordered)}"
+                      rf"(?:(?![0-9A-Za-z])|(?<![0-9A-Za-z]))", re.IGNORECASE)
 
 
 class TermMatcher:
@@ -1210,6 +1213,11 @@ class TermMatcher:
         self._digit_glued_names = tuple(sorted({t.text.lower() for t in self._ordered if t.kind == NAME
                                                 and 4 <= len(t.text) < GLUED_NAME_MIN and t.text.isalpha()
                                                 and t.text.isascii()}))
+        # ... and those same names in title case glued to letters ("Rodilla_JMGarcia", "PlanLopez", "GarciaLopez":
+        # initials or a word beside a camel-case name; an audit found the first kept)
+        camel = sorted({n.capitalize() for n in self._digit_glued_names})
+        alts = "|".join(camel)
+        self._camel = re.compile(rf"(?<=[A-Za-z])(?:{alts})(?![a-z])|(?<![a-z])(?:{alts})(?=[A-Z])") if camel else None
         every_glued = (*self._glued_ids, *self._glued_names, *self._glued_dates, *self._digit_glued_names)
         self._glued_any = re.compile("|".join(map(re.escape, every_glued))) if every_glued else None
         compiled = _compile_terms(self._ordered)
@@ -1276,6 +1284,10 @@ class TermMatcher:
             spans += [sp for sp in self._bounded(low)
                       if not any(s.start < sp.end and sp.start < s.end for s in spans)]
             spans.sort(key=lambda s: (s.start, s.end))
+        if self._camel is not None:
+            spans += [Span(m.start(), m.end(), NAME) for m in self._camel.finditer(text)
+                      if not any(s.start < m.end() and m.start() < s.end for s in spans)]
+            spans.sort(key=lambda s: (s.start, s.end))
         return spans
 
     def _bounded(self, low: str) -> Iterator[Span]:
@@ -1312,6 +1324,8 @@ class TermMatcher:
                     return True
         grouped = self._grouped
         if grouped is not None and grouped.search(text):
+            return True
+        if self._camel is not None and self._camel.search(text):
             return True
         return bool(self._regex and self._regex.search(text))
 

@@ -85,7 +85,9 @@ def _reference_find(ordered: tuple[Term, ...], text: str) -> list[Span]:
         return []
     kind_of = {t.text.casefold(): t.kind for t in ordered}
     alternation = "|".join(f"(?:{_term_pattern(t.text)})" for t in ordered)
-    regex = re.compile(rf"(?<![0-9A-Za-z])(?:{alternation})(?![0-9A-Za-z])", re.IGNORECASE)
+    # (the guard as ``terms._compile_regex`` has it since session 10: only where the term's own edge is ASCII)
+    regex = re.compile(rf"(?:(?<![0-9A-Za-z])|(?![0-9A-Za-z]))(?:{alternation})(?:(?![0-9A-Za-z])|(?<![0-9A-Za-z]))",
+                       re.IGNORECASE)
 
     def kind_for(matched: str) -> str:
         key = matched.casefold()
@@ -129,6 +131,7 @@ def _check_same(ordered: tuple[Term, ...], texts: list[str]) -> int:
     # the regex part only (glued IDs: test_long_ids_are_found_glued_to_other_characters; glued names:
     # test_header_placements.test_a_long_name_glued_to_other_characters_is_found; IDs in digit groups:
     # test_unseen_placements.test_ids_in_digit_groups_are_leaks_and_short_runs_are_not)
+    m._camel = None  # (camel-case names: test_a_short_name_in_camel_case_is_found)
     m._glued_ids = m._grouped_ids = m._glued_names = m._glued_dates = m._digit_glued_names = ()  # (glued dates and
     # names glued to digits: test_typed_placements.test_a_date_glued_to_letters_in_a_label_is_found and
     # test_compound_and_short_surnames_written_solid_or_glued_to_digits_are_found)
@@ -365,3 +368,30 @@ def test_an_adjective_that_is_a_surname_counts_only_beside_another_part() -> Non
     ds.PatientName = "KLEIN^ANNA"
     out = clean_text("Herdbefund klein; Rückruf Anna Klein", capture_terms(ds), "LT")
     assert out.startswith("Herdbefund klein;") and "Klein" not in out
+
+
+def test_a_short_name_in_camel_case_is_found() -> None:
+    """An audit: "Rodilla_JMGarcia" kept GARCIA (6 letters: too short to be found glued in any case)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName = "GARCIA LOPEZ^JUAN"
+    m = TermMatcher(capture_terms(ds))
+    for text, found in [("Rodilla_JMGarcia", ["Garcia"]), ("GarciaLopez", ["GarciaLopez"]),
+                        ("LopezGarcia_T1", ["Lopez", "Garcia"]), ("PlanGarcia2", ["Garcia"])]:
+        assert m.contains(text) and [text[sp.start:sp.end] for sp in m.find(text)] == found
+    for text in ["Garcian", "garciax", "MRGARCIAX", "Lopezian"]:  # inside a longer word, or not in title case
+        assert not m.find(text), text
+
+
+def test_a_cjk_name_is_found_right_after_latin_letters_or_digits() -> None:
+    """The ASCII guard is for terms with an ASCII edge: "CT张先生" is Mr Zhang after a modality, "MRI山田さん"
+    Ms Yamada; a Latin name is still never found inside a longer word."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "ZHANG^WEI=张^伟"
+    m = TermMatcher(capture_terms(ds))
+    assert [sp.kind for sp in m.find("CT张先生复查")] == [NAME]
+    assert not m.find("ZHANGWEIX") and not m.find("xzhangweix")
