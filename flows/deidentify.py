@@ -282,6 +282,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
         others = [str(p) for p in find_files(plan.input_dir) if str(p) not in redo]
     else:
         paths, others = [str(p) for p in find_files(plan.input_dir)], []
+    _supersede_killed_run(plan.provenance_dir, plan.run_id)  # (before the first log line a killed run may leave)
     logger.info("run %s: %d input files, rules %s, key %s", plan.run_id, len(paths), plan.table_sha256[:12],
                 plan.key_fp)
     progress_id = create_progress_artifact(progress=0.0, key="deidflow-progress",
@@ -299,12 +300,53 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
         for done in DASK_DONE:
             done()
     summary = finish_run(plan, summaries)
+    (plan.provenance_dir / ACTIVE_FLOW_RUN).unlink(missing_ok=True)
     _artifacts(summary)
     _report_artifact(plan.provenance_dir, summary.run_id)
     logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts,
                 summary.wall_s,
                 summary.files_per_s)
     return summary.to_dict()
+
+
+#: The flow run writing into an output (provenance folder): a run killed with SIGKILL never tells Prefect it stopped,
+#: and its flow run stayed RUNNING for good (an audit at 10,000 files). The next run into the same output holds the
+#: output's lock, so that process is gone: its flow run and subflow runs are marked CRASHED.
+ACTIVE_FLOW_RUN = "active_flow_run.json"
+
+
+def _supersede_killed_run(prov_dir: Path, run_id: str) -> None:
+    """Mark the flow run of a killed earlier run into this output CRASHED, and record this run's as active."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.context import FlowRunContext
+    from prefect.states import Crashed
+
+    ctx = FlowRunContext.get()
+    me = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else ""
+    marker = prov_dir / ACTIVE_FLOW_RUN
+    try:
+        old = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        old = {}
+    try:
+        if isinstance(old, dict) and old.get("flow_run_id") and old["flow_run_id"] != me:
+            with get_client(sync_client=True) as client:
+                stale = UUID(str(old["flow_run_id"]))
+                subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[stale])))
+                for fr in [client.read_flow_run(stale), *subflows]:
+                    if fr.state is not None and fr.state.is_running():
+                        client.set_flow_run_state(fr.id, Crashed(
+                            message=f"its process was killed; run {run_id} took over the output"), force=True)
+        if me:
+            from deid_core.keys import atomic_write
+
+            atomic_write(marker, json.dumps({"flow_run_id": me, "run_id": run_id}).encode(), 0o600)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping of Prefect's view only: the run itself goes on
+        get_run_logger().warning("could not update the state of an earlier killed run (%s)", type(exc).__name__)
 
 
 def _console() -> bool:

@@ -198,6 +198,21 @@ def test_sigkill_at_three_points_then_rerun_matches_uninterrupted(tmp_path: Path
         assert (out / rel).is_file() and hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha
     assert all(len(v) == 1 for v in by_input.values()), "an input was written to two different outputs"
     assert {rel for _, rel, _ in written} == set(final)
+    # Prefect shows no killed run as still running: each rerun marked the flow runs of the run it took the output
+    # from CRASHED (an audit at 10,000 files found a SIGKILLed run RUNNING for good), the last one COMPLETED.
+    import sqlite3
+
+    db = sqlite3.connect(base / ".prefect" / "prefect.db")
+    try:
+        runs = db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id "
+                          "WHERE f.name = 'deidentify-cohort' ORDER BY r.created").fetchall()
+        running = db.execute("SELECT f.name FROM flow_run r JOIN flow f ON f.id = r.flow_id "
+                             "WHERE r.state_type = 'RUNNING'").fetchall()
+    finally:
+        db.close()
+    assert [state for _, state in runs] == ["CRASHED", "CRASHED", "CRASHED", "COMPLETED"], runs
+    assert running == []
+    assert not (prov / "active_flow_run.json").exists()  # the finished run clears its mark
     elapsed = time.perf_counter() - t_start
     shown = {k: round(v, 1) for k, v in timings.items()}
     print(f"\ncrash-resume timings (s): {shown}, total {elapsed:.1f}")
