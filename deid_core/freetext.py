@@ -1171,6 +1171,10 @@ class TextCleaner:
             before = re.search(r"(?<![A-Za-z0-9/'\-])([A-Za-z])\.?[\s_^,]{1,2}$", text[:s])
             if before and before.group(1).upper() in initials and before.group(1) not in ("a", "A", "I"):
                 extra.append((before.start(1), before.end(1), NAME))
+            # two or three dotted initials of the name's parts ("A.F. Balogun", "J. P. Heijden": a held-out corpus)
+            dotted = re.search(r"(?<![A-Za-z0-9/'\-])((?:[A-Z]\.\s?){2,3})[\s_^,]{0,2}$", text[:s])
+            if dotted and set(re.findall(r"[A-Z]", dotted.group(1))) <= self._all_initials():
+                extra.append((dotted.start(1), dotted.start(1) + len(dotted.group(1).rstrip()), NAME))
         covered = merge_spans(spans)
         words = {fold(n).casefold() for n in names if len(n) >= 4}
         for m in re.finditer(r"[^\W\d_]{5,}", text):
@@ -1182,6 +1186,11 @@ class TextCleaner:
             if any(levenshtein(folded, w, 1) <= 1 for w in words):
                 extra.append((m.start(), m.end(), NAME))
         return extra
+
+    def _all_initials(self) -> set[str]:
+        """First letters of every word of the file's names, middle initials included ("BALOGUN^ADEBOLA^F")."""
+        return {w[0].upper() for t in self.terms.terms if t.kind == NAME
+                for w in re.split(r"[\s,^.\-]+", fold(t.text)) if w}
 
     def _name_parts(self) -> list[str]:
         if self._parts is None:
