@@ -37,6 +37,7 @@ from deid_core.terms import (
     PhiTerms,
     Term,
     TermMatcher,
+    colour_of_tissue,
     fold,
     levenshtein,
 )
@@ -200,7 +201,7 @@ _STREET_RE = re.compile(
 _LABELLED_ID_RE = re.compile(
     r"\b(?:MRN|MR#|MR\s?No|ID|Acc(?:ession)?|Acc#|Order|Req(?:uest)?|Case|Chart|Account|Acct|Visit"
     r"|Encounter|Study\s?ID|Pt\s?ID|Patient\s?ID|Medical\s?Record)"
-    r"(?:\s*(?:#|No\.?|Number|num)\s*|\s*[:#=]\s*|\s+)(?P<v>[A-Z0-9][\w\-/.]*\d[\w\-/.]*)",
+    r"(?:\s*(?:#|No\.?|Number|num)\s*|\s*[:#=]\s*|\s+|-)(?P<v>[A-Z0-9][\w\-/.]*\d[\w\-/.]*)",  # "MRN-4471-993"
     re.IGNORECASE,
 )
 _HASH_ID_RE = re.compile(r"#\s?(?P<v>[A-Z]{0,4}\d{3,}[\w\-]*)", re.IGNORECASE)
@@ -367,9 +368,15 @@ _FRACTION_AFTER_RE = re.compile(r"(?i:\s*(?:moyen|proximal|distal|medio|media|in
                                 r"|der|du)\b)")
 
 
+#: A DICOM UID written in text (5+ numeric components): an identifier whatever word stands before it ("series
+#: 1.3.6.1.4.1..." was taken for a series number and kept: an audit; the file's own one then quarantined it).
+#: (The standard's own UIDs, 1.2.840.10008.*, name SOP classes and transfer syntaxes, not instances.)
+_UID_TEXT_RE = re.compile(r"(?<![\w.])(?!1\.2\.840\.10008\.)[0-2](?:\.(?:0|[1-9]\d*)){4,}(?![\w]|\.\d)")
+
+
 def _clinical_number(text: str, start: int, end: int, kind: str) -> bool:
     """Whether a date, phone, ID or age span of ``text`` is a measurement, parameter or code (see above)."""
-    if kind not in (DATE, PHONE, ID, AGE):
+    if kind not in (DATE, PHONE, ID, AGE) or _UID_TEXT_RE.fullmatch(text, start, end):
         return False
     if _UNIT_AFTER_RE.match(text, end):
         return True
@@ -431,6 +438,7 @@ def _regex_spans(text: str, bare_ids: bool = True, given: bool = True) -> list[t
             v = m.group("v").rstrip(".-/")
             if not _NOT_ID_RE.fullmatch(v) or sum(c.isdigit() for c in v) >= 5:
                 spans.append((m.start("v"), m.start("v") + len(v), ID))
+    spans += [(m.start(), m.end(), ID) for m in _UID_TEXT_RE.finditer(text)]
     for m in _TOKEN_RE.finditer(text) if bare_ids else ():
         tok = m.group(0).rstrip(".")
         # a run of 5+ digits: "DWI_b0_1000", "b50/400/800", "0.9x0.9x1.2" or "1234.5" are parameters
@@ -1183,6 +1191,8 @@ class TextCleaner:
                                                                      for a, b, _k in covered):
                 continue
             folded = fold(tok).casefold()
+            if colour_of_tissue(text, m.start(), m.end()):
+                continue  # "White_matter" for a physician WHITE (``terms.colour_of_tissue``)
             if any(levenshtein(folded, w, 1) <= 1 for w in words):
                 extra.append((m.start(), m.end(), NAME))
         return extra

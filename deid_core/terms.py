@@ -1181,6 +1181,19 @@ def _compile_regex(ordered: tuple[Term, ...]) -> re.Pattern[str] | None:
                       rf"(?:(?![0-9A-Za-z])|(?<![0-9A-Za-z]))", re.IGNORECASE)
 
 
+#: Colours that are surnames, and what they colour in imaging text ("white matter", "Gray_matter", "black blood",
+#: "brown fat", "greenstick"): an audit found "[X] matter" for a physician WHITE and an operator GRAY.
+_COLOURS = frozenset({"white", "gray", "grey", "black", "brown", "green"})
+_COLOUR_NOUN_RE = re.compile(r"[\s_\-]*(?i:(?:(?:and|&|/|-)?\s*(?:white|gr[ae]y)[\s_\-]+)?matter|substance|blood|cells?"
+                             r"|count|fat|stick|spots?|dots?|line|noise|balance|light|pulp|plaque|bone\s+marrow|marrow)"
+                             r"(?![a-z])")
+
+
+def colour_of_tissue(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is a colour surname standing as the colour of a tissue ("white matter")."""
+    return text[start:end].casefold() in _COLOURS and _COLOUR_NOUN_RE.match(text, end) is not None
+
+
 class TermMatcher:
     """Finds a file's identifiers in text: one compiled regex for exact-but-flexible matching,
     plus a tolerant token comparison for OCR output."""
@@ -1288,6 +1301,9 @@ class TermMatcher:
             spans += [Span(m.start(), m.end(), NAME) for m in self._camel.finditer(text)
                       if not any(s.start < m.end() and m.start() < s.end for s in spans)]
             spans.sort(key=lambda s: (s.start, s.end))
+        if spans and _COLOUR_NOUN_RE.search(text):
+            # a colour surname (WHITE, GRAY) counts alone, but not as the colour of a tissue ("white matter")
+            spans = [sp for sp in spans if not (sp.kind == NAME and colour_of_tissue(text, sp.start, sp.end))]
         return spans
 
     def _bounded(self, low: str) -> Iterator[Span]:

@@ -403,3 +403,11 @@ def test_dotted_initials_before_a_name_of_the_file_go_with_it() -> None:
     cleaner = TextCleaner(capture_terms(ds), use_presidio=False)
     assert "A.F" not in cleaner.clean("Reported A.F. Balogun 07-06-2024.")
     assert cleaner.clean("Reported C.T. Balogun").startswith("Reported C.T. ")
+
+
+@pytest.mark.parametrize(("text", "gone"), [("discussed with patient (MRN-4471-993) by phone", "4471"),
+                                            ("see also series 1.3.6.1.4.1.99996.77.3", "99996")])
+def test_ids_glued_to_their_label_and_uids_after_any_word_go(text: str, gone: str) -> None:
+    """A second audit: an MRN joined to its label by a hyphen, and a UID after "series" (taken for a series
+    number), were kept in SR and image comments."""
+    assert gone not in TextCleaner(PhiTerms(), use_presidio=False).clean(text)

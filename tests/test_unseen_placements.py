@@ -407,3 +407,33 @@ def test_a_frame_no_decoder_reads_is_quarantined_without_the_decoders_tracebacks
                                                                                     output_dir=tmp_path / "o"))
     assert (out.status, out.reason) == ("quarantined", "pixel_error")
     assert not [r for r in caplog.records if r.name.startswith("pydicom")]
+
+
+@pytest.mark.parametrize("text", ["see also series {uid}", "Ref study {uid} on prior", "frame of ref {uid}"])
+def test_a_uid_written_in_free_text_goes_whatever_word_stands_before_it(tmp_path: Path, text: str) -> None:
+    """An audit: after "series" the UID was taken for a series number and kept; the file's own one then made
+    verification quarantine an ordinary CT. Both the file's own UID and another's are removed."""
+    for uid in (SERIES, "1.3.6.1.4.1.99996.77.3"):
+        ds = _base()
+        ds.ImageComments = text.format(uid=uid)
+        out = str(_clean_one(tmp_path / uid, ds).ImageComments)
+        assert uid not in out and "[X]" in out
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("ROIName", "White_matter"), ("SeriesDescription",
+                                                                          "t1_vibe_dixon_tra gray white matter"),
+                                              ("ImageComments", "No white matter or gray matter abnormality")])
+def test_a_colour_surname_of_staff_leaves_the_colour_of_a_tissue(tmp_path: Path, keyword: str, value: str) -> None:
+    """An audit: "White_matter" became "[X]_matter" for an operator WHITE^SUSAN and a referring GRAY^MATTHEW; a
+    colour surname still counts alone or after a title ("Dr White", "scanned by White")."""
+    ds = _base()
+    ds.OperatorsName, ds.ReferringPhysicianName = "WHITE^SUSAN", "GRAY^MATTHEW"
+    if keyword == "ROIName":
+        ds.ImageComments = value  # (no ROI module on a CT: the same text where a CT carries it)
+    else:
+        setattr(ds, keyword, value)
+    ds.AdditionalPatientHistory = "called Dr White; scanned by Gray"
+    out = _clean_one(tmp_path, ds)
+    kept = str(out.get("ImageComments" if keyword == "ROIName" else keyword, ""))
+    assert kept == value
+    assert "White" not in str(out.AdditionalPatientHistory) and "Gray" not in str(out.AdditionalPatientHistory)
