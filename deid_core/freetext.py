@@ -516,6 +516,8 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
         a, b = m.group("a"), m.group("b")
         if is_clinical_word(a) or a.casefold() in _RELATION_STOP or _not_a_person(a, text, m.end("a")):
             continue  # "mother Diabetes", "WIFE PRESENT", "mother Hodgkin lymphoma": the first word decides
+        if len(a) == 2 and (not b or is_clinical_word(b) or _not_a_person(b, text, m.end("b"))):
+            continue  # a two-letter given name only with a surname ("daughter Wu Xiaoyan"), not "mother Ca Breast"
         spans.append((m.start("a"), m.end("a"), NAME))  # "daughter Ann Lowe", "wife Mary", "DAUGHTER LINDA"
         if b and not is_clinical_word(b) and b.casefold() not in _RELATION_STOP and b.istitle() == a.istitle() \
                 and not _not_a_person(b, text, m.end("b")):
@@ -556,7 +558,7 @@ def _named(text: str, given: bool = True) -> list[tuple[int, int, str]]:
 
 #: A role word, a technologist's credential ("MTA Schulz", "RT(R) Jones") or a maiden-name cue ("née Dubois", "geb.
 #: Schneider": an audit) before a name.
-_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech\.?|MTRA|MTA|MTR|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter|nurse"
+_ROLE_NAME_RE = re.compile(r"(?:\b(?:RN|CRNA|LPN|NP|[Tt]ech\.?|MTRA|MTA|RTT|RDMS|RDCS|CNMT|[Ii]nterpreter|nurse"
                            r"|n[ée]e|N[ÉE]E|geb\.|geborene|nata|nacida)|\bRT\((?:R|T|N|M|MR|CT|CV|VI|QM|S)\))\s+"
                            r"(?:[A-Z]\.\s?)?(?P<v>[A-Z][a-zı]{2,}(?:\s+[A-Z][a-zı]{2,})?)\b")
 _CUE_ONE_RE = re.compile(
@@ -592,7 +594,7 @@ _NICKNAME_RE = re.compile(r"(?i:\b(?:goes\s+by|aka|a\.k\.a\.?|known\s+as|prefers
 #: Initials of dictation and sign-off ("Rep PJH/sk": the reader's and the typist's; "- K.D." ending a note) and in RT
 #: labels after "edit" ("Rectum_edit_TB"): a fresh held-out corpus.
 _SIGN_OFF_RE = re.compile(r"(?<![\w/])(?P<a>[A-Z]{2,3})/(?P<b>[a-z]{2,3})\s*\.?\s*$"
-                          r"|[-–—]\s*(?P<c>[A-Z]\.\s?[A-Z]\.?|[A-Z]{2,3})\s*$"
+                          r"|[-–—]\s*(?P<c>[A-Z]\.\s?[A-Z]\.?)\s*$"  # (not "- ACS": undotted, a diagnosis as often)
                           r"|(?i:edit(?:ed)?|by|chk|checked)_(?P<d>[A-Z]{2,3})(?![A-Za-z])")
 _EPONYM_RE = re.compile(r"(?i)\bsister\s+mary\s+joseph(?:'?s)?\s+(?:nodule|node)")
 

@@ -119,7 +119,7 @@ CLINICAL = ["T2 FLAIR", "C1-C7", "L4-L5", "3.0T", "5mm", "120 kVp", "0.5 mm", "W
             # scores, "on Day 3", "born at 32 weeks"
             "sT1W_3D_TFE", "CARDIAC_T1T2MAP_LGE", "GTVnd_R_II", "AX T2 HASTE (BH)", "PD FS COR - BH",
             "on Day 3", "born at 32 weeks", "Born 1958", "pain 9/10", "3 Close observation", "- OK",
-            "deformable reg (MIM)"]
+            "deformable reg (MIM)", "MTR Map", "mother Ca Breast", "Chest pain - ACS"]
 
 
 @pytest.mark.parametrize("text", CLINICAL)
@@ -232,7 +232,7 @@ def test_clinical_text_survives_every_layer(text: str) -> None:
     ("MDT 14/02 agreed", "14/02"),
     ("ring ext. 5-2210", "2210"),
     ("likes to be called 'Mick' on the ward", "Mick"),
-    ("reviewed, no change - JT", "JT"),
+    ("reviewed, no change - J.T.", "J.T"),
     ("wife Maureen (94) at home", "94"),
     ("lives at 4 Abbey Close, Hexham NE46 3EA", "Abbey"),
     ("collision on Shore Rd, GCS 14", "Shore"),
