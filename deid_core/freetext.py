@@ -1178,6 +1178,13 @@ class TextCleaner:
             after = re.match(r"[\s_^,]{1,2}([A-Za-z])\.?(?=$|[\s_^,;)])", text[e:])
             if after and after.group(1).upper() in initials:
                 extra.append((e + after.start(1), e + after.end(1), NAME))
+            # dotted initials after the name ("ESFANDIARI B.R."), or the rest of them after a matched "SURNAME G"
+            # ("KOVALENKO O.P.": the term ends at "O")
+            tail = re.match(r"(\.\s?|[\s_^,]{1,2})((?:[A-Z]\.\s?){1,3})(?=$|[\s_^,;)(])", text[e:])
+            if tail and (tail.group(1).startswith(".") or len(re.findall(r"[A-Z]", tail.group(2))) >= 2) \
+                    and set(re.findall(r"[A-Z]", tail.group(2))) <= self._all_initials():
+                first = e if tail.group(1).startswith(".") else e + tail.start(2)
+                extra.append((first, e + tail.start(2) + len(tail.group(2).rstrip()), NAME))
             before = re.search(r"(?<![A-Za-z0-9/'\-])([A-Za-z])\.?[\s_^,]{1,2}$", text[:s])
             if before and before.group(1).upper() in initials and before.group(1) not in ("a", "A", "I"):
                 extra.append((before.start(1), before.end(1), NAME))

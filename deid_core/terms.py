@@ -1040,6 +1040,9 @@ _TIME_TAIL = re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d){1,2}(?:\.\d{1,6})?(?!\d)"
 
 #: One-word names from this length on are found glued to other letters or digits (``TermMatcher``).
 GLUED_NAME_MIN = 7
+#: Surnames of at least LABEL_PREFIX_FROM letters are also found cut to LABEL_PREFIX_MIN or more of their first letters
+#: in labels (``TermMatcher._prefixes``).
+LABEL_PREFIX_FROM, LABEL_PREFIX_MIN = 7, 4
 
 
 def _gluable_name(text: str) -> bool:
@@ -1231,6 +1234,14 @@ class TermMatcher:
         camel = sorted({n.capitalize() for n in self._digit_glued_names})
         alts = "|".join(camel)
         self._camel = re.compile(rf"(?<=[A-Za-z])(?:{alts})(?![a-z])|(?<![a-z])(?:{alts})(?=[A-Z])") if camel else None
+        # the first letters of a long surname stand for it in labels ("T7_8Gy1_KOVAL" for KOVALENKO, "CX_DUPL_50G25"
+        # for DU PLESSIS, "PTV_70Gy_KOWAL" for KOWALCZYK: two audits and a held-out corpus); only as a token of a
+        # label (underscores), never a word of imaging text ("LUNG" of LUNGREN, "HEAD" of HEADLEY)
+        cut = sorted({w[:n].lower() for t in self._ordered if t.kind == NAME and t.text.isascii()
+                      and t.text.isalpha() and len(w := t.text) >= LABEL_PREFIX_FROM
+                      for n in range(LABEL_PREFIX_MIN, len(w) - 1) if not ordinary_word(w[:n])
+                      and w[:n].lower() not in _COMMON_WORDS}, key=lambda p: (-len(p), p))
+        self._prefixes = re.compile(rf"(?<![A-Za-z])(?:{'|'.join(cut)})(?![A-Za-z])", re.IGNORECASE) if cut else None
         every_glued = (*self._glued_ids, *self._glued_names, *self._glued_dates, *self._digit_glued_names)
         self._glued_any = re.compile("|".join(map(re.escape, every_glued))) if every_glued else None
         compiled = _compile_terms(self._ordered)
@@ -1301,6 +1312,10 @@ class TermMatcher:
             spans += [Span(m.start(), m.end(), NAME) for m in self._camel.finditer(text)
                       if not any(s.start < m.end() and m.start() < s.end for s in spans)]
             spans.sort(key=lambda s: (s.start, s.end))
+        if self._prefixes is not None and "_" in text:
+            spans += [Span(m.start(), m.end(), NAME) for m in self._prefixes.finditer(text)
+                      if not any(s.start < m.end() and m.start() < s.end for s in spans)]
+            spans.sort(key=lambda s: (s.start, s.end))
         if spans and _COLOUR_NOUN_RE.search(text):
             # a colour surname (WHITE, GRAY) counts alone, but not as the colour of a tissue ("white matter")
             spans = [sp for sp in spans if not (sp.kind == NAME and colour_of_tissue(text, sp.start, sp.end))]
@@ -1342,6 +1357,8 @@ class TermMatcher:
         if grouped is not None and grouped.search(text):
             return True
         if self._camel is not None and self._camel.search(text):
+            return True
+        if self._prefixes is not None and "_" in text and self._prefixes.search(text):
             return True
         return bool(self._regex and self._regex.search(text))
 

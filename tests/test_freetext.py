@@ -370,7 +370,8 @@ def test_pathological_long_text_stays_fast(text: str) -> None:
 
 @pytest.mark.parametrize(("name", "recall", "retention"), [("corpus", 0.955, 0.995), ("heldout", 0.91, 0.98),
                                                           ("heldout3", 0.92, 0.99), ("heldout4", 0.87, 0.995),
-                                                          ("heldout5", 0.94, 0.995), ("heldout6", 0.88, 0.994)])
+                                                          ("heldout5", 0.94, 0.995), ("heldout6", 0.88, 0.994),
+                                                          ("heldout7", 0.72, 0.995)])
 def test_independent_corpus_recall_and_retention(name: str, recall: float, retention: float) -> None:
     """An audit's corpus of hospital-style strings the cleaner was not tuned on (names beyond the header,
     dates without a year or in other languages, institutions, European addresses). Measured before the
@@ -411,3 +412,15 @@ def test_ids_glued_to_their_label_and_uids_after_any_word_go(text: str, gone: st
     """A second audit: an MRN joined to its label by a hyphen, and a UID after "series" (taken for a series
     number), were kept in SR and image comments."""
     assert gone not in TextCleaner(PhiTerms(), use_presidio=False).clean(text)
+
+
+def test_dotted_initials_after_a_name_of_the_file_go_with_it() -> None:
+    """A held-out corpus: "ESFANDIARI B.R." and "KOVALENKO O.P." kept their initials."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName, ds.ReferringPhysicianName = "KOVALENKO^OLENA^PETRIVNA", "ESFANDIARI^BAHRAM^REZA"
+    cleaner = TextCleaner(capture_terms(ds), use_presidio=False)
+    assert cleaner.clean("Prior CD - ESFANDIARI B.R. (Dey)") == "Prior CD - [X] (Dey)"
+    assert cleaner.clean("Prior CD - KOVALENKO O.P. (Dey)") == "Prior CD - [X] (Dey)"
+    assert cleaner.clean("Kovalenko C.T. done") == "[X] C.T. done"  # not the name's initials

@@ -395,3 +395,19 @@ def test_a_cjk_name_is_found_right_after_latin_letters_or_digits() -> None:
     m = TermMatcher(capture_terms(ds))
     assert [sp.kind for sp in m.find("CT张先生复查")] == [NAME]
     assert not m.find("ZHANGWEIX") and not m.find("xzhangweix")
+
+
+def test_the_first_letters_of_a_long_surname_stand_for_it_in_labels() -> None:
+    """Two audits and a held-out corpus: "T7_8Gy1_KOVAL" (KOVALENKO), "PTV_70Gy_KOWAL" (KOWALCZYK), "CX_DUPL_50G25"
+    (DU PLESSIS) were kept. Only as a token of a label with underscores, never an imaging word ("LUNG" of
+    LUNGREN) nor in prose."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName, ds.OperatorsName = "KOVALENKO^OLENA", "DU PLESSIS^ANNELIE"
+    ds.ReferringPhysicianName = "LUNGREN^PAUL"
+    m = TermMatcher(capture_terms(ds))
+    for text, cut in [("T7_8Gy1_KOVAL", "KOVAL"), ("CX_DUPL_50G25", "DUPL"), ("PTV_Koval_boost", "Koval")]:
+        assert [text[sp.start:sp.end] for sp in m.find(text)] == [cut], text
+    for text in ["Lung_L", "LUNG_PTV", "Koval stable", "KOVA", "PTV_KOVALSKI"]:
+        assert not m.find(text), text
