@@ -1040,6 +1040,13 @@ _TIME_TAIL = re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d){1,2}(?:\.\d{1,6})?(?!\d)"
 
 #: One-word names from this length on are found glued to other letters or digits (``TermMatcher``).
 GLUED_NAME_MIN = 7
+#: Abbreviations of structures and RT words a surname's first letters may spell (COCHRANE, CHIASSON, MANDELSON,
+#: PROSPERI): never taken for the surname cut short in a label.
+_STRUCTURE_ABBREVIATIONS = frozenset("""coch chias mand pros prost phar lary esop esoph stom blad parot thyr femr pitu
+    hippo constr brach optc optn cord lens glnd musc bowl urethr vagi uter ovar panc splen trach bronc aort caud plex
+    orbi retin lacr subman submand sigm duod jeju ileu colo kidn live hear rect anal bulb peni test brst ribs skin
+    body exte ring shell boost eval cavi oral lipp lips gland nerv vess arte vein ventr atri cere cereb temp tempo
+    fron pari occi mast maxi mandi sacr lumb thor cerv pelv abdo neck head breast chest""".split())
 #: Surnames of at least LABEL_PREFIX_FROM letters are also found cut to LABEL_PREFIX_MIN or more of their first letters
 #: in labels (``TermMatcher._prefixes``).
 LABEL_PREFIX_FROM, LABEL_PREFIX_MIN = 7, 4
@@ -1240,8 +1247,10 @@ class TermMatcher:
         cut = sorted({w[:n].lower() for t in self._ordered if t.kind == NAME and t.text.isascii()
                       and t.text.isalpha() and len(w := t.text) >= LABEL_PREFIX_FROM
                       for n in range(LABEL_PREFIX_MIN, len(w) - 1) if not ordinary_word(w[:n])
-                      and w[:n].lower() not in _COMMON_WORDS}, key=lambda p: (-len(p), p))
-        self._prefixes = re.compile(rf"(?<![A-Za-z])(?:{'|'.join(cut)})(?![A-Za-z])", re.IGNORECASE) if cut else None
+                      and w[:n].lower() not in _COMMON_WORDS and w[:n].lower() not in _STRUCTURE_ABBREVIATIONS},
+                     key=lambda p: (-len(p), p))
+        # (never the label's first token: structure names begin with their organ, "Coch_L", "Mand_R")
+        self._prefixes = re.compile(rf"(?<=[^A-Za-z])(?:{'|'.join(cut)})(?![A-Za-z])", re.IGNORECASE) if cut else None
         every_glued = (*self._glued_ids, *self._glued_names, *self._glued_dates, *self._digit_glued_names)
         self._glued_any = re.compile("|".join(map(re.escape, every_glued))) if every_glued else None
         compiled = _compile_terms(self._ordered)

@@ -409,5 +409,16 @@ def test_the_first_letters_of_a_long_surname_stand_for_it_in_labels() -> None:
     m = TermMatcher(capture_terms(ds))
     for text, cut in [("T7_8Gy1_KOVAL", "KOVAL"), ("CX_DUPL_50G25", "DUPL"), ("PTV_Koval_boost", "Koval")]:
         assert [text[sp.start:sp.end] for sp in m.find(text)] == [cut], text
-    for text in ["Lung_L", "LUNG_PTV", "Koval stable", "KOVA", "PTV_KOVALSKI"]:
+    for text in ["Lung_L", "LUNG_PTV", "Koval stable", "KOVA", "PTV_KOVALSKI", "KOVAL_L"]:
         assert not m.find(text), text
+
+
+def test_a_surname_cut_short_is_no_structure_abbreviation() -> None:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName, ds.OperatorsName = "COCHRANE^ANN", "MANDELSON^PAUL"
+    m = TermMatcher(capture_terms(ds))
+    for text in ["Coch_L", "PRV_Coch_R", "Mand_R", "GTV_Mand"]:
+        assert not m.find(text), text
+    assert m.find("PTV_COCHR") and m.find("CBCT_MANDEL")
