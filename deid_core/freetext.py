@@ -40,7 +40,11 @@ from deid_core.terms import (
     colour_of_tissue,
     fold,
     levenshtein,
+    transliterations,
 )
+
+#: A word in Cyrillic or Greek letters (``TextCleaner._names_in_other_script``).
+_CYRILLIC_GREEK_WORD = re.compile(r"[\u0400-\u04ff\u0370-\u03ff\u1f00-\u1fff]{3,}")
 
 #: What a PHI span becomes. Short, so descriptors still fit SH (16 chars).
 PLACEHOLDER = "[X]"
@@ -1162,7 +1166,20 @@ class TextCleaner:
                 found += [(ws + s, ws + e, k) for s, e, k in _presidio_spans(text[ws:we])]
         grown = [(*_expand_to_words(text, s, e), k) for s, e, k in found]
         grown += self._name_neighbours(text, grown)
+        grown += self._names_in_other_script(text)
         return merge_spans(grown)
+
+    def _names_in_other_script(self, text: str) -> list[tuple[int, int, str]]:
+        """Cyrillic or Greek words whose Latin spelling is a name of the file: a romanised header ("KOVALENKO^
+        OLENA") and the name written in its own script in a report ("Коваленко О.П.": a held-out corpus)."""
+        if not _CYRILLIC_GREEK_WORD.search(text):
+            return []
+        names = {fold(n).casefold() for n in self._name_parts() if len(n) >= 3 and n.isascii()}
+        out = []
+        for m in _CYRILLIC_GREEK_WORD.finditer(text):
+            if any(fold(v).casefold() in names for v in transliterations(m.group(0))):
+                out.append((m.start(), m.end(), NAME))
+        return out
 
     def _name_neighbours(self, text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
         """Beside the file's names: an initial of one of them next to a name ("Margaret K", "JOHANSSON_E"), and

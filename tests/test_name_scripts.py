@@ -136,3 +136,16 @@ def test_no_variant_is_an_ordinary_word(name: str) -> None:
     from deid_core.terms import ordinary_word
 
     assert not any(ordinary_word(v) for v in name_variants(name) if " " not in v and v.isascii())
+
+
+def test_a_romanised_header_name_is_found_written_in_its_own_script() -> None:
+    """A held-out corpus: header KOVALENKO^OLENA, report "Пацієнтка Коваленко О.П."; a Greek staff name likewise.
+    Words of the report that spell no name of the file stay."""
+
+    ds = Dataset()
+    ds.PatientName, ds.OperatorsName = "KOVALENKO^OLENA^PETRIVNA", "KARAGIANNIS^NIKOS"
+    terms = capture_terms(ds)
+    assert "Коваленко" not in clean_text("Пацієнтка Коваленко О.П., тел.", terms, "LT")
+    assert "Καραγιάννης" not in clean_text("Κ. Καραγιάννης", terms, "LT")
+    text = "Висновок: множинні метастази в кістки"
+    assert clean_text(text, terms, "LT") == text
