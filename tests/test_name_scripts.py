@@ -149,3 +149,14 @@ def test_a_romanised_header_name_is_found_written_in_its_own_script() -> None:
     assert "Καραγιάννης" not in clean_text("Κ. Καραγιάννης", terms, "LT")
     text = "Висновок: множинні метастази в кістки"
     assert clean_text(text, terms, "LT") == text
+
+
+@pytest.mark.parametrize(("name", "text", "nick"), [("KUZNETSOVA^EKATERINA", "Katya (Ekaterina) Kuznetsova", "Katya"),
+                                                    ("KOVALENKO^OLENA", "Olya speaks some English", "Olya"),
+                                                    ("KARAGIANNIS^NIKOLAOS", "Nikos K. - AMKA", "Nikos"),
+                                                    ("ADEYEMI^OLUWASEUN", "Seun Adeyemi, tel", "Seun")])
+def test_diminutives_of_given_names_beyond_english_are_the_patient(name: str, text: str, nick: str) -> None:
+    """Held-out corpora: Russian, Ukrainian, Greek and Yoruba diminutives of the header's given name were kept."""
+    ds = Dataset()
+    ds.PatientName = name
+    assert nick not in clean_text(text, capture_terms(ds), "LT")
