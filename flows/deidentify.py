@@ -282,7 +282,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
         others = [str(p) for p in find_files(plan.input_dir) if str(p) not in redo]
     else:
         paths, others = [str(p) for p in find_files(plan.input_dir)], []
-    _supersede_killed_run(plan.provenance_dir, plan.run_id)  # (before the first log line a killed run may leave)
+    _supersede_killed_run(plan.provenance_dir, plan.cfg.output_dir, plan.run_id)  # (before the first log line)
     logger.info("run %s: %d input files, rules %s, key %s", plan.run_id, len(paths), plan.table_sha256[:12],
                 plan.key_fp)
     progress_id = create_progress_artifact(progress=0.0, key="deidflow-progress",
@@ -300,7 +300,7 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
         for done in DASK_DONE:
             done()
     summary = finish_run(plan, summaries)
-    (plan.provenance_dir / ACTIVE_FLOW_RUN).unlink(missing_ok=True)
+    active_flow_run_path(plan.provenance_dir, plan.cfg.output_dir).unlink(missing_ok=True)
     _artifacts(summary)
     _report_artifact(plan.provenance_dir, summary.run_id)
     logger.info("run %s finished: %s in %.1f s (%.2f files/s)", summary.run_id, summary.counts,
@@ -312,10 +312,16 @@ def deidentify_cohort(params: CohortParameters) -> dict[str, object]:
 #: The flow run writing into an output (provenance folder): a run killed with SIGKILL never tells Prefect it stopped,
 #: and its flow run stayed RUNNING for good (an audit at 10,000 files). The next run into the same output holds the
 #: output's lock, so that process is gone: its flow run and subflow runs are marked CRASHED.
-ACTIVE_FLOW_RUN = "active_flow_run.json"
+def active_flow_run_path(prov_dir: Path, output_dir: str | Path) -> Path:
+    """Where the flow run writing into ``output_dir`` is named: one file per output folder, so runs into other
+    outputs that share this provenance folder are never taken for killed ones."""
+    import hashlib
+
+    key = hashlib.sha256(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+    return prov_dir / f"active_flow_run-{key}.json"
 
 
-def _supersede_killed_run(prov_dir: Path, run_id: str) -> None:
+def _supersede_killed_run(prov_dir: Path, output_dir: str | Path, run_id: str) -> None:
     """Mark the flow run of a killed earlier run into this output CRASHED, and record this run's as active."""
     import json
 
@@ -326,7 +332,7 @@ def _supersede_killed_run(prov_dir: Path, run_id: str) -> None:
 
     ctx = FlowRunContext.get()
     me = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else ""
-    marker = prov_dir / ACTIVE_FLOW_RUN
+    marker = active_flow_run_path(prov_dir, output_dir)
     try:
         old = json.loads(marker.read_text())
     except (OSError, ValueError):

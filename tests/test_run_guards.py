@@ -282,3 +282,14 @@ def test_a_refused_run_leaves_no_folders_behind(tmp_path: Path, setting: dict[st
     with pytest.raises(ConfigError):
         prepare_run(inp, tmp_path / "out", secret_loader=no_secret, **setting)  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_the_active_flow_run_is_named_per_output_folder(tmp_path: Path) -> None:
+    """Two outputs sharing one provenance folder: each run names its flow run in a file of its own output, so a
+    run into one output never takes the other's live flow run for a killed one and marks it CRASHED."""
+    from flows.deidentify import active_flow_run_path
+
+    prov = tmp_path / "prov"
+    a, b = active_flow_run_path(prov, tmp_path / "out-a"), active_flow_run_path(prov, tmp_path / "out-b")
+    assert a != b and a.parent == b.parent == prov
+    assert active_flow_run_path(prov, tmp_path / "out-a" / ".." / "out-a") == a  # the resolved path decides
