@@ -671,9 +671,6 @@ _CITY_POSTCODE_RE = re.compile(rf"\b(?P<c>[A-Z][a-z]{{2,}}(?:\s[A-Z][a-z]{{2,}})
 _ROAD_RE = re.compile(r"(?i:\b(?:on|along|off)\s+)(?P<r>[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\s+(?:Rd|Road|Street|Ave|Avenue"
                       r"|Blvd|Boulevard|Expressway|Expy|Hwy|Highway|Lane)\b\.?)|\b(?:Brgy\.?|Barangay)\s+[A-Z][\w\-]+"
                       r"(?:\s+[A-Z][\w\-]+){0,2}")
-#: Words of sequence and series labels that stand where a sign-off's initials would (breath-hold, fat-sat ...).
-_SEQ_WORDS = frozenset("""bh fb fs nc wc se tse fse gre swi dwi adc mip mpr hr ce gd sag cor ax tra iso ht wt lt rt
-    ap pa ll lat obl std hd ld uhd""".split())
 #: An age over 89 in parentheses right after a person ("Husband Derek (91)", "(Nora O'Sullivan, 90)").
 _AGE_AFTER_NAME_RE = re.compile(r"\s*(?:\(|,)\s*(?P<n>9\d|1[01]\d)\s*(?:y/?o|yrs?|years?|J\.?|ans|anos|a[nñ]os|jaar)?"
                                 r"\s*\)")
@@ -920,9 +917,8 @@ def _more_name_spans(text: str) -> list[tuple[int, int, str]]:
             if not is_clinical_word(m.group("v"))]
     for m in _SIGN_OFF_RE.finditer(text):
         groups = [g for g in ("a", "b", "c", "d") if m.group(g)]
-        if m.group("c") and (not re.search(r"[a-z]", text) or m.group(0).strip(" -–—()."
-                                                                                           ).casefold() in _SEQ_WORDS):
-            continue  # "AX T2 HASTE (BH)", "PD FS COR - BH": a protocol label's own words, not a sign-off
+        if m.group("c") and not re.search(r"[a-z]", text):
+            continue  # a sign-off ends a sentence, not a protocol label of capitals
         if not any(m.group(g).replace(".", "").casefold() in _NOT_INITIALS or is_clinical_word(m.group(g))
                    for g in groups):  # "IV/po", "LP/ct" are routes and procedures
             out += [(m.start(g), m.end(g), NAME) for g in groups]
@@ -1145,6 +1141,7 @@ class TextCleaner:
         self.use_presidio = use_presidio
         self._matcher = matcher if matcher is not None and matcher.terms is terms else TermMatcher(terms)
         self._parts: list[str] | None = None
+        self._initials: set[str] | None = None
 
     @property
     def matcher(self) -> TermMatcher:
@@ -1225,8 +1222,10 @@ class TextCleaner:
 
     def _all_initials(self) -> set[str]:
         """First letters of every word of the file's names, middle initials included ("BALOGUN^ADEBOLA^F")."""
-        return {w[0].upper() for t in self.terms.terms if t.kind == NAME
-                for w in re.split(r"[\s,^.\-]+", fold(t.text)) if w}
+        if self._initials is None:
+            self._initials = {w[0].upper() for t in self.terms.terms if t.kind == NAME
+                              for w in re.split(r"[\s,^.\-]+", fold(t.text)) if w}
+        return self._initials
 
     def _name_parts(self) -> list[str]:
         if self._parts is None:
